@@ -1,0 +1,227 @@
+"""Conditional Gaussian probability paths of Lipman et al. (2023), Section 4.
+
+Every path here is *affine*: given noise x0 ~ N(0, I) and a data point x1,
+
+    x_t = psi_t(x0 | x1) = alpha_t * x1 + sigma_t * x0,
+
+with t = 0 the noise end and t = 1 the data end (the paper's convention).  Writing the
+three paths in this one form lets the objectives, the score <-> vector-field conversion
+and the closed-form Gaussian tests share one implementation:
+
+* OT:  alpha_t = t,               sigma_t = 1 - (1 - sigma_min) t
+* VP:  alpha_t = a(1 - t),        sigma_t = sqrt(1 - a(1 - t)^2),  a(s) = exp(-T(s) / 2)
+* VE:  alpha_t = 1,               sigma_t = sigma_ve(1 - t),  sigma_ve geometric in s
+
+The regression target of conditional flow matching is d/dt psi_t(x0) = alpha'_t x1 + sigma'_t x0.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+PATH_NAMES = ("ot", "vp", "ve")
+
+
+def _expand_like(t: Tensor, x: Tensor) -> Tensor:
+    """Broadcast a per-sample time vector (or scalar) over the trailing dims of x."""
+    t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+    if t.ndim == 0:
+        return t
+    return t.reshape(t.shape[0], *([1] * (x.ndim - 1)))
+
+
+class AffinePath(ABC):
+    """A Gaussian conditional path x_t = alpha_t x1 + sigma_t x0 on t in [0, t_max]."""
+
+    name: ClassVar[str] = "affine"
+    #: Largest t at which the path is evaluated (diffusion paths are singular at t = 1).
+    t_max: ClassVar[float] = 1.0
+
+    @abstractmethod
+    def alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """alpha_t and sigma_t, elementwise in t."""
+
+    @abstractmethod
+    def d_alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """Their time derivatives alpha'_t and sigma'_t, elementwise in t."""
+
+    @property
+    def prior_std(self) -> float:
+        """Std of the isotropic Gaussian the ODE starts from at t = 0 (sigma_0)."""
+        _, s0 = self.alpha_sigma(torch.zeros((), dtype=torch.float64))
+        return float(s0)
+
+    def sample_t(self, n: int, device: torch.device | str = "cpu", generator: torch.Generator | None = None) -> Tensor:
+        """Training times, uniform on [0, t_max]."""
+        return torch.rand(n, device=device, generator=generator) * self.t_max
+
+    def sample(self, x0: Tensor, x1: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """x_t = psi_t(x0 | x1) and the CFM target d/dt psi_t(x0 | x1)."""
+        alpha, sigma = (_expand_like(v, x1) for v in self.alpha_sigma(t))
+        d_alpha, d_sigma = (_expand_like(v, x1) for v in self.d_alpha_sigma(t))
+        return alpha * x1 + sigma * x0, d_alpha * x1 + d_sigma * x0
+
+    def conditional_vector_field(self, x: Tensor, x1: Tensor, t: Tensor) -> Tensor:
+        """u_t(x | x1) = sigma'/sigma (x - alpha x1) + alpha' x1 (Theorem 3)."""
+        alpha, sigma = (_expand_like(v, x1) for v in self.alpha_sigma(t))
+        d_alpha, d_sigma = (_expand_like(v, x1) for v in self.d_alpha_sigma(t))
+        return d_sigma / sigma * (x - alpha * x1) + d_alpha * x1
+
+    def score_to_vector_field(self, x: Tensor, score: Tensor, t: Tensor) -> Tensor:
+        """Probability-flow vector field from the marginal score.
+
+        Tweedie gives E[x0 | x_t] = -sigma score and E[x1 | x_t] = (x + sigma^2 score) / alpha, so
+        v = E[alpha' x1 + sigma' x0 | x] = alpha'/alpha x + (alpha'/alpha sigma^2 - sigma' sigma) score.
+        For VP this is beta(1 - t)/2 (x + score), the paper's probability-flow ODE.
+        """
+        alpha, sigma = (_expand_like(v, x) for v in self.alpha_sigma(t))
+        d_alpha, d_sigma = (_expand_like(v, x) for v in self.d_alpha_sigma(t))
+        ratio = d_alpha / alpha
+        return ratio * x + (ratio * sigma**2 - d_sigma * sigma) * score
+
+    def likelihood_weighted_t(
+        self, n: int, device: torch.device | str = "cpu", generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Times for the ScoreFlow objective and the importance weight g(t)^2 / (sigma_t^2 q(t)).
+
+        The default is uniform times with the explicit weight; paths with a closed-form inverse CDF
+        of q ~ g^2 / sigma^2 override this to cut the estimator's variance.
+        """
+        raise ValueError(f"path '{self.name}' has no diffusion coefficient; ScoreFlow needs vp or ve")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+@dataclass(frozen=True, repr=True)
+class OTPath(AffinePath):
+    """Optimal-transport displacement path: mu_t = t x1, sigma_t = 1 - (1 - sigma_min) t."""
+
+    sigma_min: float = 0.0
+    name: ClassVar[str] = "ot"
+    t_max: ClassVar[float] = 1.0
+
+    def alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        return t, 1.0 - (1.0 - self.sigma_min) * t
+
+    def d_alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        one = torch.ones_like(t)
+        return one, -(1.0 - self.sigma_min) * one
+
+
+@dataclass(frozen=True, repr=True)
+class VPPath(AffinePath):
+    """Variance-preserving diffusion path with beta(s) = beta_min + s (beta_max - beta_min), s = 1 - t."""
+
+    beta_min: float = 0.1
+    beta_max: float = 20.0
+    eps: float = 1e-5
+    name: ClassVar[str] = "vp"
+
+    @property
+    def t_max(self) -> float:  # type: ignore[override]
+        return 1.0 - self.eps
+
+    def _s(self, t: Tensor) -> Tensor:
+        """Diffusion time s = 1 - t, held at eps past t_max.
+
+        Adaptive solvers step beyond the last output time and interpolate back; holding the
+        field at t_max there keeps it finite instead of NaN where sigma_t would reach 0.
+        """
+        return (1.0 - t).clamp_min(self.eps)
+
+    def _T(self, s: Tensor) -> Tensor:
+        return s * self.beta_min + 0.5 * s**2 * (self.beta_max - self.beta_min)
+
+    def beta(self, s: Tensor) -> Tensor:
+        return self.beta_min + s * (self.beta_max - self.beta_min)
+
+    def alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        T = self._T(self._s(t))
+        # sqrt(-expm1(-T)) keeps sigma accurate when T is tiny (t near the data end).
+        return torch.exp(-0.5 * T), torch.sqrt(-torch.expm1(-T))
+
+    def d_alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        s = self._s(t)
+        T, b = self._T(s), self.beta(s)
+        alpha = torch.exp(-0.5 * T)
+        d_alpha = 0.5 * b * alpha
+        # d/dt sqrt(1 - e^{-T}) = -b e^{-T} / (2 sqrt(1 - e^{-T})).
+        d_sigma = -0.5 * b * torch.exp(-T) / torch.sqrt(-torch.expm1(-T))
+        return d_alpha, d_sigma
+
+    def _log_cdf_arg(self, s: Tensor) -> Tensor:
+        """log(e^{T(s)} - 1): the antiderivative of beta(s) / (1 - e^{-T(s)}) in s."""
+        T = self._T(s)
+        return T + torch.log(-torch.expm1(-T))
+
+    def likelihood_weighted_t(
+        self, n: int, device: torch.device | str = "cpu", generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Sample s = 1 - t with density proportional to g^2 / sigma^2 = beta(s) / (1 - e^{-T(s)}).
+
+        Its CDF is (L(s) - L(eps)) / Z with L(s) = log(e^{T(s)} - 1), so inversion is exact:
+        T = softplus(L), then solve the quadratic T(s) = T for s (Song et al., 2021, likelihood
+        weighting with importance sampling). The weight g^2 / (sigma^2 q) is the constant Z.
+        """
+        f64 = torch.float64
+        lo = self._log_cdf_arg(torch.tensor(self.eps, dtype=f64))
+        hi = self._log_cdf_arg(torch.tensor(1.0, dtype=f64))
+        u = torch.rand(n, dtype=f64, generator=generator)
+        T = torch.nn.functional.softplus(lo + u * (hi - lo))
+        a = 0.5 * (self.beta_max - self.beta_min)
+        s = (-self.beta_min + torch.sqrt(self.beta_min**2 + 4.0 * a * T)) / (2.0 * a)
+        t = (1.0 - s.clamp(self.eps, 1.0)).to(torch.get_default_dtype()).to(device)
+        weight = torch.full_like(t, float(hi - lo))
+        return t, weight
+
+
+@dataclass(frozen=True, repr=True)
+class VEPath(AffinePath):
+    """Variance-exploding path: mu_t = x1, sigma_t = sigma_ve(1 - t), sigma_ve(s) geometric in s.
+
+    Its t = 0 end is N(x1, sigma_max^2), so sampling starts from N(0, sigma_max^2 I): choose
+    sigma_max well above the data's scale (Song et al. 2021 take the largest pairwise distance).
+    """
+
+    sigma_min: float = 0.01
+    sigma_max: float = 10.0
+    eps: float = 1e-5
+    name: ClassVar[str] = "ve"
+
+    @property
+    def t_max(self) -> float:  # type: ignore[override]
+        return 1.0 - self.eps
+
+    def _log_ratio(self) -> float:
+        return math.log(self.sigma_max / self.sigma_min)
+
+    def alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        # Held at t_max beyond it, like VPPath, so solver overshoot stays on the path's last value.
+        sigma = self.sigma_min * torch.exp((1.0 - t).clamp_min(self.eps) * self._log_ratio())
+        return torch.ones_like(t), sigma
+
+    def d_alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        _, sigma = self.alpha_sigma(t)
+        return torch.zeros_like(t), -self._log_ratio() * sigma
+
+    def likelihood_weighted_t(
+        self, n: int, device: torch.device | str = "cpu", generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """For VE, g^2 / sigma^2 = 2 log(sigma_max / sigma_min) is constant: uniform times are optimal."""
+        t = self.sample_t(n, device=device, generator=generator)
+        return t, torch.full_like(t, 2.0 * self._log_ratio() * self.t_max)
+
+
+def make_path(name: str, **options: float) -> AffinePath:
+    """Build a path by name ('ot', 'vp', 've') with its options (sigma_min, beta_min, ...)."""
+    classes: dict[str, type[AffinePath]] = {"ot": OTPath, "vp": VPPath, "ve": VEPath}
+    if name not in classes:
+        raise ValueError(f"unknown path '{name}'; choose one of {', '.join(PATH_NAMES)}")
+    return classes[name](**options)  # type: ignore[call-arg]
