@@ -1,10 +1,54 @@
-"""The `fmx` command line: validate, sweep, train, eval, tables, report, ui."""
+"""The `fmx` command line: validate, sweep, train, eval, tables, ui.
+
+Bad input of any kind (file, key, value, address) ends with one message and exit code 2, before
+Ray or MLflow are started and before anything is written.
+"""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from orchestrator.config import ConfigError, SweepConfig, load_sweep
+from orchestrator.plan import plan_sweep
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Flow Matching ablations at any scale.")
+console = Console(stderr=True)
+out = Console()
+
+SweepFile = Annotated[Path, typer.Argument(help="sweep YAML file", show_default=False)]
+TrackingUri = Annotated[
+    str | None, typer.Option("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or ./mlflow.db)")
+]
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    console.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _load(file: Path) -> SweepConfig:
+    try:
+        return load_sweep(file)
+    except ConfigError as err:
+        _fail(str(err))
+
+
+def _tracking(uri: str | None) -> str:
+    from orchestrator.tracking import TrackingError, check_tracking_uri, resolve_tracking_uri
+
+    resolved = resolve_tracking_uri(uri)
+    try:
+        check_tracking_uri(resolved)
+    except TrackingError as err:
+        _fail(f"--tracking-uri: {err}")
+    return resolved
 
 
 @app.command()
@@ -12,7 +56,179 @@ def version() -> None:
     """Print fmx's version."""
     from importlib.metadata import version as _version
 
-    typer.echo(_version("fmx"))
+    out.print(_version("fmx"))
+
+
+@app.command()
+def validate(file: SweepFile) -> None:
+    """Check a sweep file (schema, values, combinations, data folders) without running anything."""
+    config = _load(file)
+    plan = plan_sweep(config)
+    out.print(
+        f"{file}: ok — sweep '{config.name}', {len(plan.trainings)} trainings × {len(plan.settings)} solver settings"
+        f" × {len(plan.eval_steps)} checkpoint(s) = {plan.num_evaluations} evaluations",
+        highlight=False,
+    )
+
+
+def _print_plan(config: SweepConfig) -> None:
+    plan = plan_sweep(config)
+    table = Table(title=f"sweep '{config.name}': {len(plan.trainings)} trainings")
+    for col in ("trial", "path", "objective", "coupling", "seed"):
+        table.add_column(col)
+    for key in plan.trainings:
+        table.add_row(key.trial_id, key.path, key.objective, key.coupling, str(key.seed))
+    out.print(table)
+    settings = ", ".join(s.label for s in plan.settings)
+    out.print(f"each evaluated at steps {plan.eval_steps} under: {settings}", highlight=False)
+    out.print(f"{plan.num_evaluations} evaluations in all", highlight=False)
+    if plan.skipped:
+        out.print(f"skipped (invalid: skip): {', '.join(f'{p}+{o}' for p, o in plan.skipped)}", highlight=False)
+
+
+@app.command()
+def sweep(
+    file: SweepFile,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address HOST:PORT (default: a local Ray)")] = None,
+    tracking_uri: TrackingUri = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue an interrupted sweep")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the trainings and evaluations, run nothing")] = False,
+) -> None:
+    """Run a sweep: Ray Tune trials train each configuration once and evaluate every solver setting."""
+    config = _load(file)
+    if dry_run:
+        _print_plan(config)
+        return
+    from orchestrator.preflight import PreflightError, check_ray_address
+    from orchestrator.sweep import ResumeError, check_resume_state, run_sweep
+    from orchestrator.tables import summarize
+
+    uri = _tracking(tracking_uri)
+    try:
+        check_ray_address(address)
+        check_resume_state(config, resume)
+    except (PreflightError, ResumeError) as err:
+        _fail(str(err))
+    console.print(f"MLflow tracking: [bold]{uri}[/]   (browse with: fmx ui)", highlight=False)
+    outcome = run_sweep(config, uri, address=address, resume=resume, console=console)
+    _show_table(summarize(outcome.runs), markdown=False)
+    failed = int((outcome.runs["status"] != "ok").sum())
+    out.print(
+        f"{outcome.trainings} trainings, {len(outcome.runs)} evaluations ({failed} failed) in {outcome.seconds:.0f} s\n"
+        f"rows: {outcome.runs_path}\ntable: {outcome.table_path}",
+        highlight=False,
+    )
+
+
+def _show_table(table, markdown: bool) -> None:  # noqa: ANN001 - a pandas DataFrame
+    from orchestrator.tables import display_table, to_markdown
+
+    if markdown:
+        out.print(to_markdown(table), highlight=False, soft_wrap=True)
+        return
+    shown = display_table(table)
+    rich_table = Table()
+    for col in shown.columns:
+        rich_table.add_column(str(col))
+    for row in shown.itertuples(index=False):
+        rich_table.add_row(*(str(v) for v in row))
+    out.print(rich_table)
+
+
+@app.command()
+def tables(
+    sweep_name: Annotated[str, typer.Argument(help="sweep name, or its YAML file", show_default=False)],
+    tracking_uri: TrackingUri = None,
+    markdown: Annotated[bool, typer.Option("--markdown", help="print Markdown instead of a terminal table")] = False,
+    out_dir: Annotated[Path | None, typer.Option(help="where to write the Parquet files (default results/<name>)")] = None,
+) -> None:
+    """Rebuild runs.parquet and table.parquet from MLflow alone, and print the summary."""
+    from orchestrator.sweep import collect_runs
+    from orchestrator.tables import summarize, write_tables
+
+    name = _load(Path(sweep_name)).name if sweep_name.endswith((".yaml", ".yml")) else sweep_name
+    uri = _tracking(tracking_uri)
+    try:
+        runs = collect_runs(uri, name)
+    except LookupError as err:
+        _fail(str(err))
+    runs_path, table_path = write_tables(runs, out_dir or Path("results") / name)
+    _show_table(summarize(runs), markdown)
+    console.print(f"rows: {runs_path}\ntable: {table_path}", highlight=False)
+
+
+@app.command()
+def train(
+    file: SweepFile,
+    trial: Annotated[str | None, typer.Option(help="trial id, e.g. ot-fm-independent-s0 (default: the first)")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="checkpoint folder")] = Path("checkpoints"),
+) -> None:
+    """Train one configuration of a sweep in this process (no Ray) and save its checkpoint."""
+    import torch
+
+    from orchestrator.trial import TrialRunner
+
+    config = _load(file)
+    plan = plan_sweep(config)
+    keys = {k.trial_id: k for k in plan.trainings}
+    if trial is not None and trial not in keys:
+        _fail(f"--trial: '{trial}' is not a training of {file}; choose one of {', '.join(keys)}")
+    key = keys[trial] if trial else plan.trainings[0]
+    torch.set_num_threads(max(1, int(config.train.cpus_per_worker)))
+    runner = TrialRunner(config, key)
+    runner.train_until(
+        config.train.steps, on_log=lambda s, loss: console.print(f"{key.trial_id} step {s}/{config.train.steps} loss {loss:.4g}")
+    )
+    target = out_dir / key.trial_id
+    runner.save(target)
+    (target / "sweep.yaml").write_text(Path(file).read_text())
+    (target / "trial.txt").write_text(key.trial_id + "\n")
+    out.print(f"saved {target} ({runner.step} steps, {runner.train_seconds:.1f} s)", highlight=False)
+
+
+@app.command("eval")
+def evaluate(
+    checkpoint: Annotated[Path, typer.Argument(help="folder written by `fmx train`", show_default=False)],
+    solver: Annotated[str, typer.Option(help="ODE solver")] = "dopri5",
+    tol: Annotated[float | None, typer.Option(help="atol = rtol for adaptive solvers")] = None,
+    nfe: Annotated[int | None, typer.Option(help="NFE budget for fixed-step solvers")] = None,
+) -> None:
+    """Evaluate a checkpoint from `fmx train` under one solver setting and print its metrics."""
+    from orchestrator.plan import EvalSetting
+    from orchestrator.trial import STATE_FILE, TrialRunner
+
+    if not (checkpoint / STATE_FILE).is_file() or not (checkpoint / "trial.txt").is_file():
+        _fail(f"{checkpoint}: not a checkpoint folder written by `fmx train`")
+    config = _load(checkpoint / "sweep.yaml")
+    trial_id = (checkpoint / "trial.txt").read_text().strip()
+    key = next(k for k in plan_sweep(config).trainings if k.trial_id == trial_id)
+    try:
+        setting = EvalSetting(solver, tol=tol if nfe is None else None, nfe_budget=nfe)
+        if setting.tol is None and setting.nfe_budget is None:
+            setting = EvalSetting(solver, tol=1e-5)
+        setting.spec()
+    except ValueError as err:
+        _fail(f"--solver/--tol/--nfe: {err}")
+    runner = TrialRunner(config, key)
+    runner.restore(checkpoint)
+    rows, _ = runner.evaluate([setting])
+    for k, v in rows[0].items():
+        out.print(f"{k:>20}: {v}", highlight=False)
+
+
+@app.command()
+def ui(
+    tracking_uri: TrackingUri = None,
+    port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 5000,
+) -> None:
+    """Start the MLflow UI on 127.0.0.1 for the sweep store and print its address."""
+    uri = _tracking(tracking_uri)
+    if uri.startswith(("http://", "https://")):
+        out.print(f"the tracking server already serves the UI: {uri}")
+        return
+    out.print(f"MLflow UI: http://127.0.0.1:{port}  (store: {uri}; Ctrl-C to stop)", highlight=False)
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)]
+    raise typer.Exit(subprocess.call(cmd))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,25 @@
+"""Checks that run before anything is started or written: Ray address and MLflow store reachable."""
+
+from __future__ import annotations
+
+import socket
+from urllib.parse import urlparse
+
+
+class PreflightError(RuntimeError):
+    """An address the sweep needs cannot be reached; worded for the user."""
+
+
+def check_ray_address(address: str | None, timeout: float = 3.0) -> None:
+    """A TCP probe of the GCS port: `ray.init` itself would wait minutes on a dead address."""
+    if address in (None, "", "local", "auto"):
+        return
+    parsed = urlparse(address if "://" in address else f"ray://{address}")
+    host, port = parsed.hostname, parsed.port
+    if not host or not port:
+        raise PreflightError(f"--address '{address}' is not HOST:PORT (e.g. 127.0.0.1:6379) or 'auto'")
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as err:
+        raise PreflightError(f"cannot reach the Ray cluster at --address {address}: {err.strerror or err}") from None

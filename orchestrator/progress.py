@@ -1,0 +1,64 @@
+"""Live sweep progress in the terminal: trials done / running / failed and each trial's latest numbers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray.tune import Callback
+from rich.console import Console
+
+
+class SweepProgress(Callback):
+    """A Tune callback that prints one line per event, prefixed with the sweep's counts."""
+
+    def __init__(self, total: int, total_steps: int, console: Console | None = None) -> None:
+        self.total, self.total_steps = total, total_steps
+        self.console = console or Console(stderr=True)
+        self.running: set[str] = set()
+        self.done: set[str] = set()
+        self.failed: set[str] = set()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its callbacks with the experiment state; a console holds locks.
+        state = dict(self.__dict__)
+        state["console"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.console = Console(stderr=True)
+
+    @staticmethod
+    def _name(trial: Any) -> str:
+        key = (trial.config or {}).get("key") or {}
+        return "{path}-{objective}-{coupling}-s{seed}".format(**key) if key else str(trial)
+
+    def _status(self) -> str:
+        return (
+            f"[bold]{len(self.done)}/{self.total} done[/] · {len(self.running)} running · "
+            f"[{'red' if self.failed else 'dim'}]{len(self.failed)} failed[/]"
+        )
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.running.add(self._name(trial))
+        self.console.print(f"{self._status()}  ▶ {self._name(trial)}")
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        if result.get("done"):
+            return
+        step, loss = result.get("step"), result.get("loss")
+        if step is not None:
+            self.console.print(f"{self._status()}  · {self._name(trial)} step {int(step)}/{self.total_steps} loss {loss:.4g}")
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        name = self._name(trial)
+        self.running.discard(name)
+        self.done.add(name)
+        self.console.print(f"{self._status()}  [green]✓[/] {name}")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        name = self._name(trial)
+        self.running.discard(name)
+        self.done.add(name)
+        self.failed.add(name)
+        self.console.print(f"{self._status()}  [red]✗[/] {name} failed (recorded with its reason)")

@@ -1,0 +1,151 @@
+"""The driver of `fmx sweep`: Ray up, one Tune trial per training configuration, tables at the end."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from rich.console import Console
+
+from orchestrator.config import SweepConfig
+from orchestrator.plan import SweepPlan, plan_sweep
+from orchestrator.tables import rows_from_mlflow, write_tables
+from orchestrator.tracking import ensure_experiment, find_experiment, read_evaluations
+
+TUNE_DIR = "tune"
+
+
+class ResumeError(RuntimeError):
+    """--resume without earlier state, or earlier state without --resume."""
+
+
+@dataclass
+class SweepOutcome:
+    runs: pd.DataFrame
+    runs_path: Path
+    table_path: Path
+    trainings: int
+    failed_trials: int
+    seconds: float
+
+
+def results_dir(config: SweepConfig, root: Path | None = None) -> Path:
+    return (root or Path.cwd()) / "results" / config.name
+
+
+def storage_dir(config: SweepConfig, root: Path | None = None) -> Path:
+    """Tune state and checkpoints: the file's `storage_path` (shared on a cluster) or results/<name>/ray."""
+    if config.storage_path:
+        return Path(config.storage_path).expanduser().resolve() / config.name
+    return results_dir(config, root).resolve() / "ray"
+
+
+def check_resume_state(config: SweepConfig, resume: bool) -> None:
+    """Refuse to silently mix a new sweep into an old one (or to resume nothing)."""
+    from ray.tune import Tuner
+
+    tune_path = storage_dir(config) / TUNE_DIR
+    exists = tune_path.exists() and Tuner.can_restore(str(tune_path))
+    if resume and not exists:
+        raise ResumeError(f"--resume: no earlier run of sweep '{config.name}' under {tune_path}")
+    if not resume and exists:
+        raise ResumeError(
+            f"sweep '{config.name}' already has state under {tune_path}: pass --resume to continue it, "
+            f"or delete {results_dir(config)} to start over"
+        )
+
+
+def init_ray(address: str | None, num_cpus: int | None = None) -> None:
+    import ray
+
+    # Ray Train's controller polls its workers every 2 s by default, which blocks each report.
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
+    os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "5")
+    # fmx checkpoints often on purpose (resume loses little); Tune's warning about it is noise here.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    if ray.is_initialized():
+        return
+    if address in (None, "", "local"):
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    else:
+        ray.init(address=address, log_to_driver=False, configure_logging=False)
+
+
+def _trial_resources(config: SweepConfig) -> dict[str, float]:
+    from orchestrator.trainable import uses_torch_trainer
+
+    if uses_torch_trainer(config):
+        return {"CPU": 0.01}  # the trial only waits for its TorchTrainer, whose workers hold the resources
+    return {"CPU": config.train.cpus_per_worker}
+
+
+def run_sweep(
+    config: SweepConfig,
+    tracking_uri: str,
+    address: str | None = None,
+    resume: bool = False,
+    console: Console | None = None,
+) -> SweepOutcome:
+    from ray import tune
+
+    from orchestrator.progress import SweepProgress
+    from orchestrator.trainable import training_trial
+
+    console = console or Console(stderr=True)
+    start = time.perf_counter()
+    plan = plan_sweep(config)
+    experiment_id = ensure_experiment(tracking_uri, config.name)
+    storage = storage_dir(config)
+    storage.mkdir(parents=True, exist_ok=True)
+    init_ray(address)
+    trainable = tune.with_resources(training_trial, _trial_resources(config))
+    progress = SweepProgress(len(plan.trainings), config.train.steps, console)
+    tune_path = storage / TUNE_DIR
+    if resume:
+        tuner = tune.Tuner.restore(str(tune_path), trainable=trainable, resume_unfinished=True, resume_errored=False)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space=_param_space(config, plan, tracking_uri, experiment_id, storage),
+            tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=config.max_concurrent_trials),
+            run_config=tune.RunConfig(
+                name=TUNE_DIR,
+                storage_path=str(storage),
+                failure_config=tune.FailureConfig(max_failures=config.train.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                callbacks=[progress],
+                verbose=0,
+            ),
+        )
+    results = tuner.fit()
+    failed = sum(1 for r in results if r.error is not None)
+    outcome_runs = collect_runs(tracking_uri, config.name)
+    runs_path, table_path = write_tables(outcome_runs, results_dir(config))
+    return SweepOutcome(outcome_runs, runs_path, table_path, len(plan.trainings), failed, time.perf_counter() - start)
+
+
+def _param_space(
+    config: SweepConfig, plan: SweepPlan, tracking_uri: str, experiment_id: str, storage: Path
+) -> dict[str, object]:
+    from ray import tune
+
+    return {
+        "config": config.model_dump(mode="json"),
+        "key": tune.grid_search([k.as_dict() for k in plan.trainings]),
+        "settings": [{"solver": s.solver, "tol": s.tol, "nfe_budget": s.nfe_budget} for s in plan.settings],
+        "eval_steps": plan.eval_steps,
+        "tracking_uri": tracking_uri,
+        "experiment_id": experiment_id,
+        "storage_path": str(storage / "train"),
+    }
+
+
+def collect_runs(tracking_uri: str, sweep: str) -> pd.DataFrame:
+    """runs.parquet's rows, rebuilt from the MLflow experiment alone."""
+    experiment_id = find_experiment(tracking_uri, sweep)
+    if experiment_id is None:
+        raise LookupError(f"no MLflow experiment named '{sweep}' at {tracking_uri}")
+    return rows_from_mlflow(read_evaluations(tracking_uri, experiment_id))

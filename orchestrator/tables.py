@@ -1,0 +1,121 @@
+"""MLflow runs -> tidy Parquet: one row per evaluated setting, and the paper-style mean/std summary."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+RUN_COLUMNS = [
+    "sweep", "trial_id", "mlflow_run_id", "dataset", "model", "path", "objective", "coupling", "seed",
+    "train_step", "solver", "tol", "nfe_budget", "nfe", "nll", "nll_unit", "nll_nfe", "sample_metric",
+    "sample_metric_name", "ode_error", "train_steps", "train_seconds", "eval_seconds", "status", "error", "node_id",
+]  # fmt: skip
+GROUP_COLUMNS = ["dataset", "path", "objective", "coupling", "train_step", "solver", "tol", "nfe_budget"]
+VALUE_COLUMNS = ["nll", "sample_metric", "nfe", "ode_error"]
+
+
+def rows_from_mlflow(evaluations: list[tuple[Any, dict[str, Any]]]) -> pd.DataFrame:
+    """Flatten each run's evaluations.json into runs.parquet's rows (sorted, so rebuilds are identical)."""
+    records: list[dict[str, Any]] = []
+    for run, content in evaluations:
+        summary = content["summary"]
+        for row in content["rows"]:
+            record = {**summary, **row, "mlflow_run_id": run.info.run_id}
+            records.append(record)
+    frame = pd.DataFrame.from_records(records, columns=RUN_COLUMNS)
+    frame = frame.astype(
+        {"seed": "Int64", "train_step": "Int64", "nfe_budget": "Int64", "nfe": "Int64", "nll_nfe": "Int64",
+         "train_steps": "Int64", "tol": "float64", "nll": "float64", "sample_metric": "float64",
+         "ode_error": "float64", "train_seconds": "float64", "eval_seconds": "float64"}
+    )  # fmt: skip
+    for col in ("sweep", "trial_id", "mlflow_run_id", "dataset", "model", "path", "objective", "coupling", "solver",
+                "nll_unit", "sample_metric_name", "status", "error", "node_id"):  # fmt: skip
+        frame[col] = frame[col].astype("string")
+    order = ["path", "objective", "coupling", "seed", "train_step", "solver", "tol", "nfe_budget"]
+    return frame.sort_values(order, na_position="first", kind="stable").reset_index(drop=True)
+
+
+def summarize(runs: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std over seeds per (dataset, path, objective, coupling, step, solver, tol/nfe)."""
+    ok = runs[runs["status"] == "ok"]
+    keys = runs[GROUP_COLUMNS].drop_duplicates()
+    grouped = ok.groupby(GROUP_COLUMNS, dropna=False)
+    stats = grouped[VALUE_COLUMNS].agg(["mean", "std"])
+    stats.columns = [f"{col}_{stat}" for col, stat in stats.columns]
+    stats["seeds"] = grouped.size()
+    stats = stats.reset_index()
+    failed = runs[runs["status"] != "ok"].groupby(GROUP_COLUMNS, dropna=False).size().rename("failed").reset_index()
+    table = keys.merge(stats, on=GROUP_COLUMNS, how="left").merge(failed, on=GROUP_COLUMNS, how="left")
+    table["seeds"] = table["seeds"].fillna(0).astype("int64")
+    table["failed"] = table["failed"].fillna(0).astype("int64")
+    units = runs.groupby(GROUP_COLUMNS, dropna=False)[["nll_unit", "sample_metric_name"]].first().reset_index()
+    table = table.merge(units, on=GROUP_COLUMNS, how="left")
+    return table.sort_values(GROUP_COLUMNS, na_position="first", kind="stable").reset_index(drop=True)
+
+
+def write_parquet(frame: pd.DataFrame, path: Path) -> None:
+    """Atomic write: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".parquet.tmp")
+    frame.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def write_tables(runs: pd.DataFrame, out_dir: Path) -> tuple[Path, Path]:
+    runs_path, table_path = out_dir / "runs.parquet", out_dir / "table.parquet"
+    write_parquet(runs, runs_path)
+    write_parquet(summarize(runs), table_path)
+    return runs_path, table_path
+
+
+def _fmt(mean: Any, std: Any) -> str:
+    if pd.isna(mean):
+        return "-"
+    text = f"{float(mean):.4g}"
+    return text if pd.isna(std) else f"{text} ± {float(std):.2g}"
+
+
+OBJECTIVE_LABELS = {"fm": "FM", "sm": "SM", "scoreflow": "ScoreFlow", "ddpm": "DDPM"}
+
+
+def method_label(path: str, objective: str, coupling: str) -> str:
+    """The paper's row names: FM-OT, FM-VP, SM-VP, ...; '+mbOT' marks minibatch OT couplings."""
+    label = f"{OBJECTIVE_LABELS.get(objective, objective)}-{path.upper()}"
+    return label + (" +mbOT" if coupling == "minibatch_ot" else "")
+
+
+def display_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The summary as the paper shows it: one readable column per quantity."""
+    out = pd.DataFrame()
+    out["method"] = [
+        method_label(p, o, c) for p, o, c in zip(table["path"], table["objective"], table["coupling"], strict=True)
+    ]
+    if table["train_step"].nunique() > 1:
+        out["step"] = table["train_step"]
+    out["solver"] = [
+        f"{s} tol={t:g}" if pd.notna(t) else f"{s} nfe={int(n)}"
+        for s, t, n in zip(table["solver"], table["tol"], table["nfe_budget"], strict=True)
+    ]
+    unit = next((u for u in table["nll_unit"] if isinstance(u, str)), None)
+    metric = next((m for m in table["sample_metric_name"] if isinstance(m, str)), None)
+    out[f"NLL ({unit})" if unit else "NLL"] = [_fmt(m, s) for m, s in zip(table["nll_mean"], table["nll_std"], strict=True)]
+    if metric:
+        out[metric] = [_fmt(m, s) for m, s in zip(table["sample_metric_mean"], table["sample_metric_std"], strict=True)]
+    out["NFE"] = [_fmt(m, s) for m, s in zip(table["nfe_mean"], table["nfe_std"], strict=True)]
+    out["ODE error"] = [_fmt(m, s) for m, s in zip(table["ode_error_mean"], table["ode_error_std"], strict=True)]
+    out["seeds"] = table["seeds"]
+    if int(table["failed"].sum()):
+        out["failed"] = table["failed"]
+    return out
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """A GitHub-flavoured Markdown table, without the optional `tabulate` dependency."""
+    shown = display_table(table)
+    header = "| " + " | ".join(shown.columns) + " |"
+    rule = "| " + " | ".join("---" for _ in shown.columns) + " |"
+    body = ["| " + " | ".join(str(v) for v in row) + " |" for row in shown.itertuples(index=False)]
+    return "\n".join([header, rule, *body])

@@ -1,0 +1,193 @@
+"""The Ray Tune trial: train one configuration (in-process or on a Ray Train TorchTrainer), then evaluate it.
+
+A one-worker CPU trial trains right in the Tune actor (no process group to pay for); more
+workers or GPUs go through a TorchTrainer (DDP: gloo on CPU, NCCL on GPU). Both checkpoint
+through Ray every `checkpoint_every` steps and at every evaluation step, and resume from it.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import ray
+import ray.train
+import ray.tune
+import torch
+
+from orchestrator.config import SweepConfig
+from orchestrator.plan import EvalSetting, TrainingKey
+from orchestrator.plots import save_loss_curve, save_samples
+from orchestrator.tracking import TAG_NODE, TrialRun
+from orchestrator.trial import TrialRunner, failed_rows
+
+
+def uses_torch_trainer(config: SweepConfig) -> bool:
+    return config.train.num_workers > 1 or config.train.use_gpu
+
+
+def trial_params(config: SweepConfig, key: TrainingKey) -> dict[str, Any]:
+    """The MLflow params of a run: identical names in every run so the compare view lines up."""
+    params: dict[str, Any] = {**key.as_dict(), "sweep": config.name, "dataset": config.dataset.name}
+    params.update({f"dataset.{k}": v for k, v in config.dataset.options.items()})
+    params.update({f"model.{k}": v for k, v in config.model.model_dump().items()})
+    params.update({f"train.{k}": v for k, v in config.train.model_dump().items()})
+    params.update({f"eval.{k}": v for k, v in config.eval.model_dump().items()})
+    return params
+
+
+def _boundaries(config: SweepConfig, eval_steps: list[int]) -> list[int]:
+    every = config.train.checkpoint_every
+    return sorted(set(range(every, config.train.steps + 1, every)) | set(eval_steps) | {config.train.steps})
+
+
+def _metrics_of(rows: list[dict[str, Any]]) -> dict[int, dict[str, float]]:
+    """Per training step, MLflow metrics named `<quantity>/<solver setting>`."""
+    out: dict[int, dict[str, float]] = {}
+    for row in rows:
+        if row["status"] != "ok":
+            continue
+        label = EvalSetting(row["solver"], row["tol"], row["nfe_budget"]).label
+        step = out.setdefault(int(row["train_step"]), {})
+        step[f"nfe/{label}"] = row["nfe"]
+        step[f"ode_error/{label}"] = row["ode_error"]
+        step[f"nll/{label}"] = row["nll"]
+        if row["sample_metric_name"]:
+            step[f"{row['sample_metric_name']}/{label}"] = row["sample_metric"]
+    return out
+
+
+def _advance(
+    runner: TrialRunner,
+    config: SweepConfig,
+    settings: list[EvalSetting],
+    eval_steps: list[int],
+    report: Any,
+    train_model: torch.nn.Module | None = None,
+    batch_size: int | None = None,
+    is_chief: bool = True,
+    samples_dir: Path | None = None,
+) -> None:
+    """Train through every checkpoint/evaluation boundary not yet reached, evaluating where asked."""
+    for boundary in _boundaries(config, eval_steps):
+        if boundary <= runner.step:
+            continue
+        runner.train_until(boundary, train_model=train_model, batch_size=batch_size)
+        if is_chief and boundary in eval_steps:
+            rows, samples = runner.evaluate(settings)
+            runner.rows += rows
+            if samples_dir is not None and samples:
+                save_samples(samples, samples_dir / f"samples_step{boundary}.png", title=f"step {boundary}")
+        metrics = {"step": runner.step, "loss": runner.losses[-1][1] if runner.losses else float("nan")}
+        if is_chief:
+            with tempfile.TemporaryDirectory() as tmp:
+                runner.save(tmp)
+                report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        else:
+            report(metrics)
+
+
+def _train_worker(loop_config: dict[str, Any]) -> None:
+    """Ray Train's per-worker loop: DDP over the workers, rank 0 checkpoints and evaluates."""
+    config = SweepConfig.model_validate(loop_config["config"])
+    key = TrainingKey(**loop_config["key"])
+    settings = [EvalSetting(**s) for s in loop_config["settings"]]
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    torch.set_num_threads(max(1, int(config.train.cpus_per_worker)))
+    runner = TrialRunner(config, key, device=str(ray.train.torch.get_device()))
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            runner.restore(directory)
+    runner.generator.manual_seed(key.seed * 100_003 + rank * 7919 + runner.step)  # distinct data per rank
+    ddp_model = ray.train.torch.prepare_model(runner.model)
+    _advance(
+        runner, config, settings, loop_config["eval_steps"], ray.train.report,
+        train_model=ddp_model, batch_size=max(1, config.train.batch_size // world), is_chief=rank == 0,
+    )
+
+
+def _fit_with_torch_trainer(runner: TrialRunner, params: dict[str, Any], storage: str) -> None:
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    config = runner.config
+    trainer = TorchTrainer(
+        _train_worker,
+        train_loop_config={k: params[k] for k in ("config", "key", "settings", "eval_steps")},
+        scaling_config=ScalingConfig(
+            num_workers=config.train.num_workers,
+            use_gpu=config.train.use_gpu,
+            resources_per_worker={"CPU": config.train.cpus_per_worker, **({"GPU": 1} if config.train.use_gpu else {})},
+        ),
+        run_config=RunConfig(
+            # The same name on a rerun makes Ray Train resume from the latest checkpoint.
+            name=f"train-{runner.key.trial_id}",
+            storage_path=storage,
+            failure_config=FailureConfig(max_failures=config.train.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            callbacks=[TuneReportCallback()],
+        ),
+    )
+    result = trainer.fit()
+    if result.error is not None:
+        raise result.error
+    if result.checkpoint is None:
+        raise RuntimeError("Ray Train finished without a checkpoint")
+    with result.checkpoint.as_directory() as directory:
+        runner.restore(directory)
+
+
+def training_trial(params: dict[str, Any]) -> None:
+    """Tune function trainable for one training configuration."""
+    config = SweepConfig.model_validate(params["config"])
+    key = TrainingKey(**params["key"])
+    settings = [EvalSetting(**s) for s in params["settings"]]
+    eval_steps: list[int] = params["eval_steps"]
+    torch.set_num_threads(max(1, int(config.train.cpus_per_worker)))
+    run = TrialRun(params["tracking_uri"], params["experiment_id"], config.name, key, trial_params(config, key))
+    node_id = ray.get_runtime_context().get_node_id()
+    run.set_tags({TAG_NODE: node_id})
+    runner = TrialRunner(config, key)
+    checkpoint = ray.tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            runner.restore(directory)
+    resumed_from = runner.step
+    summary = {
+        "sweep": config.name, "trial_id": key.trial_id, "dataset": config.dataset.name, "model": config.model.kind,
+        **key.as_dict(), "node_id": node_id, "resumed_from_step": resumed_from,
+    }  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        artifacts = Path(tmp)
+        try:
+            if uses_torch_trainer(config):
+                _fit_with_torch_trainer(runner, params, params["storage_path"])
+            else:
+                _advance(runner, config, settings, eval_steps, ray.tune.report, samples_dir=artifacts)
+            status, error = "FINISHED", None
+        except Exception as err:
+            root = getattr(err, "cause", None) or err
+            status, error = "FAILED", f"{type(root).__name__}: {root}".splitlines()[0]
+        done = {int(r["train_step"]) for r in runner.rows}
+        rows = runner.rows + (failed_rows(settings, [s for s in eval_steps if s not in done], error) if error else [])
+        summary.update(train_steps=runner.step, train_seconds=runner.train_seconds, error=error)
+        for row in rows:
+            row.update(train_steps=runner.step, train_seconds=runner.train_seconds)
+        run.log_metrics({"train_loss_final": runner.losses[-1][1]} if runner.losses else {}, runner.step)
+        run.log_history("train_loss", runner.losses)
+        for step, metrics in _metrics_of(rows).items():
+            run.log_metrics(metrics, step)
+        run.log_metrics({"train_seconds": runner.train_seconds, "resumed_from_step": resumed_from}, runner.step)
+        if runner.losses:
+            save_loss_curve(runner.losses, artifacts / "loss_curve.png", title=key.trial_id)
+        for file in sorted(artifacts.glob("*.png")):
+            run.log_artifact(file, "plots")
+        run.log_evaluations(rows, summary)
+        run.finish(status, error)
+    if error:
+        raise RuntimeError(error)
+    ray.tune.report({"step": runner.step, "done": 1.0, "loss": runner.losses[-1][1] if runner.losses else float("nan")})

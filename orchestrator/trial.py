@@ -1,0 +1,259 @@
+"""One training configuration: build it, train it (resumably), evaluate it under every solver setting.
+
+Deliberately free of Ray and MLflow so that `fmx train` / `fmx eval` run it in-process and the Ray
+layers stay thin wrappers around it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from fm_core.data import Dataset, ImageDataset, make_dataset
+from fm_core.likelihood import bits_per_dim, log_likelihood
+from fm_core.metrics import classifier_frechet_distance, ode_solution_error, sliced_wasserstein
+from fm_core.models.mlp import MLP
+from fm_core.models.unet import UNet
+from fm_core.objectives import Objective, make_objective
+from fm_core.paths import AffinePath, make_path
+from fm_core.sampling import SolverSpec, sample
+from fm_core.training import NonFiniteLossError, make_optimizer, train_step
+from orchestrator.config import ModelConfig, SweepConfig
+from orchestrator.plan import EvalSetting, TrainingKey
+
+STATE_FILE = "state.pt"
+
+
+def build_model(model: ModelConfig, dataset: Dataset) -> nn.Module:
+    """The sweep's network for this dataset's shape."""
+    if model.kind == "mlp":
+        return MLP(dim=dataset.dim, hidden=model.hidden, depth=model.depth)
+    channels, size = dataset.shape[0], dataset.shape[-1]
+    return UNet(
+        in_channels=channels,
+        image_size=size,
+        model_channels=model.model_channels,
+        num_res_blocks=model.num_res_blocks,
+        channel_mult=tuple(model.channel_mult),
+        attention_resolutions=tuple(model.attention_resolutions),
+        num_heads=model.num_heads,
+        num_head_channels=model.num_head_channels,
+        dropout=model.dropout,
+    )
+
+
+def build_path(key: TrainingKey, config: SweepConfig) -> AffinePath:
+    return make_path("ot", sigma_min=config.train.sigma_min) if key.path == "ot" else make_path(key.path)
+
+
+def failed_rows(settings: list[EvalSetting], steps: list[int], reason: str) -> list[dict[str, Any]]:
+    """Rows recording that these evaluations could not run, with why."""
+    return [
+        _row(s, step, status="failed", error=reason) for step in steps for s in settings
+    ]
+
+
+def _row(setting: EvalSetting, step: int, **values: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "train_step": step,
+        "solver": setting.solver,
+        "tol": setting.tol,
+        "nfe_budget": setting.nfe_budget,
+        "nfe": None,
+        "nll": math.nan,
+        "nll_unit": None,
+        "nll_nfe": None,
+        "sample_metric": math.nan,
+        "sample_metric_name": None,
+        "ode_error": math.nan,
+        "eval_seconds": 0.0,
+        "status": "ok",
+        "error": None,
+    }
+    base.update(values)
+    return base
+
+
+@dataclass
+class TrialRunner:
+    """Model, optimizer and data of one training configuration, with a resumable step counter."""
+
+    config: SweepConfig
+    key: TrainingKey
+    device: str = "cpu"
+    dataset: Dataset = field(init=False)
+    path: AffinePath = field(init=False)
+    objective: Objective = field(init=False)
+    model: nn.Module = field(init=False)
+    step: int = field(init=False, default=0)
+    losses: list[tuple[int, float]] = field(init=False, default_factory=list)
+    train_seconds: float = field(init=False, default=0.0)
+    rows: list[dict[str, Any]] = field(init=False, default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.dataset = make_dataset(self.config.dataset.name, **self.config.dataset.options)
+        self.path = build_path(self.key, self.config)
+        self.objective = make_objective(self.key.objective, self.path)
+        torch.manual_seed(self.key.seed)
+        self.model = build_model(self.config.model, self.dataset).to(self.device)
+        train = self.config.train
+        self.optimizer, self.scheduler = make_optimizer(
+            self.model, train.lr, train.lr_schedule, train.warmup_steps, train.steps
+        )
+        self.generator = torch.Generator().manual_seed(self.key.seed)
+
+    # --- checkpoints ---------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "generator": self.generator.get_state(),
+            "step": self.step,
+            "losses": self.losses,
+            "train_seconds": self.train_seconds,
+            "rows": self.rows,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.generator.set_state(state["generator"])
+        self.step = int(state["step"])
+        self.losses = list(state["losses"])
+        self.train_seconds = float(state["train_seconds"])
+        self.rows = list(state["rows"])
+
+    def save(self, directory: str | Path) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        torch.save(self.state_dict(), directory / STATE_FILE)
+        return directory
+
+    def restore(self, directory: str | Path) -> None:
+        self.load_state_dict(torch.load(Path(directory) / STATE_FILE, map_location=self.device, weights_only=False))
+
+    # --- training ------------------------------------------------------------------------------
+
+    def train_until(
+        self,
+        stop_step: int,
+        train_model: nn.Module | None = None,
+        batch_size: int | None = None,
+        on_log: Callable[[int, float], None] | None = None,
+    ) -> None:
+        """Train from the current step to `stop_step` (train_model may be a DDP wrapper of self.model)."""
+        cfg = self.config.train
+        net = train_model if train_model is not None else self.model
+        batch = batch_size or cfg.batch_size
+        net.train()
+        start = time.perf_counter()
+        try:
+            while self.step < stop_step:
+                x1 = self.dataset.sample(batch, self.generator).to(self.device)
+                if cfg.fail_at_step is not None and self.step + 1 >= cfg.fail_at_step:
+                    x1 = x1 * math.nan
+                loss = train_step(net, self.objective, self.optimizer, x1, self.key.coupling, self.generator, cfg.grad_clip)
+                self.scheduler.step()
+                self.step += 1
+                if self.step % cfg.log_every == 0 or self.step == stop_step:
+                    self.losses.append((self.step, loss))
+                    if on_log is not None:
+                        on_log(self.step, loss)
+        except NonFiniteLossError as err:
+            raise NonFiniteLossError(f"loss became non-finite at step {self.step + 1}: {err}") from None
+        finally:
+            self.train_seconds += time.perf_counter() - start
+            self.model.eval()
+
+    # --- evaluation ----------------------------------------------------------------------------
+
+    def evaluate(self, settings: list[EvalSetting]) -> tuple[list[dict[str, Any]], dict[str, Tensor]]:
+        """Rows for every setting at the current step, and the samples drawn (by setting label)."""
+        cfg = self.config.eval
+        self.model.eval()
+        field_fn = self.objective.vector_field(self.model)
+        t_span = (0.0, self.path.t_max)
+        g = torch.Generator().manual_seed(cfg.seed)
+        noise = torch.randn((cfg.samples, *self.dataset.shape), generator=g) * self.path.prior_std
+        noise = noise.to(self.device)
+        is_image = isinstance(self.dataset, ImageDataset)
+        reference_data = self.dataset.reference(cfg.samples, seed=cfg.seed)
+        with torch.no_grad():
+            ode_reference = sample(field_fn, noise, SolverSpec.adaptive("dopri5", cfg.reference_tol), t_span).x
+        metric_name = "classifier_fd" if self.dataset.name == "digits" else ("sliced_w2" if not is_image else None)
+        divergence = cfg.divergence
+        if divergence == "auto":
+            divergence = "exact" if self.dataset.dim <= 16 else "hutchinson"
+
+        rows: list[dict[str, Any]] = []
+        samples: dict[str, Tensor] = {}
+        for setting in settings:
+            start = time.perf_counter()
+            try:
+                spec = setting.spec()
+                with torch.no_grad():
+                    sol = sample(field_fn, noise, spec, t_span)
+                x = sol.x.detach().cpu()
+                if not bool(torch.isfinite(x).all()):
+                    raise FloatingPointError("the ODE solution has non-finite values")
+                samples[setting.label] = x
+                metric = math.nan
+                if metric_name == "sliced_w2":
+                    metric = sliced_wasserstein(x, reference_data)
+                elif metric_name == "classifier_fd":
+                    metric = classifier_frechet_distance(x, reference_data)
+                nll, unit, nll_nfe = self._nll(field_fn, spec, divergence, is_image)
+                rows.append(
+                    _row(
+                        setting,
+                        self.step,
+                        nfe=sol.nfe,
+                        nll=nll,
+                        nll_unit=unit,
+                        nll_nfe=nll_nfe,
+                        sample_metric=metric,
+                        sample_metric_name=metric_name,
+                        ode_error=ode_solution_error(x, ode_reference.cpu()),
+                        eval_seconds=time.perf_counter() - start,
+                    )
+                )
+            except Exception as err:  # one bad setting must not lose the others
+                reason = f"{type(err).__name__}: {err}".splitlines()[0]
+                rows.append(_row(setting, self.step, status="failed", error=reason, eval_seconds=time.perf_counter() - start))
+        return rows, samples
+
+    def _nll(
+        self, field_fn: Callable[[Tensor, Tensor], Tensor], spec: SolverSpec, divergence: str, is_image: bool
+    ) -> tuple[float, str | None, int | None]:
+        """Mean negative log-likelihood of held-out data: nats for vectors, bits/dim for 8-bit images."""
+        cfg = self.config.eval
+        if cfg.likelihood_points == 0:
+            return math.nan, None, None
+        g = torch.Generator().manual_seed(cfg.seed + 1)
+        nfes: list[int] = []
+
+        def log_prob(x: Tensor) -> Tensor:
+            result = log_likelihood(
+                field_fn, x.to(self.device), spec, t1=self.path.t_max, prior_std=self.path.prior_std,
+                divergence=divergence, probe=cfg.probe, generator=g,
+            )
+            nfes.append(result.nfe)
+            return result.log_prob.detach().cpu()
+
+        if is_image:
+            assert isinstance(self.dataset, ImageDataset)
+            images = self.dataset.images_heldout_uint8[self.dataset.reference_indices(cfg.likelihood_points, cfg.seed)]
+            bpd = bits_per_dim(log_prob, images, num_draws=cfg.dequant_draws, generator=g)
+            return float(bpd.mean()), "bits/dim", sum(nfes)
+        points = self.dataset.reference(cfg.likelihood_points, seed=cfg.seed + 1)
+        return float(-log_prob(points).mean()), "nats", sum(nfes)
