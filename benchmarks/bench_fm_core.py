@@ -122,19 +122,6 @@ def fresh_model(state: dict[str, Tensor], hidden: int, depth: int) -> MLP:
     return model.train()
 
 
-def time_training(
-    lib: str, state: dict[str, Tensor], batches: list[Tensor], warmup: int, hidden: int, depth: int
-) -> tuple[float, float]:
-    """Seconds for len(batches) - warmup timed steps on a fresh copy, and the last loss."""
-    step = TRAINERS[lib](fresh_model(state, hidden, depth), seed=1)
-    for x1 in batches[:warmup]:
-        step(x1)
-    start = time.perf_counter()
-    for x1 in batches[warmup:]:
-        loss = step(x1)
-    return time.perf_counter() - start, loss
-
-
 def check_targets_agree(batch: Tensor) -> float:
     """Max |difference| of (x_t, target) between the three libraries on one shared (x0, x1, t)."""
     gen = torch.Generator().manual_seed(7)
@@ -214,13 +201,6 @@ LIKELIHOODS: dict[str, Callable[[Counted, Tensor, LikelihoodSetting], Tensor]] =
 }
 
 
-def time_likelihood(lib: str, model: nn.Module, x1: Tensor, setting: LikelihoodSetting) -> tuple[float, Tensor, int]:
-    counted = Counted(model)
-    start = time.perf_counter()
-    log_p = LIKELIHOODS[lib](counted, x1, setting)
-    return time.perf_counter() - start, log_p.detach(), counted.calls
-
-
 # --------------------------------------------------------------------------------------------
 # Driver
 # --------------------------------------------------------------------------------------------
@@ -245,22 +225,42 @@ def rotated(names: list[str], r: int) -> list[str]:
     return names[k:] + names[:k]
 
 
+def interleaved(libs: list[str], rounds: int, run: Callable[[str, int], None]) -> dict[str, list[float]]:
+    """Seconds of run(lib, round) for every round and library; the order rotates every round."""
+    seconds: dict[str, list[float]] = {lib: [] for lib in libs}
+    for r in range(rounds):
+        for lib in rotated(libs, r):
+            start = time.perf_counter()
+            run(lib, r)
+            seconds[lib].append(time.perf_counter() - start)
+    return seconds
+
+
+def spread(seconds: list[float], work: float) -> str:
+    return f"median {work / statistics.median(seconds):,.1f}/s (best {work / min(seconds):,.1f}/s)"
+
+
 def bench_training(args: argparse.Namespace, state: dict[str, Tensor], batch_size: int, steps: int) -> list[Row]:
+    """Each library trains its own copy for args.rounds rounds of `steps` steps on the same batches."""
     gen = torch.Generator().manual_seed(100 + batch_size)
     data = make_dataset("checkerboard")
-    batches = [data.sample(batch_size, gen) for _ in range(args.warmup + steps)]
+    warm = [data.sample(batch_size, gen) for _ in range(args.warmup)]
+    batches = [[data.sample(batch_size, gen) for _ in range(steps)] for _ in range(args.rounds)]
     libs = list(TRAINERS)
-    seconds: dict[str, list[float]] = {lib: [] for lib in libs}
+    step_fns = {lib: TRAINERS[lib](fresh_model(state, args.hidden, args.depth), 1) for lib in libs}
     losses: dict[str, float] = {}
-    for r in range(args.rounds):
-        for lib in rotated(libs, r):
-            sec, losses[lib] = time_training(lib, state, batches, args.warmup, args.hidden, args.depth)
-            seconds[lib].append(sec)
+    for lib in libs:
+        for x1 in warm:
+            step_fns[lib](x1)
+
+    def run(lib: str, r: int) -> None:
+        for x1 in batches[r]:
+            losses[lib] = step_fns[lib](x1)
+
+    seconds = interleaved(libs, args.rounds, run)
+    print(f"  train batch {batch_size}, {args.rounds} rounds x {steps} steps, steps/s: "
+          + "; ".join(f"{lib} {spread(seconds[lib], steps)}, last loss {losses[lib]:.3f}" for lib in libs))
     med = {lib: statistics.median(s) for lib, s in seconds.items()}
-    print(
-        f"  train batch {batch_size}: median s per {steps} steps "
-        + ", ".join(f"{lib} {med[lib]:.3f} (last loss {losses[lib]:.3f})" for lib in libs)
-    )
     rows = []
     for other in (FLOW_MATCHING, TORCHCFM):
         for unit, work in (("steps/s", steps), ("points/s", steps * batch_size)):
@@ -272,21 +272,21 @@ def bench_likelihood(args: argparse.Namespace, model: nn.Module, setting: Likeli
     x1 = make_dataset("checkerboard").sample(args.points, torch.Generator().manual_seed(5))
     libs = list(LIKELIHOODS)
     for lib in libs:  # warm-up, untimed
-        time_likelihood(lib, model, x1[: min(64, args.points)], setting)
-    seconds: dict[str, list[float]] = {lib: [] for lib in libs}
+        LIKELIHOODS[lib](Counted(model), x1[: min(64, args.points)], setting)
     log_p: dict[str, Tensor] = {}
     calls: dict[str, int] = {}
-    for r in range(args.rounds):
-        for lib in rotated(libs, r):
-            sec, log_p[lib], calls[lib] = time_likelihood(lib, model, x1, setting)
-            seconds[lib].append(sec)
-    med = {lib: statistics.median(s) for lib, s in seconds.items()}
+
+    def run(lib: str, r: int) -> None:
+        counted = Counted(model)
+        log_p[lib] = LIKELIHOODS[lib](counted, x1, setting).detach()
+        calls[lib] = counted.calls
+
+    seconds = interleaved(libs, args.lik_rounds, run)
     diff = float((log_p[FM_CORE] - log_p[FLOW_MATCHING]).abs().max())
-    print(
-        f"  likelihood {setting.label}, {args.points} points: median s "
-        + ", ".join(f"{lib} {med[lib]:.3f} ({calls[lib]} net evals)" for lib in libs)
-        + f"; mean log p {float(log_p[FM_CORE].mean()):.4f}; max |log p diff| {diff:.2e}"
-    )
+    print(f"  log-likelihood {setting.label}, {args.lik_rounds} rounds x {args.points} points, points/s: "
+          + "; ".join(f"{lib} {spread(seconds[lib], args.points)}, {calls[lib]} net evals" for lib in libs)
+          + f"; mean log p {float(log_p[FM_CORE].mean()):.4f}, max |log p fm_core - flow_matching| {diff:.2e}")
+    med = {lib: statistics.median(s) for lib, s in seconds.items()}
     return [Row(f"log-likelihood {setting.label}", "points/s", FLOW_MATCHING,
                 args.points / med[FM_CORE], args.points / med[FLOW_MATCHING])]
 
@@ -318,12 +318,13 @@ def print_table(rows: list[Row]) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=None, help="timed training steps per round and batch size "
-                   "(default: 30 * 4096 / batch, the same number of points at every batch size)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps before each timed run")
-    p.add_argument("--rounds", type=int, default=5, help="interleaved repetitions; the median is reported")
+                   "(default: 2 * 4096 / batch, the same number of points at every batch size)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed training steps per library before the rounds")
+    p.add_argument("--rounds", type=int, default=20, help="interleaved training rounds; the median is reported")
     p.add_argument("--batch", type=int, nargs="+", default=[4096, 256], help="training batch sizes")
-    p.add_argument("--points", type=int, default=2000, help="points per likelihood solve")
-    p.add_argument("--lik-steps", type=int, default=20, help="steps of the fixed-grid likelihood solve")
+    p.add_argument("--points", type=int, default=1000, help="points per likelihood solve")
+    p.add_argument("--lik-rounds", type=int, default=7, help="interleaved likelihood solves per library")
+    p.add_argument("--lik-steps", type=int, default=10, help="steps of the fixed-grid (midpoint) likelihood solve")
     p.add_argument("--tol", type=float, default=1e-5, help="atol = rtol of the dopri5 likelihood solve (0: skip)")
     p.add_argument("--pretrain-steps", type=int, default=300, help="fm_core steps before the likelihood runs")
     p.add_argument("--hidden", type=int, default=512)
@@ -332,7 +333,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="tiny smoke run (seconds, numbers meaningless)")
     args = p.parse_args(argv)
     if args.quick:
-        args.steps, args.rounds, args.warmup, args.points, args.pretrain_steps = 3, 2, 1, 200, 20
+        args.steps, args.rounds, args.lik_rounds, args.warmup, args.points, args.pretrain_steps = 3, 2, 2, 1, 200, 20
         args.batch = [256, 32]
         args.lik_steps = 4
     return args
@@ -353,8 +354,8 @@ def main(argv: list[str] | None = None) -> None:
 
     rows: list[Row] = []
     for batch in args.batch:
-        # By default every batch size trains on the same number of points (30 steps of 4096).
-        steps = base_steps if base_steps is not None else max(1, 30 * 4096 // batch)
+        # By default a round at every batch size trains on the same number of points (2 x 4096).
+        steps = base_steps if base_steps is not None else max(1, 2 * 4096 // batch)
         rows += bench_training(args, state, batch, steps)
 
     model = pretrain(state, args)

@@ -19,8 +19,8 @@ from orchestrator.config import ConfigError, SweepConfig, load_sweep
 from orchestrator.plan import plan_sweep
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Flow Matching ablations at any scale.")
-console = Console(stderr=True)
-out = Console()
+console = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 SweepFile = Annotated[Path, typer.Argument(help="sweep YAML file", show_default=False)]
 TrackingUri = Annotated[

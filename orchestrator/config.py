@@ -78,7 +78,6 @@ class TrainConfig(_Strict):
     cpus_per_worker: float = Field(1.0, gt=0)
     max_failures: int = Field(0, ge=0, description="Tune retries of a failed trial (and Train restarts)")
     sigma_min: float = Field(0.0, ge=0.0, description="OT path's sigma_min (the paper's 2D runs use ~1e-4)")
-    fail_at_step: int | None = Field(None, gt=0, description="testing aid: force a NaN loss at this step")
 
 
 class EvalConfig(_Strict):
@@ -100,6 +99,13 @@ class EvalConfig(_Strict):
         if any(s <= 0 for s in v):
             raise ValueError("every step must be > 0")
         return tuple(sorted(set(v)))
+
+
+class FaultInjection(_Strict):
+    """A deliberate NaN loss in chosen trials: lets users (and fmx's tests) see failure handling work."""
+
+    nan_at_step: int = Field(gt=0)
+    trials: tuple[str, ...] = Field(min_length=1, description="trial ids, e.g. vp-fm-independent-s0")
 
 
 class GridConfig(_Strict):
@@ -155,6 +161,7 @@ class SweepConfig(_Strict):
     )
     storage_path: str | None = Field(None, description="checkpoints + Tune state; shared storage on a cluster")
     max_concurrent_trials: int | None = Field(None, gt=0)
+    fault_injection: FaultInjection | None = None
 
     @model_validator(mode="after")
     def _solver_axes_fit(self) -> SweepConfig:
@@ -224,7 +231,9 @@ def _format_loc(loc: tuple[Any, ...]) -> str:
 
 
 def _first_error(file: str | Path, err: ValidationError) -> ConfigError:
-    first = err.errors()[0]
+    errors = err.errors()
+    # A misspelt key also makes its correct spelling "missing": the unknown key is the real cause.
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     key = _format_loc(first["loc"])
     ctx_err = (first.get("ctx") or {}).get("error")
     if isinstance(ctx_err, _KeyedError):
@@ -284,6 +293,13 @@ def parse_sweep(data: Any, file: str | Path = "<sweep>", base: Path | None = Non
         )
     if not [pair for pair in pairs if is_valid_pair(*pair)]:
         raise ConfigError(file, "grid", "no valid (path, objective) combination is left to train")
+    if config.fault_injection is not None:
+        from orchestrator.plan import plan_sweep
+
+        ids = {key.trial_id for key in plan_sweep(config).trainings}
+        unknown = [t for t in config.fault_injection.trials if t not in ids]
+        if unknown:
+            raise ConfigError(file, "fault_injection.trials", f"{unknown} are not trials of this sweep: {sorted(ids)}")
     return config
 
 

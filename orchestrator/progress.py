@@ -13,7 +13,7 @@ class SweepProgress(Callback):
 
     def __init__(self, total: int, total_steps: int, console: Console | None = None) -> None:
         self.total, self.total_steps = total, total_steps
-        self.console = console or Console(stderr=True)
+        self.console = console or Console(stderr=True, soft_wrap=True)
         self.running: set[str] = set()
         self.done: set[str] = set()
         self.failed: set[str] = set()
@@ -26,7 +26,7 @@ class SweepProgress(Callback):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self.console = Console(stderr=True)
+        self.console = Console(stderr=True, soft_wrap=True)
 
     @staticmethod
     def _name(trial: Any) -> str:

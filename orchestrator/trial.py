@@ -156,11 +156,13 @@ class TrialRunner:
         net = train_model if train_model is not None else self.model
         batch = batch_size or cfg.batch_size
         net.train()
+        faults = self.config.fault_injection
+        nan_at = faults.nan_at_step if faults is not None and self.key.trial_id in faults.trials else None
         start = time.perf_counter()
         try:
             while self.step < stop_step:
                 x1 = self.dataset.sample(batch, self.generator).to(self.device)
-                if cfg.fail_at_step is not None and self.step + 1 >= cfg.fail_at_step:
+                if nan_at is not None and self.step + 1 >= nan_at:
                     x1 = x1 * math.nan
                 loss = train_step(net, self.objective, self.optimizer, x1, self.key.coupling, self.generator, cfg.grad_clip)
                 self.scheduler.step()

@@ -1,0 +1,32 @@
+"""Run the installed `fmx` console script as a user would, in a folder of the test's own."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+FMX = str(Path(sys.executable).with_name("fmx"))
+REPO = Path(__file__).resolve().parent.parent
+
+
+def fmx_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """A clean environment: no inherited tracking URI, Ray's files in a short private temp dir."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "RAY_"))}
+    env["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="fmxray", dir="/tmp")  # Ray's socket paths must stay short
+    env["FMX_CACHE_DIR"] = str(REPO / ".fmx_cache")
+    env.update(extra or {})
+    return env
+
+
+def run_fmx(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [FMX, *args], cwd=cwd, env=env or fmx_env(), capture_output=True, text=True, timeout=timeout
+    )
+
+
+def cleanup_ray_tmp(env: dict[str, str]) -> None:
+    shutil.rmtree(env.get("RAY_TMPDIR", ""), ignore_errors=True)

@@ -1,0 +1,173 @@
+"""`fmx sweep` end to end through the CLI: real Ray, real MLflow (local store and server), real Parquet."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from tests.cli_helpers import FMX, REPO, cleanup_ray_tmp, fmx_env, run_fmx
+from tests.mlflow_server import mlflow_server
+
+pytestmark = pytest.mark.slow
+
+REQUIRED_COLUMNS = (
+    "sweep trial_id mlflow_run_id dataset path objective coupling seed solver tol nfe_budget nfe nll nll_unit "
+    "sample_metric sample_metric_name ode_error train_steps train_seconds eval_seconds status error"
+).split()
+SMOKE_TRIALS = {"ot-fm-independent-s0", "vp-fm-independent-s0", "vp-sm-independent-s0"}
+
+
+def _fmx(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = fmx_env()
+    try:
+        result = run_fmx(args, cwd, env, timeout)
+    finally:
+        cleanup_ray_tmp(env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return result
+
+
+def _runs_of(uri: str, sweep: str) -> list:
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name(sweep)
+    assert experiment is not None
+    return client.search_runs([experiment.experiment_id])
+
+
+def _check_smoke_outputs(workdir: Path, uri: str) -> pd.DataFrame:
+    runs = pd.read_parquet(workdir / "results" / "smoke" / "runs.parquet")
+    table = pd.read_parquet(workdir / "results" / "smoke" / "table.parquet")
+    assert set(REQUIRED_COLUMNS) <= set(runs.columns)
+    # One training per configuration (3), each evaluated under both settings, all fine.
+    assert set(runs["trial_id"]) == SMOKE_TRIALS and len(runs) == 6
+    assert (runs["status"] == "ok").all(), runs[["trial_id", "error"]]
+    assert (runs["train_steps"] == 300).all()
+    assert runs.groupby("trial_id")["mlflow_run_id"].nunique().eq(1).all()
+    assert set(runs["solver"]) == {"euler", "dopri5"}
+    assert (runs.loc[runs["solver"] == "euler", "nfe"] == 8).all()
+    assert (runs.loc[runs["solver"] == "dopri5", "nfe"] > 8).all()
+    assert runs["nll"].notna().all() and (runs["nll_unit"] == "nats").all()
+    assert (runs["sample_metric_name"] == "sliced_w2").all() and (runs["sample_metric"] > 0).all()
+    assert len(table) == 6 and (table["seeds"] == 1).all()
+    # MLflow: exactly one run per training trial, with consistent params and per-setting metrics.
+    mlflow_runs = _runs_of(uri, "smoke")
+    assert sorted(r.data.tags["fmx.trial_id"] for r in mlflow_runs) == sorted(SMOKE_TRIALS)
+    for run in mlflow_runs:
+        assert run.info.status == "FINISHED"
+        assert {"path", "objective", "coupling", "seed", "train.steps", "model.hidden"} <= set(run.data.params)
+        assert {"nfe/euler_nfe8", "nfe/dopri5_tol1e-05", "sliced_w2/dopri5_tol1e-05", "nll/euler_nfe8"} <= set(
+            run.data.metrics
+        )
+        assert run.data.metrics["nfe/euler_nfe8"] == 8
+    assert {r.info.run_id for r in mlflow_runs} == set(runs["mlflow_run_id"])
+    return runs
+
+
+def test_smoke_sweep_with_the_embedded_defaults_and_tables_rebuilt_from_mlflow(tmp_path: Path):
+    result = _fmx(["sweep", str(REPO / "sweeps" / "smoke.yaml")], tmp_path)
+    assert "mlflow.db" in result.stderr  # the store's location is printed
+    assert "FM-OT" in result.stdout
+    runs = _check_smoke_outputs(tmp_path, f"sqlite:///{tmp_path / 'mlflow.db'}")
+    # The Tune experiment ran exactly one trial per training configuration.
+    trial_dirs = [p for p in (tmp_path / "results" / "smoke" / "ray" / "tune").iterdir() if p.is_dir()]
+    assert len(trial_dirs) == 3
+    # `fmx tables` rebuilds both files, identical, from MLflow alone.
+    shutil.copytree(tmp_path / "results", tmp_path / "before")
+    shutil.rmtree(tmp_path / "results")
+    rebuilt = _fmx(["tables", "smoke", "--markdown"], tmp_path)
+    assert "| method |" in rebuilt.stdout
+    for name in ("runs.parquet", "table.parquet"):
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(tmp_path / "before" / "smoke" / name), pd.read_parquet(tmp_path / "results" / "smoke" / name)
+        )
+    assert len(runs) == 6
+
+
+def test_smoke_sweep_against_a_local_mlflow_server(tmp_path: Path):
+    with mlflow_server(tmp_path) as uri:
+        _fmx(["sweep", str(REPO / "sweeps" / "smoke.yaml"), "--tracking-uri", uri], tmp_path)
+        _check_smoke_outputs(tmp_path, uri)
+        assert not (tmp_path / "mlflow.db").exists()
+        assert any((tmp_path / "server-artifacts").rglob("evaluations.json"))
+
+
+NAN_SWEEP = """\
+name: nan
+dataset: {name: 8gaussians}
+model: {kind: mlp, hidden: 32, depth: 2}
+train: {steps: 100, batch_size: 128, checkpoint_every: 50}
+eval: {samples: 300, likelihood_points: 50, reference_tol: 1.0e-5}
+grid: {path: [ot, vp], objective: [fm], solver: [rk4], nfe: [8]}
+fault_injection: {nan_at_step: 60, trials: [vp-fm-independent-s0]}
+"""
+
+
+def test_a_trial_whose_loss_goes_nan_is_recorded_as_failed_and_the_sweep_completes(tmp_path: Path):
+    (tmp_path / "nan.yaml").write_text(NAN_SWEEP)
+    _fmx(["sweep", "nan.yaml"], tmp_path)
+    runs = pd.read_parquet(tmp_path / "results" / "nan" / "runs.parquet").set_index("trial_id")
+    assert runs.loc["ot-fm-independent-s0", "status"] == "ok"
+    failed = runs.loc["vp-fm-independent-s0"]
+    assert failed["status"] == "failed"
+    assert "NonFiniteLossError" in failed["error"] and "step 60" in failed["error"]
+    by_trial = {r.data.tags["fmx.trial_id"]: r for r in _runs_of(f"sqlite:///{tmp_path / 'mlflow.db'}", "nan")}
+    assert by_trial["vp-fm-independent-s0"].info.status == "FAILED"
+    assert "step 60" in by_trial["vp-fm-independent-s0"].data.tags["fmx.error"]
+    assert by_trial["ot-fm-independent-s0"].info.status == "FINISHED"
+
+
+RESUME_SWEEP = """\
+name: resume
+dataset: {name: checkerboard}
+model: {kind: mlp, hidden: 64, depth: 3}
+train: {steps: 1500, batch_size: 256, checkpoint_every: 100}
+eval: {samples: 300, likelihood_points: 50, reference_tol: 1.0e-5}
+grid: {pairs: [[ot, fm], [vp, fm], [vp, ddpm]], seed: [0, 1], solver: [euler, dopri5], nfe: [8], tol: [1.0e-4]}
+"""
+
+
+def test_a_sweep_whose_driver_is_killed_resumes_with_every_row_once(tmp_path: Path):
+    (tmp_path / "resume.yaml").write_text(RESUME_SWEEP)
+    env = fmx_env()
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = subprocess.Popen(
+        [FMX, "sweep", "resume.yaml"], cwd=tmp_path, env=env, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        # Kill the driver (and the local Ray it started) once some trials are done and others mid-way.
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if tmp_path.joinpath("mlflow.db").exists():
+                try:
+                    finished = [r for r in _runs_of(uri, "resume") if r.info.status == "FINISHED"]
+                except Exception:
+                    finished = []
+                if len(finished) >= 2:
+                    break
+            assert proc.poll() is None, "the sweep ended before it could be interrupted"
+            time.sleep(1)
+        else:
+            pytest.fail("no trial finished in time")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        cleanup_ray_tmp(env)
+    assert not (tmp_path / "results" / "resume" / "runs.parquet").exists()
+    refused = run_fmx(["sweep", "resume.yaml"], tmp_path)  # a rerun without --resume must not mix sweeps
+    assert refused.returncode == 2 and "--resume" in refused.stderr
+    _fmx(["sweep", "resume.yaml", "--resume"], tmp_path)
+    runs = pd.read_parquet(tmp_path / "results" / "resume" / "runs.parquet")
+    assert len(runs) == 6 * 2
+    assert not runs.duplicated(["trial_id", "solver", "tol", "nfe_budget", "train_step"]).any()
+    assert (runs["status"] == "ok").all() and (runs["train_steps"] == 1500).all()
+    mlflow_runs = _runs_of(uri, "resume")
+    assert len(mlflow_runs) == 6 and all(r.info.status == "FINISHED" for r in mlflow_runs)
