@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from ray.tune import Callback
 from rich.console import Console
 
 
+def _process_start() -> float:
+    """When this command started (epoch seconds), so elapsed times include its own start-up."""
+    import psutil
+
+    return psutil.Process().create_time()
+
+
 class SweepProgress(Callback):
     """A Tune callback that prints one line per event, prefixed with the sweep's counts."""
 
-    def __init__(self, total: int, total_steps: int, console: Console | None = None) -> None:
+    def __init__(self, total: int, total_steps: int, console: Console | None = None, t0: float | None = None) -> None:
         self.total, self.total_steps = total, total_steps
+        self.t0 = _process_start() if t0 is None else t0
         self.console = console or Console(stderr=True, soft_wrap=True)
         self.running: set[str] = set()
         self.done: set[str] = set()
@@ -35,7 +44,7 @@ class SweepProgress(Callback):
 
     def _status(self) -> str:
         return (
-            f"[bold]{len(self.done)}/{self.total} done[/] · {len(self.running)} running · "
+            f"\\[t+{time.time() - self.t0:.1f}s] [bold]{len(self.done)}/{self.total} done[/] · {len(self.running)} running · "
             f"[{'red' if self.failed else 'dim'}]{len(self.failed)} failed[/]"
         )
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,18 +91,23 @@ def run_sweep(
     resume: bool = False,
     console: Console | None = None,
 ) -> SweepOutcome:
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # fmx prints its own progress lines
     from ray import tune
 
     from orchestrator.progress import SweepProgress
     from orchestrator.trainable import training_trial
 
     console = console or Console(stderr=True)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
     start = time.perf_counter()
     plan = plan_sweep(config)
-    experiment_id = ensure_experiment(tracking_uri, config.name)
     storage = storage_dir(config)
     storage.mkdir(parents=True, exist_ok=True)
-    init_ray(address)
+    # MLflow's first start (imports, schema migrations) and Ray's start-up each take seconds: overlap them.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        experiment = pool.submit(ensure_experiment, tracking_uri, config.name)
+        init_ray(address)
+        experiment_id = experiment.result()
     trainable = tune.with_resources(training_trial, _trial_resources(config))
     progress = SweepProgress(len(plan.trainings), config.train.steps, console)
     tune_path = storage / TUNE_DIR

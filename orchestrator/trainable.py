@@ -174,14 +174,19 @@ def training_trial(params: dict[str, Any]) -> None:
             status, error = "FAILED", f"{type(root).__name__}: {root}".splitlines()[0]
         done = {int(r["train_step"]) for r in runner.rows}
         rows = runner.rows + (failed_rows(settings, [s for s in eval_steps if s not in done], error) if error else [])
-        summary.update(train_steps=runner.step, train_seconds=runner.train_seconds, error=error)
+        totals = {"train_steps": runner.step, "train_seconds": runner.train_seconds, "compute_seconds": runner.compute_seconds}
+        summary.update(totals, error=error)
         for row in rows:
-            row.update(train_steps=runner.step, train_seconds=runner.train_seconds)
+            row.update(totals)
         run.log_metrics({"train_loss_final": runner.losses[-1][1]} if runner.losses else {}, runner.step)
         run.log_history("train_loss", runner.losses)
         for step, metrics in _metrics_of(rows).items():
             run.log_metrics(metrics, step)
-        run.log_metrics({"train_seconds": runner.train_seconds, "resumed_from_step": resumed_from}, runner.step)
+        run.log_metrics(
+            {"train_seconds": runner.train_seconds, "compute_seconds": runner.compute_seconds,
+             "resumed_from_step": resumed_from},
+            runner.step,
+        )  # fmt: skip
         if runner.losses:
             save_loss_curve(runner.losses, artifacts / "loss_curve.png", title=key.trial_id)
         for file in sorted(artifacts.glob("*.png")):

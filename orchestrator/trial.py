@@ -95,6 +95,7 @@ class TrialRunner:
     step: int = field(init=False, default=0)
     losses: list[tuple[int, float]] = field(init=False, default_factory=list)
     train_seconds: float = field(init=False, default=0.0)
+    eval_seconds: float = field(init=False, default=0.0)
     rows: list[dict[str, Any]] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
@@ -120,6 +121,7 @@ class TrialRunner:
             "step": self.step,
             "losses": self.losses,
             "train_seconds": self.train_seconds,
+            "eval_seconds": self.eval_seconds,
             "rows": self.rows,
         }
 
@@ -131,6 +133,7 @@ class TrialRunner:
         self.step = int(state["step"])
         self.losses = list(state["losses"])
         self.train_seconds = float(state["train_seconds"])
+        self.eval_seconds = float(state.get("eval_seconds", 0.0))
         self.rows = list(state["rows"])
 
     def save(self, directory: str | Path) -> Path:
@@ -181,6 +184,18 @@ class TrialRunner:
 
     def evaluate(self, settings: list[EvalSetting]) -> tuple[list[dict[str, Any]], dict[str, Tensor]]:
         """Rows for every setting at the current step, and the samples drawn (by setting label)."""
+        start = time.perf_counter()
+        try:
+            return self._evaluate(settings)
+        finally:
+            self.eval_seconds += time.perf_counter() - start
+
+    @property
+    def compute_seconds(self) -> float:
+        """The trial's own work (training + every evaluation), against which orchestration overhead is judged."""
+        return self.train_seconds + self.eval_seconds
+
+    def _evaluate(self, settings: list[EvalSetting]) -> tuple[list[dict[str, Any]], dict[str, Tensor]]:
         cfg = self.config.eval
         self.model.eval()
         field_fn = self.objective.vector_field(self.model)
