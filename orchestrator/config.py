@@ -118,8 +118,9 @@ class GridConfig(_Strict):
     solver: tuple[Literal[SOLVER_NAMES], ...] = ("dopri5",)  # type: ignore[valid-type]
     tol: tuple[float, ...] = ()
     nfe: tuple[int, ...] = ()
-    pairs: tuple[tuple[str, str], ...] | None = Field(
-        None, description="explicit (path, objective) pairs instead of their full product"
+    pairs: tuple[tuple[str, ...], ...] | None = Field(
+        None,
+        description="explicit [path, objective] or [path, objective, coupling] rows instead of the full product",
     )
 
     @field_validator("tol")
@@ -189,7 +190,14 @@ class SweepConfig(_Strict):
         if late:
             raise _KeyedError("eval.at_steps", f"steps {late} are beyond train.steps = {self.train.steps}")
         if self.grid.pairs is not None:
-            for i, (p, o) in enumerate(self.grid.pairs):
+            for i, row in enumerate(self.grid.pairs):
+                if len(row) not in (2, 3):
+                    raise _KeyedError(f"grid.pairs[{i}]", f"expected [path, objective] or [path, objective, coupling], got {list(row)}")
+                p, o = row[0], row[1]
+                if len(row) == 3 and row[2] not in COUPLING_NAMES:
+                    raise _KeyedError(
+                        f"grid.pairs[{i}]", f"unknown coupling '{row[2]}'; choose one of {', '.join(COUPLING_NAMES)}"
+                    )
                 if p not in PATH_NAMES:
                     raise _KeyedError(f"grid.pairs[{i}]", f"unknown path '{p}'; choose one of {', '.join(PATH_NAMES)}")
                 if o not in OBJECTIVE_NAMES:
@@ -198,11 +206,15 @@ class SweepConfig(_Strict):
                     )
         return self
 
+    def method_rows(self) -> list[tuple[str, str, str | None]]:
+        """(path, objective, coupling or None = every grid coupling) rows, before the validity filter."""
+        if self.grid.pairs is not None:
+            return [(r[0], r[1], r[2] if len(r) == 3 else None) for r in self.grid.pairs]
+        return [(p, o, None) for p in self.grid.path for o in self.grid.objective]
+
     def path_objective_pairs(self) -> list[tuple[str, str]]:
         """The (path, objective) pairs to train, before the validity filter."""
-        if self.grid.pairs is not None:
-            return [tuple(p) for p in self.grid.pairs]  # type: ignore[misc]
-        return [(p, o) for p in self.grid.path for o in self.grid.objective]
+        return [(p, o) for p, o, _ in self.method_rows()]
 
 
 class _KeyedError(ValueError):

@@ -74,12 +74,16 @@ def eval_settings(config: SweepConfig) -> list[EvalSetting]:
 
 def plan_sweep(config: SweepConfig) -> SweepPlan:
     """Expand the grid; invalid (path, objective) pairs were rejected by validation or are skipped here."""
-    pairs = config.path_objective_pairs()
-    valid = [p for p in pairs if is_valid_pair(*p)]
-    skipped = [p for p in pairs if not is_valid_pair(*p)]
-    trainings = [
-        TrainingKey(path, objective, coupling, seed)
-        for (path, objective), coupling, seed in itertools.product(valid, config.grid.coupling, config.grid.seed)
-    ]
+    rows = config.method_rows()
+    skipped = [(p, o) for p, o, _ in rows if not is_valid_pair(p, o)]
+    trainings: list[TrainingKey] = []
+    for path, objective, coupling in rows:
+        if not is_valid_pair(path, objective):
+            continue
+        couplings = [coupling] if coupling is not None else list(config.grid.coupling)
+        for c, seed in itertools.product(couplings, config.grid.seed):
+            key = TrainingKey(path, objective, c, seed)
+            if key not in trainings:
+                trainings.append(key)
     steps = sorted(set(config.eval.at_steps) | {config.train.steps})
     return SweepPlan(trainings=trainings, skipped=skipped, settings=eval_settings(config), eval_steps=steps)

@@ -171,3 +171,24 @@ def test_a_sweep_whose_driver_is_killed_resumes_with_every_row_once(tmp_path: Pa
     assert (runs["status"] == "ok").all() and (runs["train_steps"] == 1500).all()
     mlflow_runs = _runs_of(uri, "resume")
     assert len(mlflow_runs) == 6 and all(r.info.status == "FINISHED" for r in mlflow_runs)
+
+
+DDP_SWEEP = """\
+name: ddp
+dataset: {name: moons}
+model: {kind: mlp, hidden: 32, depth: 2}
+train: {steps: 60, batch_size: 128, checkpoint_every: 30, num_workers: 2, cpus_per_worker: 0.9}
+eval: {samples: 200, likelihood_points: 20, reference_tol: 1.0e-5}
+grid: {path: [ot], objective: [fm], solver: [midpoint], nfe: [8]}
+"""
+
+
+def test_a_two_worker_trial_trains_with_ray_train_ddp(tmp_path: Path):
+    (tmp_path / "ddp.yaml").write_text(DDP_SWEEP)
+    _fmx(["sweep", "ddp.yaml"], tmp_path)
+    runs = pd.read_parquet(tmp_path / "results" / "ddp" / "runs.parquet")
+    assert len(runs) == 1 and runs.loc[0, "status"] == "ok" and runs.loc[0, "train_steps"] == 60
+    assert runs.loc[0, "nfe"] == 8
+    # Ray Train kept its own run (and checkpoints) under the sweep's storage.
+    train_dirs = list((tmp_path / "results" / "ddp" / "ray" / "train").glob("train-ot-fm-independent-s0*"))
+    assert train_dirs and any(train_dirs[0].rglob("state.pt"))
