@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fm_core.paths import AffinePath, _expand_like
@@ -34,6 +35,12 @@ VectorField = Callable[[Tensor, Tensor], Tensor]
 
 def _per_sample_mean(sq: Tensor) -> Tensor:
     return sq.reshape(sq.shape[0], -1).sum(dim=1) / sq[0].numel()
+
+
+def _mse(pred: Tensor, target: Tensor) -> Tensor:
+    """Batch mean of the per-sample mean squared error; every sample has the same size, so this is
+    the plain mean, computed by one fused kernel (and one in backward) instead of five."""
+    return F.mse_loss(pred, target)
 
 
 @dataclass(frozen=True)
@@ -62,7 +69,7 @@ class FlowMatching(Objective):
     def loss(self, model: nn.Module, x0: Tensor, x1: Tensor, generator: torch.Generator | None = None) -> Tensor:
         t = self.path.sample_t(x1.shape[0], device=x1.device, generator=generator).to(x1.dtype)
         x_t, target = self.path.sample(x0, x1, t)
-        return _per_sample_mean((model(x_t, t) - target) ** 2).mean()
+        return _mse(model(x_t, t), target)
 
     def vector_field(self, model: nn.Module) -> VectorField:
         return lambda t, x: model(x, t)
@@ -118,7 +125,7 @@ class NoisePrediction(_ScoreBased):
     def loss(self, model: nn.Module, x0: Tensor, x1: Tensor, generator: torch.Generator | None = None) -> Tensor:
         t = self.path.sample_t(x1.shape[0], device=x1.device, generator=generator).to(x1.dtype)
         x_t, _ = self.path.sample(x0, x1, t)
-        return _per_sample_mean((model(x_t, t) - x0) ** 2).mean()
+        return _mse(model(x_t, t), x0)
 
     def score(self, model: nn.Module, x: Tensor, t: Tensor) -> Tensor:
         _, sigma = self.path.alpha_sigma(torch.as_tensor(t, dtype=x.dtype, device=x.device))

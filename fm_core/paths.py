@@ -59,7 +59,8 @@ class AffinePath(ABC):
 
     def sample_t(self, n: int, device: torch.device | str = "cpu", generator: torch.Generator | None = None) -> Tensor:
         """Training times, uniform on [0, t_max]."""
-        return torch.rand(n, device=device, generator=generator) * self.t_max
+        t = torch.rand(n, device=device, generator=generator)
+        return t if self.t_max == 1.0 else t * self.t_max
 
     def sample(self, x0: Tensor, x1: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         """x_t = psi_t(x0 | x1) and the CFM target d/dt psi_t(x0 | x1)."""
@@ -113,6 +114,12 @@ class OTPath(AffinePath):
     def d_alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
         one = torch.ones_like(t)
         return one, -(1.0 - self.sigma_min) * one
+
+    def sample(self, x0: Tensor, x1: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """The affine sample in two fused ops: the target x1 - (1 - sigma_min) x0 does not depend on t,
+        and x_t = t x1 + (1 - (1 - sigma_min) t) x0 = x0 + t * target (the training hot path)."""
+        target = x1 - x0 if self.sigma_min == 0.0 else torch.add(x1, x0, alpha=-(1.0 - self.sigma_min))
+        return torch.addcmul(x0, _expand_like(t, x1), target), target
 
 
 @dataclass(frozen=True, repr=True)
