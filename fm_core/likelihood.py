@@ -117,10 +117,18 @@ def bits_per_dim(
     """
     if num_draws < 1:
         raise ValueError(f"num_draws must be >= 1, got {num_draws}")
-    d = x_uint8[0].numel()
     draws = torch.stack([log_prob_fn(uniform_dequantize(x_uint8, generator)) for _ in range(num_draws)])
-    log_mean = torch.logsumexp(draws.to(torch.float64), dim=0) - math.log(num_draws)
-    return -log_mean / (d * math.log(2.0)) + 7.0
+    return bits_per_dim_from_draws(draws, x_uint8[0].numel())
+
+
+def bits_per_dim_from_draws(log_probs: Tensor, dim: int) -> Tensor:
+    """The K-draw bound from already computed log p_z of K dequantized copies, shape (K, N).
+
+    Its first k rows give the k-draw bound for every k <= K, so a whole K-ablation costs K solves.
+    """
+    k = log_probs.shape[0]
+    log_mean = torch.logsumexp(log_probs.to(torch.float64), dim=0) - math.log(k)
+    return -log_mean / (dim * math.log(2.0)) + 7.0
 
 
 def nats_to_bits_per_dim(log_prob: Tensor, dim: int) -> Tensor:

@@ -158,6 +158,32 @@ def tables(
 
 
 @app.command()
+def report(
+    sweep_name: Annotated[str, typer.Argument(help="sweep name, or its YAML file", show_default=False)],
+    tracking_uri: TrackingUri = None,
+    out_dir: Annotated[Path | None, typer.Option(help="default results/<name>/report")] = None,
+) -> None:
+    """Markdown tables and PNG plots of a finished sweep, written to disk and logged to MLflow."""
+    from orchestrator.report import build_report, load_samples
+    from orchestrator.sweep import collect_runs
+    from orchestrator.tracking import log_report
+
+    name = _load(Path(sweep_name)).name if sweep_name.endswith((".yaml", ".yml")) else sweep_name
+    uri = _tracking(tracking_uri)
+    try:
+        runs = collect_runs(uri, name)
+    except LookupError as err:
+        _fail(str(err))
+    if runs.empty:
+        _fail(f"sweep '{name}' has no evaluated rows in MLflow at {uri}")
+    target = out_dir or Path("results") / name / "report"
+    built = build_report(runs, target, name, load_samples(uri, runs))
+    log_report(uri, name, built.directory)
+    out.print(built.markdown.read_text(), highlight=False, markup=False)
+    console.print(f"report: {built.markdown} ({len(built.plots)} plots; also in MLflow run 'report')", highlight=False)
+
+
+@app.command()
 def train(
     file: SweepFile,
     trial: Annotated[str | None, typer.Option(help="trial id, e.g. ot-fm-independent-s0 (default: the first)")] = None,

@@ -7,6 +7,7 @@ a worker and nothing is half-written.
 from __future__ import annotations
 
 import inspect
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -87,11 +88,23 @@ class EvalConfig(_Strict):
     likelihood_points: int = Field(500, ge=0)
     divergence: Literal["auto", "exact", "hutchinson"] = "auto"
     probe: Literal["rademacher", "gaussian"] = "rademacher"
-    dequant_draws: int = Field(1, gt=0)
+    dequant_draws: tuple[int, ...] = Field((1,), description="K for bits/dim; several values give Table 4's ablation")
     reference_tol: float = Field(1e-7, gt=0, lt=1)
     likelihood_solver: Literal["same", "dopri5"] = "same"
     at_steps: tuple[int, ...] = ()
     seed: int = 0
+
+    @field_validator("dequant_draws", mode="before")
+    @classmethod
+    def _draws_list(cls, v: Any) -> Any:
+        return (v,) if isinstance(v, int) else v
+
+    @field_validator("dequant_draws")
+    @classmethod
+    def _draws_positive(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v or any(k <= 0 for k in v):
+            raise ValueError("needs one or more draw counts > 0")
+        return tuple(sorted(set(v)))
 
     @field_validator("at_steps")
     @classmethod
@@ -327,4 +340,15 @@ def load_sweep(file: str | Path) -> SweepConfig:
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(err, "problem", None) or str(err)
         raise ConfigError(file, "", f"malformed YAML: {where}{problem}") from None
-    return parse_sweep(data, file)
+    return parse_sweep(_expand_env(data), file)
+
+
+def _expand_env(value: Any) -> Any:
+    """`${VAR}` in string values comes from the environment (data roots that differ per machine)."""
+    if isinstance(value, str):
+        return os.path.expandvars(value)
+    if isinstance(value, dict):
+        return {k: _expand_env(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_env(v) for v in value]
+    return value

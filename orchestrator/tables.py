@@ -10,11 +10,11 @@ import pandas as pd
 
 RUN_COLUMNS = [
     "sweep", "trial_id", "mlflow_run_id", "dataset", "model", "path", "objective", "coupling", "seed",
-    "train_step", "solver", "tol", "nfe_budget", "nfe", "nll", "nll_unit", "nll_nfe", "sample_metric",
+    "train_step", "solver", "tol", "nfe_budget", "nfe", "nll", "nll_unit", "nll_nfe", "dequant_draws", "sample_metric",
     "sample_metric_name", "ode_error", "train_steps", "train_seconds", "eval_seconds", "compute_seconds", "status", "error", "node_id",
     "resumed_from_step",
 ]  # fmt: skip
-GROUP_COLUMNS = ["dataset", "path", "objective", "coupling", "train_step", "solver", "tol", "nfe_budget"]
+GROUP_COLUMNS = ["dataset", "path", "objective", "coupling", "train_step", "solver", "tol", "nfe_budget", "dequant_draws"]
 VALUE_COLUMNS = ["nll", "sample_metric", "nfe", "ode_error"]
 
 
@@ -28,7 +28,7 @@ def rows_from_mlflow(evaluations: list[tuple[Any, dict[str, Any]]]) -> pd.DataFr
             records.append(record)
     frame = pd.DataFrame.from_records(records, columns=RUN_COLUMNS)
     frame = frame.astype(
-        {"seed": "Int64", "train_step": "Int64", "nfe_budget": "Int64", "nfe": "Int64", "nll_nfe": "Int64",
+        {"seed": "Int64", "train_step": "Int64", "dequant_draws": "Int64", "nfe_budget": "Int64", "nfe": "Int64", "nll_nfe": "Int64",
          "train_steps": "Int64", "tol": "float64", "nll": "float64", "sample_metric": "float64",
          "ode_error": "float64", "train_seconds": "float64", "eval_seconds": "float64",
          "compute_seconds": "float64", "resumed_from_step": "Int64"}
@@ -36,7 +36,7 @@ def rows_from_mlflow(evaluations: list[tuple[Any, dict[str, Any]]]) -> pd.DataFr
     for col in ("sweep", "trial_id", "mlflow_run_id", "dataset", "model", "path", "objective", "coupling", "solver",
                 "nll_unit", "sample_metric_name", "status", "error", "node_id"):  # fmt: skip
         frame[col] = frame[col].astype("string")
-    order = ["path", "objective", "coupling", "seed", "train_step", "solver", "tol", "nfe_budget"]
+    order = ["path", "objective", "coupling", "seed", "train_step", "solver", "tol", "nfe_budget", "dequant_draws"]
     return frame.sort_values(order, na_position="first", kind="stable").reset_index(drop=True)
 
 
@@ -101,6 +101,8 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
         f"{s} tol={t:g}" if pd.notna(t) else f"{s} nfe={int(n)}"
         for s, t, n in zip(table["solver"], table["tol"], table["nfe_budget"], strict=True)
     ]
+    if table["dequant_draws"].nunique() > 1:
+        out["K"] = table["dequant_draws"]
     unit = next((u for u in table["nll_unit"] if isinstance(u, str)), None)
     metric = next((m for m in table["sample_metric_name"] if isinstance(m, str)), None)
     out[f"NLL ({unit})" if unit else "NLL"] = [_fmt(m, s) for m, s in zip(table["nll_mean"], table["nll_std"], strict=True)]

@@ -176,3 +176,17 @@ def _load_text(mlflow_client: Any, run: Any) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         local = mlflow_client.download_artifacts(run.info.run_id, EVALUATIONS_ARTIFACT, tmp)
         return Path(local).read_text()
+
+
+def log_report(uri: str, sweep: str, directory: Path) -> str:
+    """One 'report' run per sweep (replaced on every report) holding the Markdown and the plots."""
+    mlflow_client = client(uri)
+    experiment_id = ensure_experiment(uri, sweep)
+    query = f"tags.`{TAG_SWEEP}` = '{sweep}' and tags.`fmx.report` = '1'"
+    for old in mlflow_client.search_runs([experiment_id], filter_string=query):
+        mlflow_client.delete_run(old.info.run_id)
+    tags = {TAG_SWEEP: sweep, "fmx.report": "1", "mlflow.runName": "report"}
+    run_id = mlflow_client.create_run(experiment_id, tags=tags, run_name="report").info.run_id
+    mlflow_client.log_artifacts(run_id, str(directory), "report")
+    mlflow_client.set_terminated(run_id)
+    return run_id

@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import ray
 import ray.train
 import ray.tune
@@ -52,7 +53,8 @@ def _metrics_of(rows: list[dict[str, Any]]) -> dict[int, dict[str, float]]:
         step = out.setdefault(int(row["train_step"]), {})
         step[f"nfe/{label}"] = row["nfe"]
         step[f"ode_error/{label}"] = row["ode_error"]
-        step[f"nll/{label}"] = row["nll"]
+        draws = row.get("dequant_draws")
+        step[f"nll/{label}" + (f"_k{draws}" if draws is not None else "")] = row["nll"]
         if row["sample_metric_name"]:
             step[f"{row['sample_metric_name']}/{label}"] = row["sample_metric"]
     return out
@@ -79,6 +81,7 @@ def _advance(
             runner.rows += rows
             if samples_dir is not None and samples:
                 save_samples(samples, samples_dir / f"samples_step{boundary}.png", title=f"step {boundary}")
+                np.savez_compressed(samples_dir / f"samples_step{boundary}.npz", **{k: v.numpy() for k, v in samples.items()})
         metrics = {"step": runner.step, "loss": runner.losses[-1][1] if runner.losses else float("nan")}
         if is_chief:
             with tempfile.TemporaryDirectory() as tmp:
@@ -191,6 +194,8 @@ def training_trial(params: dict[str, Any]) -> None:
             save_loss_curve(runner.losses, artifacts / "loss_curve.png", title=key.trial_id)
         for file in sorted(artifacts.glob("*.png")):
             run.log_artifact(file, "plots")
+        for file in sorted(artifacts.glob("*.npz")):
+            run.log_artifact(file, "samples")
         run.log_evaluations(rows, summary)
         run.finish(status, error)
     if error:

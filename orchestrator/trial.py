@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from fm_core.data import Dataset, ImageDataset, make_dataset
-from fm_core.likelihood import bits_per_dim, log_likelihood
+from fm_core.likelihood import bits_per_dim_from_draws, log_likelihood, uniform_dequantize
 from fm_core.metrics import classifier_frechet_distance, ode_solution_error, sliced_wasserstein
 from fm_core.models.mlp import MLP
 from fm_core.models.unet import UNet
@@ -70,6 +70,7 @@ def _row(setting: EvalSetting, step: int, **values: Any) -> dict[str, Any]:
         "nll": math.nan,
         "nll_unit": None,
         "nll_nfe": None,
+        "dequant_draws": None,
         "sample_metric": math.nan,
         "sample_metric_name": None,
         "ode_error": math.nan,
@@ -229,21 +230,17 @@ class TrialRunner:
                     metric = sliced_wasserstein(x, reference_data)
                 elif metric_name == "classifier_fd":
                     metric = classifier_frechet_distance(x, reference_data)
-                nll, unit, nll_nfe = self._nll(field_fn, spec, divergence, is_image)
-                rows.append(
-                    _row(
-                        setting,
-                        self.step,
-                        nfe=sol.nfe,
-                        nll=nll,
-                        nll_unit=unit,
-                        nll_nfe=nll_nfe,
-                        sample_metric=metric,
-                        sample_metric_name=metric_name,
-                        ode_error=ode_solution_error(x, ode_reference.cpu()),
-                        eval_seconds=time.perf_counter() - start,
-                    )
-                )
+                nlls, unit, nll_nfe = self._nll(field_fn, spec, divergence, is_image)
+                error = ode_solution_error(x, ode_reference.cpu())
+                seconds = time.perf_counter() - start
+                for draws, nll in nlls:  # one row per dequantization K (a single row for vectors)
+                    rows.append(
+                        _row(
+                            setting, self.step, nfe=sol.nfe, nll=nll, nll_unit=unit, nll_nfe=nll_nfe,
+                            dequant_draws=draws, sample_metric=metric, sample_metric_name=metric_name,
+                            ode_error=error, eval_seconds=seconds,
+                        )
+                    )  # fmt: skip
             except Exception as err:  # one bad setting must not lose the others
                 reason = f"{type(err).__name__}: {err}".splitlines()[0]
                 rows.append(_row(setting, self.step, status="failed", error=reason, eval_seconds=time.perf_counter() - start))
@@ -251,11 +248,12 @@ class TrialRunner:
 
     def _nll(
         self, field_fn: Callable[[Tensor, Tensor], Tensor], spec: SolverSpec, divergence: str, is_image: bool
-    ) -> tuple[float, str | None, int | None]:
-        """Mean negative log-likelihood of held-out data: nats for vectors, bits/dim for 8-bit images."""
+    ) -> tuple[list[tuple[int | None, float]], str | None, int | None]:
+        """Mean negative log-likelihood of held-out data: nats for vectors, bits/dim for 8-bit images
+        (one value per dequantization K, all from the same max(K) draws)."""
         cfg = self.config.eval
         if cfg.likelihood_points == 0:
-            return math.nan, None, None
+            return [(None, math.nan)], None, None
         g = torch.Generator().manual_seed(cfg.seed + 1)
         nfes: list[int] = []
 
@@ -270,7 +268,8 @@ class TrialRunner:
         if is_image:
             assert isinstance(self.dataset, ImageDataset)
             images = self.dataset.images_heldout_uint8[self.dataset.reference_indices(cfg.likelihood_points, cfg.seed)]
-            bpd = bits_per_dim(log_prob, images, num_draws=cfg.dequant_draws, generator=g)
-            return float(bpd.mean()), "bits/dim", sum(nfes)
+            draws = torch.stack([log_prob(uniform_dequantize(images, g)) for _ in range(max(cfg.dequant_draws))])
+            values = [(k, float(bits_per_dim_from_draws(draws[:k], self.dataset.dim).mean())) for k in cfg.dequant_draws]
+            return values, "bits/dim", sum(nfes)
         points = self.dataset.reference(cfg.likelihood_points, seed=cfg.seed + 1)
-        return float(-log_prob(points).mean()), "nats", sum(nfes)
+        return [(None, float(-log_prob(points).mean()))], "nats", sum(nfes)

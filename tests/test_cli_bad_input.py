@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli_helpers import REPO, run_fmx
+from tests.cli_helpers import REPO, fmx_env, run_fmx
 
 GOOD = textwrap.dedent(
     """\
@@ -72,8 +72,9 @@ def test_bad_input_exits_2_with_one_clear_message_and_writes_nothing(tmp_path: P
 
 
 def test_validate_accepts_the_shipped_sweeps(tmp_path: Path):
+    env = fmx_env({"CIFAR10_ROOT": str(tmp_path)})  # cifar10.yaml reads its data folder from the environment
     for sweep in sorted((REPO / "sweeps").glob("*.yaml")):
-        result = run_fmx(["validate", str(sweep)], cwd=tmp_path, timeout=120)
+        result = run_fmx(["validate", str(sweep)], cwd=tmp_path, env=env, timeout=120)
         assert result.returncode == 0, f"{sweep.name}: {result.stderr}"
         assert "ok" in result.stdout
 
@@ -84,3 +85,9 @@ def test_dry_run_lists_trainings_and_evaluations_without_running(tmp_path: Path)
     assert "ot-fm-independent-s0" in result.stdout and "vp-sm-independent-s0" in result.stdout
     assert "6 evaluations" in result.stdout
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cifar10_sweep_without_its_data_folder_is_refused(tmp_path: Path):
+    env = fmx_env({"CIFAR10_ROOT": str(tmp_path / "absent")})
+    result = run_fmx(["validate", str(REPO / "sweeps" / "cifar10.yaml")], cwd=tmp_path, env=env, timeout=120)
+    assert result.returncode == 2 and "dataset.root" in result.stderr and "absent" in result.stderr
