@@ -110,6 +110,17 @@ def sweep(
     except (PreflightError, ResumeError) as err:
         _fail(str(err))
     console.print(f"MLflow tracking: [bold]{uri}[/]   (browse with: fmx ui)", highlight=False)
+    if address not in (None, "", "local"):
+        if not config.storage_path:
+            console.print(
+                "[yellow]warning:[/] --address without `storage_path` in the sweep file: checkpoints go to this "
+                "machine's results/ folder, which other machines of the cluster cannot reach", highlight=False
+            )
+        if not uri.startswith(("http://", "https://", "databricks")):
+            console.print(
+                "[yellow]warning:[/] --address with a local MLflow store: trials on other machines cannot reach it; "
+                "use --tracking-uri http://HEAD:5000 (see docs/cluster.md)", highlight=False
+            )
     outcome = run_sweep(config, uri, address=address, resume=resume, console=console)
     _show_table(summarize(outcome.runs), markdown=False)
     failed = int((outcome.runs["status"] != "ok").sum())

@@ -38,19 +38,26 @@ def results_dir(config: SweepConfig, root: Path | None = None) -> Path:
     return (root or Path.cwd()) / "results" / config.name
 
 
-def storage_dir(config: SweepConfig, root: Path | None = None) -> Path:
-    """Tune state and checkpoints: the file's `storage_path` (shared on a cluster) or results/<name>/ray."""
+def storage_dir(config: SweepConfig, root: Path | None = None) -> str:
+    """Tune state and checkpoints: the file's `storage_path` (shared on a cluster: a mounted folder or a
+    cloud URI such as s3://bucket/fmx) or results/<name>/ray. A string, since URIs are not local paths."""
+    if config.storage_path and "://" in config.storage_path:
+        return f"{config.storage_path.rstrip('/')}/{config.name}"
     if config.storage_path:
-        return Path(config.storage_path).expanduser().resolve() / config.name
-    return results_dir(config, root).resolve() / "ray"
+        return str(Path(config.storage_path).expanduser().resolve() / config.name)
+    return str(results_dir(config, root).resolve() / "ray")
+
+
+def _join(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *parts])
 
 
 def check_resume_state(config: SweepConfig, resume: bool) -> None:
     """Refuse to silently mix a new sweep into an old one (or to resume nothing)."""
     from ray.tune import Tuner
 
-    tune_path = storage_dir(config) / TUNE_DIR
-    exists = tune_path.exists() and Tuner.can_restore(str(tune_path))
+    tune_path = _join(storage_dir(config), TUNE_DIR)
+    exists = Tuner.can_restore(tune_path)
     if resume and not exists:
         raise ResumeError(f"--resume: no earlier run of sweep '{config.name}' under {tune_path}")
     if not resume and exists:
@@ -73,7 +80,9 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> None:
     if address in (None, "", "local"):
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
     else:
-        ray.init(address=address, log_to_driver=False, configure_logging=False)
+        # On an existing cluster the driver's environment does not reach Ray Train's controller: ship it.
+        env = {k: os.environ[k] for k in ("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S",)}
+        ray.init(address=address, log_to_driver=False, configure_logging=False, runtime_env={"env_vars": env})
 
 
 def _trial_resources(config: SweepConfig) -> dict[str, float]:
@@ -102,7 +111,8 @@ def run_sweep(
     start = time.perf_counter()
     plan = plan_sweep(config)
     storage = storage_dir(config)
-    storage.mkdir(parents=True, exist_ok=True)
+    if "://" not in storage:
+        Path(storage).mkdir(parents=True, exist_ok=True)
     # MLflow's first start (imports, schema migrations) and Ray's start-up each take seconds: overlap them.
     with ThreadPoolExecutor(max_workers=1) as pool:
         experiment = pool.submit(ensure_experiment, tracking_uri, config.name)
@@ -110,9 +120,9 @@ def run_sweep(
         experiment_id = experiment.result()
     trainable = tune.with_resources(training_trial, _trial_resources(config))
     progress = SweepProgress(len(plan.trainings), config.train.steps, console)
-    tune_path = storage / TUNE_DIR
+    tune_path = _join(storage, TUNE_DIR)
     if resume:
-        tuner = tune.Tuner.restore(str(tune_path), trainable=trainable, resume_unfinished=True, resume_errored=False)
+        tuner = tune.Tuner.restore(tune_path, trainable=trainable, resume_unfinished=True, resume_errored=False)
     else:
         tuner = tune.Tuner(
             trainable,
@@ -120,7 +130,7 @@ def run_sweep(
             tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=config.max_concurrent_trials),
             run_config=tune.RunConfig(
                 name=TUNE_DIR,
-                storage_path=str(storage),
+                storage_path=storage,
                 failure_config=tune.FailureConfig(max_failures=config.train.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                 callbacks=[progress],
@@ -135,7 +145,7 @@ def run_sweep(
 
 
 def _param_space(
-    config: SweepConfig, plan: SweepPlan, tracking_uri: str, experiment_id: str, storage: Path
+    config: SweepConfig, plan: SweepPlan, tracking_uri: str, experiment_id: str, storage: str
 ) -> dict[str, object]:
     from ray import tune
 
@@ -146,7 +156,7 @@ def _param_space(
         "eval_steps": plan.eval_steps,
         "tracking_uri": tracking_uri,
         "experiment_id": experiment_id,
-        "storage_path": str(storage / "train"),
+        "storage_path": _join(storage, "train"),
     }
 
 

@@ -23,9 +23,13 @@ def fmx_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def run_fmx(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [FMX, *args], cwd=cwd, env=env or fmx_env(), capture_output=True, text=True, timeout=timeout
-    )
+    own_env = env is None
+    env = env or fmx_env()
+    try:
+        return subprocess.run([FMX, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    finally:
+        if own_env:
+            cleanup_ray_tmp(env)
 
 
 def cleanup_ray_tmp(env: dict[str, str]) -> None:
