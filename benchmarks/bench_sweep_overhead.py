@@ -1,22 +1,25 @@
 """How much does fmx's orchestration (Ray, Tune, MLflow, Parquet) cost on top of the trials' own work?
 
-Runs one real `fmx sweep` of many short trials in a scratch folder and prints, from that one run:
-  * wall time of the whole command and of the sweep phase (first trial start to tables written)
-  * the trials' own compute (training + all evaluations, measured inside each trial) / parallel slots
+Runs real `fmx sweep`s of many short trials in a scratch folder and prints, from this one run:
+  * wall time of the whole command, and from the first trial's start to the end (start-up excluded)
+  * the trials' own compute (training + all evaluations, timed inside each trial) / parallel slots
   * the ratios wall / ideal (goal: <= 1.15)
+  * the same sweep with every trial forced through a Ray Train TorchTrainer, for its per-trial cost
   * how many trainings a naive Tune grid over every axis would run against the trainings fmx ran
 
-    python benchmarks/bench_sweep_overhead.py [--trials 12] [--steps 1500] [--slots 2]
+    python benchmarks/bench_sweep_overhead.py [--trials 12] [--steps 1500] [--slots 2] [--no-torch-trainer]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -25,7 +28,7 @@ SWEEP = """\
 name: overhead
 dataset: {{name: checkerboard}}
 model: {{kind: mlp, hidden: 128, depth: 3}}
-train: {{steps: {steps}, batch_size: 256, checkpoint_every: {ckpt}}}
+train: {{steps: {steps}, batch_size: 256, checkpoint_every: {ckpt}, torch_trainer: {torch_trainer}}}
 eval: {{samples: 1000, likelihood_points: 200, reference_tol: 1.0e-5}}
 grid:
   path: [ot]
@@ -37,18 +40,23 @@ grid:
 """
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--trials", type=int, default=12, help="training trials (seeds)")
-    parser.add_argument("--steps", type=int, default=1500, help="training steps per trial")
-    parser.add_argument("--slots", type=int, default=os.cpu_count() or 1, help="parallel trial slots (CPUs)")
-    args = parser.parse_args()
+@dataclass
+class Measured:
+    wall: float
+    startup: float
+    compute: pd.Series
+    settings: int
+    plan_line: str
+
+
+def run(trials: int, steps: int, torch_trainer: bool) -> Measured:
     fmx = str(Path(sys.executable).with_name("fmx"))
     with tempfile.TemporaryDirectory(prefix="fmxbench") as tmp:
         work = Path(tmp)
-        (work / "overhead.yaml").write_text(
-            SWEEP.format(steps=args.steps, ckpt=max(1, args.steps // 3), seeds=list(range(args.trials)))
+        text = SWEEP.format(
+            steps=steps, ckpt=max(1, steps // 3), seeds=list(range(trials)), torch_trainer=str(torch_trainer).lower()
         )
+        (work / "overhead.yaml").write_text(text)
         env = {**os.environ, "RAY_TMPDIR": tempfile.mkdtemp(prefix="fmxray", dir="/tmp")}
         start = time.perf_counter()
         done = subprocess.run([fmx, "sweep", "overhead.yaml"], cwd=work, env=env, capture_output=True, text=True)
@@ -57,28 +65,39 @@ def main() -> None:
             sys.exit(f"fmx sweep failed:\n{done.stderr[-4000:]}")
         runs = pd.read_parquet(work / "results" / "overhead" / "runs.parquet")
         plan = subprocess.run([fmx, "sweep", "overhead.yaml", "--dry-run"], cwd=work, capture_output=True, text=True)
-    per_trial = runs.groupby("trial_id")["compute_seconds"].first()
-    settings = runs.groupby("trial_id").size().iloc[0]
-    ideal = per_trial.sum() / args.slots
-    startup = _startup_seconds(done.stderr)
-    print(f"trials: {len(per_trial)} trainings x {settings} solver settings, {args.steps} steps each, {args.slots} slots")
-    print(f"trial compute: {per_trial.sum():.1f} s in all (mean {per_trial.mean():.1f} s a trial)")
-    print(f"ideal wall (compute / slots):      {ideal:8.1f} s")
-    print(f"fmx sweep wall, whole command:     {wall:8.1f} s   ratio {wall / ideal:.3f}")
-    if startup is not None:
-        print(f"  of which start-up before trial 1: {startup:6.1f} s")
-        print(f"fmx sweep wall, trials onwards:    {wall - startup:8.1f} s   ratio {(wall - startup) / ideal:.3f}")
-    print(f"trainings: fmx ran {len(per_trial)}; a naive Tune grid over every axis runs {len(per_trial) * settings}"
-          f" ({settings}x more)")
-    print(plan.stdout.strip().splitlines()[-1])
+    starts = [float(m) for m in re.findall(r"^\[t\+([0-9.]+)s\].*▶", done.stderr, flags=re.M)]
+    compute = runs.groupby("trial_id")["compute_seconds"].first()
+    return Measured(wall, min(starts) if starts else 0.0, compute, int(runs.groupby("trial_id").size().iloc[0]),
+                    plan.stdout.strip().splitlines()[-1])  # fmt: skip
 
 
-def _startup_seconds(stderr: str) -> float | None:
-    """Seconds from launch to the first trial start, from the timestamps fmx prints (if any)."""
-    for line in stderr.splitlines():
-        if line.startswith("[t+") and "▶" in line:
-            return float(line[3:].split("s]", 1)[0])
-    return None
+def report(label: str, m: Measured, slots: int) -> None:
+    ideal = m.compute.sum() / slots
+    print(f"\n{label}: {len(m.compute)} trainings x {m.settings} solver settings, {slots} slots")
+    print(f"  trial compute {m.compute.sum():.1f} s in all (mean {m.compute.mean():.1f} s a trial); ideal wall {ideal:.1f} s")
+    print(f"  whole command        {m.wall:7.1f} s   ratio {m.wall / ideal:.3f}")
+    print(f"  from first trial on  {m.wall - m.startup:7.1f} s   ratio {(m.wall - m.startup) / ideal:.3f}"
+          f"   (start-up before it: {m.startup:.1f} s)")  # fmt: skip
+    extra = (m.wall - m.startup - ideal) * slots / len(m.compute)
+    print(f"  orchestration cost per trial beyond its compute: {extra:.1f} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trials", type=int, default=12, help="training trials (seeds)")
+    parser.add_argument("--steps", type=int, default=1500, help="training steps per trial")
+    parser.add_argument("--slots", type=int, default=os.cpu_count() or 1, help="parallel trial slots (CPUs)")
+    parser.add_argument("--no-torch-trainer", action="store_true", help="skip the TorchTrainer comparison")
+    args = parser.parse_args()
+    in_process = run(args.trials, args.steps, torch_trainer=False)
+    report("trials trained inside the Tune trial (fmx's default for 1 CPU worker)", in_process, args.slots)
+    if not args.no_torch_trainer:
+        trainer = run(args.trials, args.steps, torch_trainer=True)
+        report("the same trials, each through a Ray Train TorchTrainer (1 worker)", trainer, args.slots)
+    naive = len(in_process.compute) * in_process.settings
+    print(f"\ntrainings: fmx ran {len(in_process.compute)}; a naive Tune grid over every axis would run {naive}"
+          f" ({in_process.settings}x more)")  # fmt: skip
+    print(in_process.plan_line)
 
 
 if __name__ == "__main__":

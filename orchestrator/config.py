@@ -76,6 +76,9 @@ class TrainConfig(_Strict):
     log_every: int = Field(50, gt=0)
     num_workers: int = Field(1, gt=0)
     use_gpu: bool = False
+    torch_trainer: bool = Field(
+        False, description="train through Ray Train's TorchTrainer even for one CPU worker (else in the Tune trial)"
+    )
     cpus_per_worker: float = Field(1.0, gt=0)
     max_failures: int = Field(0, ge=0, description="Tune retries of a failed trial (and Train restarts)")
     sigma_min: float = Field(0.0, ge=0.0, description="OT path's sigma_min (the paper's 2D runs use ~1e-4)")

@@ -25,7 +25,7 @@ from orchestrator.trial import TrialRunner, failed_rows
 
 
 def uses_torch_trainer(config: SweepConfig) -> bool:
-    return config.train.num_workers > 1 or config.train.use_gpu
+    return config.train.num_workers > 1 or config.train.use_gpu or config.train.torch_trainer
 
 
 def trial_params(config: SweepConfig, key: TrainingKey) -> dict[str, Any]:
