@@ -39,7 +39,7 @@ from fm_core.likelihood import gaussian_log_prob, log_likelihood
 from fm_core.models.mlp import MLP
 from fm_core.objectives import make_objective
 from fm_core.paths import make_path
-from fm_core.sampling import SolverSpec
+from fm_core.sampling import FIXED_STAGES, SolverSpec
 from fm_core.training import make_optimizer, train_step
 
 try:
@@ -54,6 +54,8 @@ except ImportError as exc:  # pragma: no cover - depends on the optional extra
     )
 
 LR = 1e-3
+#: The versions the figures in docs/benchmarks.md were taken with (flow-matching is the `bench` extra).
+PINNED = {"flow-matching": "1.0.10", "torchcfm": "1.0.7"}
 FM_CORE, FLOW_MATCHING, TORCHCFM = "fm_core", "flow_matching", "torchcfm"
 
 # A training runner makes one optimizer step on a data batch x1 and returns the loss as a float
@@ -73,6 +75,14 @@ def fm_core_trainer(model: nn.Module, seed: int) -> StepFn:
     return lambda x1: train_step(model, objective, optimizer, x1, generator=generator)
 
 
+def adam_step(optimizer: torch.optim.Optimizer, loss: Tensor) -> float:
+    """The optimizer update a user of flow-matching or torchcfm writes around their loss."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
 def flow_matching_trainer(model: nn.Module, seed: int) -> StepFn:
     path = CondOTProbPath()
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
@@ -82,11 +92,7 @@ def flow_matching_trainer(model: nn.Module, seed: int) -> StepFn:
         x0 = torch.randn_like(x1)
         t = torch.rand(x1.shape[0], dtype=x1.dtype)
         sample = path.sample(x_0=x0, x_1=x1, t=t)
-        loss = (model(sample.x_t, sample.t) - sample.dx_t).pow(2).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return loss.item()
+        return adam_step(optimizer, (model(sample.x_t, sample.t) - sample.dx_t).pow(2).mean())
 
     return step
 
@@ -100,11 +106,7 @@ def torchcfm_trainer(model: nn.Module, seed: int) -> StepFn:
         # The target (Lipman et al.) matcher ignores x0 and draws its own noise like it, so x1
         # stands in for x0 rather than charging torchcfm for a normal draw it would throw away.
         t, x_t, u_t = matcher.sample_location_and_conditional_flow(x1, x1)
-        loss = (model(x_t, t) - u_t).pow(2).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return loss.item()
+        return adam_step(optimizer, (model(x_t, t) - u_t).pow(2).mean())
 
     return step
 
@@ -122,21 +124,22 @@ def fresh_model(state: dict[str, Tensor], hidden: int, depth: int) -> MLP:
     return model.train()
 
 
-def check_targets_agree(batch: Tensor) -> float:
-    """Max |difference| of (x_t, target) between the three libraries on one shared (x0, x1, t)."""
+def check_targets_agree(batch: Tensor) -> dict[str, float]:
+    """Max |difference| of (x_t, target) between fm_core and each library on shared (x0, x1, t)."""
     gen = torch.Generator().manual_seed(7)
     x0 = torch.randn(batch.shape, generator=gen)
     t = torch.rand(batch.shape[0], generator=gen)
-    ours = make_path("ot", sigma_min=0.0).sample(x0, batch, t)
-    theirs = CondOTProbPath().sample(x_0=x0, x_1=batch, t=t)
-    # torchcfm's target matcher draws its own noise; compare against fm_core on that noise.
-    cfm = TargetConditionalFlowMatcher(sigma=0.0).sample_location_and_conditional_flow(batch, batch, t=t, return_noise=True)
-    _, cfm_xt, cfm_ut, eps = cfm
-    ours_on_eps = make_path("ot", sigma_min=0.0).sample(eps, batch, t)
-    return max(
-        float((a - b).abs().max())
-        for a, b in ((ours[0], theirs.x_t), (ours[1], theirs.dx_t), (ours_on_eps[0], cfm_xt), (ours_on_eps[1], cfm_ut))
+    path = make_path("ot", sigma_min=0.0)
+    fm = CondOTProbPath().sample(x_0=x0, x_1=batch, t=t)
+    # torchcfm's target matcher draws its own noise and returns it; fm_core is evaluated on that noise.
+    _, cfm_xt, cfm_ut, eps = TargetConditionalFlowMatcher(sigma=0.0).sample_location_and_conditional_flow(
+        batch, batch, t=t, return_noise=True
     )
+    diffs = {}
+    for lib, noise, theirs in ((FLOW_MATCHING, x0, (fm.x_t, fm.dx_t)), (TORCHCFM, eps, (cfm_xt, cfm_ut))):
+        ours = path.sample(noise, batch, t)
+        diffs[lib] = max(float((a - b).abs().max()) for a, b in zip(ours, theirs, strict=True))
+    return diffs
 
 
 # --------------------------------------------------------------------------------------------
@@ -165,8 +168,7 @@ class LikelihoodSetting:
 
     def fm_core_spec(self) -> SolverSpec:
         if self.steps is not None:
-            stages = {"euler": 1, "midpoint": 2, "rk4": 4}[self.method]
-            return SolverSpec(self.method, nfe=self.steps * stages)
+            return SolverSpec(self.method, nfe=self.steps * FIXED_STAGES[self.method])
         return SolverSpec.adaptive(self.method, self.tol)
 
 
@@ -213,10 +215,18 @@ class Row:
     other: str
     ours: float
     theirs: float
+    ratio: float
 
-    @property
-    def ratio(self) -> float:
-        return self.ours / self.theirs
+
+def rates_and_ratio(seconds: dict[str, list[float]], other: str, work: float) -> tuple[float, float, float]:
+    """Median rates of fm_core and `other`, and the median over rounds of their per-round ratio.
+
+    The two runs of one round are adjacent in time and so see nearly the same background load;
+    the per-round ratio cancels that load, which a ratio of the two medians would not.
+    """
+    ours, theirs = seconds[FM_CORE], seconds[other]
+    paired = statistics.median(t / o for o, t in zip(ours, theirs, strict=True))
+    return work / statistics.median(ours), work / statistics.median(theirs), paired
 
 
 def rotated(names: list[str], r: int) -> list[str]:
@@ -260,12 +270,11 @@ def bench_training(args: argparse.Namespace, state: dict[str, Tensor], batch_siz
     seconds = interleaved(libs, args.rounds, run)
     print(f"  train batch {batch_size}, {args.rounds} rounds x {steps} steps, steps/s: "
           + "; ".join(f"{lib} {spread(seconds[lib], steps)}, last loss {losses[lib]:.3f}" for lib in libs))
-    med = {lib: statistics.median(s) for lib, s in seconds.items()}
-    rows = []
-    for other in (FLOW_MATCHING, TORCHCFM):
-        for unit, work in (("steps/s", steps), ("points/s", steps * batch_size)):
-            rows.append(Row(f"train, batch {batch_size}", unit, other, work / med[FM_CORE], work / med[other]))
-    return rows
+    return [
+        Row(f"train, batch {batch_size}", unit, other, *rates_and_ratio(seconds, other, work))
+        for other in (FLOW_MATCHING, TORCHCFM)
+        for unit, work in (("steps/s", steps), ("points/s", steps * batch_size))
+    ]
 
 
 def bench_likelihood(args: argparse.Namespace, model: nn.Module, setting: LikelihoodSetting) -> list[Row]:
@@ -286,9 +295,8 @@ def bench_likelihood(args: argparse.Namespace, model: nn.Module, setting: Likeli
     print(f"  log-likelihood {setting.label}, {args.lik_rounds} rounds x {args.points} points, points/s: "
           + "; ".join(f"{lib} {spread(seconds[lib], args.points)}, {calls[lib]} net evals" for lib in libs)
           + f"; mean log p {float(log_p[FM_CORE].mean()):.4f}, max |log p fm_core - flow_matching| {diff:.2e}")
-    med = {lib: statistics.median(s) for lib, s in seconds.items()}
     return [Row(f"log-likelihood {setting.label}", "points/s", FLOW_MATCHING,
-                args.points / med[FM_CORE], args.points / med[FLOW_MATCHING])]
+                *rates_and_ratio(seconds, FLOW_MATCHING, args.points))]
 
 
 def pretrain(state: dict[str, Tensor], args: argparse.Namespace) -> MLP:
@@ -303,7 +311,7 @@ def pretrain(state: dict[str, Tensor], args: argparse.Namespace) -> MLP:
 
 
 def print_table(rows: list[Row]) -> None:
-    header = ("operation", "unit", "other", "fm_core", "other rate", "fm_core/other")
+    header = ("operation", "unit", "other", "fm_core", "other rate", "ratio fm_core/other")
     lines = [header] + [
         (r.operation, r.unit, r.other, f"{r.ours:,.1f}", f"{r.theirs:,.1f}", f"{r.ratio:.2f}") for r in rows
     ]
@@ -318,9 +326,9 @@ def print_table(rows: list[Row]) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=None, help="timed training steps per round and batch size "
-                   "(default: 2 * 4096 / batch, the same number of points at every batch size)")
+                   "(default: 4096 / batch, the same number of points at every batch size)")
     p.add_argument("--warmup", type=int, default=3, help="untimed training steps per library before the rounds")
-    p.add_argument("--rounds", type=int, default=20, help="interleaved training rounds; the median is reported")
+    p.add_argument("--rounds", type=int, default=40, help="interleaved training rounds; the median is reported")
     p.add_argument("--batch", type=int, nargs="+", default=[4096, 256], help="training batch sizes")
     p.add_argument("--points", type=int, default=1000, help="points per likelihood solve")
     p.add_argument("--lik-rounds", type=int, default=7, help="interleaved likelihood solves per library")
@@ -329,7 +337,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pretrain-steps", type=int, default=300, help="fm_core steps before the likelihood runs")
     p.add_argument("--hidden", type=int, default=512)
     p.add_argument("--depth", type=int, default=5)
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch.set_num_threads")
+    p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (1: steadiest timings on a "
+                   "shared machine, where a multi-threaded op stalls whenever another process holds a core)")
     p.add_argument("--quick", action="store_true", help="tiny smoke run (seconds, numbers meaningless)")
     args = p.parse_args(argv)
     if args.quick:
@@ -346,16 +355,21 @@ def main(argv: list[str] | None = None) -> None:
     state = {k: v.clone() for k, v in MLP(dim=2, hidden=args.hidden, depth=args.depth).state_dict().items()}
     base_steps = args.steps
     print(f"python {platform.python_version()}, torch {torch.__version__}, threads {torch.get_num_threads()} "
-          f"(cpu_count {os.cpu_count()}), flow-matching {version('flow-matching')}, torchcfm {version('torchcfm')}")
+          f"(cpu_count {os.cpu_count()}), " + ", ".join(f"{p} {version(p)}" for p in PINNED))
+    for package, pinned in PINNED.items():
+        if version(package) != pinned:
+            print(f"note: {package} {version(package)} installed, the documented figures used {pinned}")
     print(f"MLP(2, hidden={args.hidden}, depth={args.depth}), Adam lr {LR}, checkerboard data, "
           f"{args.rounds} interleaved rounds, {args.warmup} warm-up steps excluded")
-    print(f"  (x_t, target) agreement fm_core vs others on one batch: max |diff| "
-          f"{check_targets_agree(make_dataset('checkerboard').sample(1024, torch.Generator().manual_seed(9))):.1e}")
+    diffs = check_targets_agree(make_dataset("checkerboard").sample(1024, torch.Generator().manual_seed(9)))
+    print("  (x_t, target) on one shared batch, max |fm_core - other|: "
+          + ", ".join(f"{lib} {d:.1e}" for lib, d in diffs.items())
+          + " (torchcfm divides by 1 - t, which loses digits as t -> 1)")
 
     rows: list[Row] = []
     for batch in args.batch:
-        # By default a round at every batch size trains on the same number of points (2 x 4096).
-        steps = base_steps if base_steps is not None else max(1, 2 * 4096 // batch)
+        # By default a round at every batch size trains on the same number of points (4096).
+        steps = base_steps if base_steps is not None else max(1, 4096 // batch)
         rows += bench_training(args, state, batch, steps)
 
     model = pretrain(state, args)
@@ -365,7 +379,7 @@ def main(argv: list[str] | None = None) -> None:
     for setting in settings:
         rows += bench_likelihood(args, model, setting)
 
-    print()
+    print("\nrates: median over rounds; ratio: median over rounds of the per-round ratio fm_core/other")
     print_table(rows)
     worst = min(rows, key=lambda r: r.ratio)
     print(f"\nlowest ratio fm_core/other: {worst.ratio:.2f} ({worst.operation}, {worst.unit}, vs {worst.other})")
