@@ -16,7 +16,7 @@ small machine falls on every library alike.  Warm-up iterations are not timed.
     python benchmarks/bench_fm_core.py            # full run
     python benchmarks/bench_fm_core.py --quick    # smoke test
 
-The two comparison packages are benchmark-only extras, never runtime dependencies of fmx.
+The two comparison packages are benchmark-only installs, never runtime dependencies of fmx.
 """
 
 from __future__ import annotations
