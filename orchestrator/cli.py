@@ -146,6 +146,18 @@ def _show_table(table, markdown: bool) -> None:  # noqa: ANN001 - a pandas DataF
     out.print(rich_table)
 
 
+def _runs_from_mlflow(sweep_name: str, tracking_uri: str | None):  # -> (name, uri, DataFrame)
+    """A sweep named directly or by its YAML file, and its rows rebuilt from MLflow."""
+    from orchestrator.sweep import collect_runs
+
+    name = _load(Path(sweep_name)).name if sweep_name.endswith((".yaml", ".yml")) else sweep_name
+    uri = _tracking(tracking_uri)
+    try:
+        return name, uri, collect_runs(uri, name)
+    except LookupError as err:
+        _fail(str(err))
+
+
 @app.command()
 def tables(
     sweep_name: Annotated[str, typer.Argument(help="sweep name, or its YAML file", show_default=False)],
@@ -154,15 +166,9 @@ def tables(
     out_dir: Annotated[Path | None, typer.Option(help="where to write the Parquet files (default results/<name>)")] = None,
 ) -> None:
     """Rebuild runs.parquet and table.parquet from MLflow alone, and print the summary."""
-    from orchestrator.sweep import collect_runs
     from orchestrator.tables import summarize, write_tables
 
-    name = _load(Path(sweep_name)).name if sweep_name.endswith((".yaml", ".yml")) else sweep_name
-    uri = _tracking(tracking_uri)
-    try:
-        runs = collect_runs(uri, name)
-    except LookupError as err:
-        _fail(str(err))
+    name, uri, runs = _runs_from_mlflow(sweep_name, tracking_uri)
     runs_path, table_path = write_tables(runs, out_dir or Path("results") / name)
     _show_table(summarize(runs), markdown)
     console.print(f"rows: {runs_path}\ntable: {table_path}", highlight=False)
@@ -176,15 +182,9 @@ def report(
 ) -> None:
     """Markdown tables and PNG plots of a finished sweep, written to disk and logged to MLflow."""
     from orchestrator.report import build_report, load_samples
-    from orchestrator.sweep import collect_runs
     from orchestrator.tracking import log_report
 
-    name = _load(Path(sweep_name)).name if sweep_name.endswith((".yaml", ".yml")) else sweep_name
-    uri = _tracking(tracking_uri)
-    try:
-        runs = collect_runs(uri, name)
-    except LookupError as err:
-        _fail(str(err))
+    name, uri, runs = _runs_from_mlflow(sweep_name, tracking_uri)
     if runs.empty:
         _fail(f"sweep '{name}' has no evaluated rows in MLflow at {uri}")
     target = out_dir or Path("results") / name / "report"
