@@ -181,14 +181,14 @@ def report(
     out_dir: Annotated[Path | None, typer.Option(help="default results/<name>/report")] = None,
 ) -> None:
     """Markdown tables and PNG plots of a finished sweep, written to disk and logged to MLflow."""
-    from orchestrator.report import build_report, load_samples
+    from orchestrator.report import build_report, load_samples, load_trajectories
     from orchestrator.tracking import log_report
 
     name, uri, runs = _runs_from_mlflow(sweep_name, tracking_uri)
     if runs.empty:
         _fail(f"sweep '{name}' has no evaluated rows in MLflow at {uri}")
     target = out_dir or Path("results") / name / "report"
-    built = build_report(runs, target, name, load_samples(uri, runs))
+    built = build_report(runs, target, name, load_samples(uri, runs), load_trajectories(uri, runs))
     log_report(uri, name, built.directory)
     out.print(built.markdown.read_text(), highlight=False, markup=False)
     console.print(f"report: {built.markdown} ({len(built.plots)} plots; also in MLflow run 'report')", highlight=False)

@@ -94,6 +94,9 @@ class EvalConfig(_Strict):
     dequant_draws: tuple[int, ...] = Field((1,), description="K for bits/dim; several values give Table 4's ablation")
     reference_tol: float = Field(1e-7, gt=0, lt=1)
     likelihood_solver: Literal["same", "dopri5"] = "same"
+    batch_size: int | None = Field(
+        None, gt=0, description="most points in one ODE solve (sampling and likelihood); unset: all at once"
+    )
     at_steps: tuple[int, ...] = ()
     seed: int = 0
 

@@ -16,6 +16,20 @@ def _process_start() -> float:
     return psutil.Process().create_time()
 
 
+def _evaluation_line(result: dict[str, Any]) -> str:
+    """'step 2000 eval 3/33 rk4_nfe8: NFE 8 · sliced_w2 0.231 · NLL 3.82' from an evaluation progress result."""
+    parts = [f"step {int(result['step'])} eval {result['evaluated']}/{result['evaluations']} {result['setting']}:"]
+    if result.get("error"):
+        return " ".join(parts) + f" [red]failed: {result['error']}[/]"
+    if result.get("nfe") is not None:
+        parts.append(f"NFE {int(result['nfe'])}")
+    if result.get("sample_metric_name") and result.get("sample_metric") is not None:
+        parts.append(f"· {result['sample_metric_name']} {result['sample_metric']:.4g}")
+    if result.get("nll") is not None and result["nll"] == result["nll"]:
+        parts.append(f"· NLL {result['nll']:.4g}")
+    return " ".join(parts)
+
+
 class SweepProgress(Callback):
     """A Tune callback that prints one line per event, prefixed with the sweep's counts."""
 
@@ -56,7 +70,9 @@ class SweepProgress(Callback):
         if result.get("done"):
             return
         step, loss = result.get("step"), result.get("loss")
-        if step is not None:
+        if result.get("evaluated") is not None:
+            self.console.print(f"{self._status()}  · {self._name(trial)} {_evaluation_line(result)}")
+        elif step is not None and loss is not None:
             self.console.print(f"{self._status()}  · {self._name(trial)} step {int(step)}/{self.total_steps} loss {loss:.4g}")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

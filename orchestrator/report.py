@@ -144,36 +144,73 @@ def samples_per_method(samples: dict[str, np.ndarray], out: Path) -> list[Path]:
     return [_save(fig, out / "samples_per_method.png")]
 
 
-def load_samples(tracking_uri: str, runs: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Final-step samples of seed-0 trials (the best-tolerance adaptive setting), from MLflow artifacts."""
+def _final_artifacts(tracking_uri: str, runs: pd.DataFrame, prefix: str) -> dict[str, dict[str, np.ndarray]]:
+    """`samples/<prefix>_step<final>.npz` of each seed-0 trial, by method label (trials without one skipped)."""
+    import tempfile
+
     from orchestrator.tracking import client
 
     mlflow_client = client(tracking_uri)
-    out: dict[str, np.ndarray] = {}
-    first_seed = runs["seed"].min()
+    out: dict[str, dict[str, np.ndarray]] = {}
     final = runs["train_step"].max()
-    for _, row in runs[(runs["seed"] == first_seed)].drop_duplicates("trial_id").iterrows():
-        name = f"samples/samples_step{final}.npz"
+    for _, row in runs[runs["seed"] == runs["seed"].min()].drop_duplicates("trial_id").iterrows():
         try:
-            import tempfile
-
             with tempfile.TemporaryDirectory() as tmp:
-                local = mlflow_client.download_artifacts(row["mlflow_run_id"], name, tmp)
-                data = dict(np.load(local))
-        except Exception:
+                local = mlflow_client.download_artifacts(row["mlflow_run_id"], f"samples/{prefix}_step{final}.npz", tmp)
+                out[method_label(row["path"], row["objective"], row["coupling"])] = dict(np.load(local))
+        except Exception:  # an older run, or a failed trial, has no such artifact
             continue
-        label = next((k for k in sorted(data) if "tol" in k), next(iter(sorted(data)), None))
-        if label is not None:
-            out[method_label(row["path"], row["objective"], row["coupling"])] = data[label]
     return out
 
 
+def load_samples(tracking_uri: str, runs: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Final-step samples of seed-0 trials (the best-tolerance adaptive setting), from MLflow artifacts."""
+    out: dict[str, np.ndarray] = {}
+    for method, data in _final_artifacts(tracking_uri, runs, "samples").items():
+        label = next((k for k in sorted(data) if "tol" in k), next(iter(sorted(data)), None))
+        if label is not None:
+            out[method] = data[label]
+    return out
+
+
+def load_trajectories(tracking_uri: str, runs: pd.DataFrame) -> dict[str, dict[str, np.ndarray]]:
+    """Final-step reference-solve states at several t (2-D sweeps), from MLflow artifacts."""
+    return _final_artifacts(tracking_uri, runs, "trajectory")
+
+
+def density_over_t(trajectories: dict[str, dict[str, np.ndarray]], out: Path) -> list[Path]:
+    """One row per method, one column per time: how each path carries noise to data (2-D only)."""
+    if not trajectories:
+        return []
+    names = sorted(trajectories)
+    columns = len(next(iter(trajectories.values()))["t"])
+    fig, axes = plt.subplots(len(names), columns, figsize=(1.9 * columns, 1.9 * len(names)), squeeze=False)
+    for r, name in enumerate(names):
+        times, states = trajectories[name]["t"], trajectories[name]["x"]
+        for c in range(columns):
+            ax = axes[r][c]
+            x = states[c]
+            ax.hist2d(x[:, 0], x[:, 1], bins=80, range=[[-4.5, 4.5], [-4.5, 4.5]], cmap="viridis")
+            ax.set_aspect("equal")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(f"t = {times[c]:.2f}", fontsize=9)
+        axes[r][0].set_ylabel(name, fontsize=8)
+    return [_save(fig, out / "density_over_t.png")]
+
+
 def build_report(
-    runs: pd.DataFrame, out_dir: Path, sweep: str, samples: dict[str, np.ndarray] | None = None
+    runs: pd.DataFrame,
+    out_dir: Path,
+    sweep: str,
+    samples: dict[str, np.ndarray] | None = None,
+    trajectories: dict[str, dict[str, np.ndarray]] | None = None,
 ) -> Report:
     out_dir.mkdir(parents=True, exist_ok=True)
     plots: list[Path] = []
     plots += samples_per_method(samples or {}, out_dir)
+    plots += density_over_t(trajectories or {}, out_dir)
     plots += error_and_quality_vs_nfe(runs, out_dir)
     plots += nfe_vs_tolerance(runs, out_dir)
     plots += quality_vs_step(runs, out_dir)

@@ -12,7 +12,7 @@ RUN_COLUMNS = [
     "sweep", "trial_id", "mlflow_run_id", "dataset", "model", "path", "objective", "coupling", "seed",
     "train_step", "solver", "tol", "nfe_budget", "nfe", "nll", "nll_unit", "nll_nfe", "dequant_draws", "sample_metric",
     "sample_metric_name", "ode_error", "train_steps", "train_seconds", "eval_seconds", "compute_seconds", "status", "error", "node_id",
-    "resumed_from_step",
+    "resumed_from_step", "trial_started_at", "trial_seconds",
 ]  # fmt: skip
 GROUP_COLUMNS = ["dataset", "path", "objective", "coupling", "train_step", "solver", "tol", "nfe_budget", "dequant_draws"]
 VALUE_COLUMNS = ["nll", "sample_metric", "nfe", "ode_error"]
@@ -31,7 +31,8 @@ def rows_from_mlflow(evaluations: list[tuple[Any, dict[str, Any]]]) -> pd.DataFr
         {"seed": "Int64", "train_step": "Int64", "dequant_draws": "Int64", "nfe_budget": "Int64", "nfe": "Int64", "nll_nfe": "Int64",
          "train_steps": "Int64", "tol": "float64", "nll": "float64", "sample_metric": "float64",
          "ode_error": "float64", "train_seconds": "float64", "eval_seconds": "float64",
-         "compute_seconds": "float64", "resumed_from_step": "Int64"}
+         "compute_seconds": "float64", "resumed_from_step": "Int64", "trial_started_at": "float64",
+         "trial_seconds": "float64"}
     )  # fmt: skip
     for col in ("sweep", "trial_id", "mlflow_run_id", "dataset", "model", "path", "objective", "coupling", "solver",
                 "nll_unit", "sample_metric_name", "status", "error", "node_id"):  # fmt: skip

@@ -8,6 +8,7 @@ through Ray every `checkpoint_every` steps and at every evaluation step, and res
 from __future__ import annotations
 
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,14 @@ def _metrics_of(rows: list[dict[str, Any]]) -> dict[int, dict[str, float]]:
     return out
 
 
+def _eval_progress(index: int, total: int, row: dict[str, Any]) -> dict[str, Any]:
+    """A metrics-only Tune result saying which evaluation just finished (the terminal shows it live)."""
+    label = EvalSetting(row["solver"], row["tol"], row["nfe_budget"]).label
+    out: dict[str, Any] = {"step": row["train_step"], "evaluated": index + 1, "evaluations": total, "setting": label}
+    out.update({k: row[k] for k in ("nfe", "nll", "sample_metric", "sample_metric_name", "error") if row.get(k) is not None})
+    return out
+
+
 def _advance(
     runner: TrialRunner,
     config: SweepConfig,
@@ -70,6 +79,7 @@ def _advance(
     batch_size: int | None = None,
     is_chief: bool = True,
     samples_dir: Path | None = None,
+    on_row: Any = None,
 ) -> None:
     """Train through every checkpoint/evaluation boundary not yet reached, evaluating where asked."""
     for boundary in _boundaries(config, eval_steps):
@@ -77,11 +87,14 @@ def _advance(
             continue
         runner.train_until(boundary, train_model=train_model, batch_size=batch_size)
         if is_chief and boundary in eval_steps:
-            rows, samples = runner.evaluate(settings)
+            rows, samples = runner.evaluate(settings, on_row)
             runner.rows += rows
             if samples_dir is not None and samples:
                 save_samples(samples, samples_dir / f"samples_step{boundary}.png", title=f"step {boundary}")
                 np.savez_compressed(samples_dir / f"samples_step{boundary}.npz", **{k: v.numpy() for k, v in samples.items()})
+            if samples_dir is not None and runner.trajectory is not None:
+                times, states = runner.trajectory
+                np.savez_compressed(samples_dir / f"trajectory_step{boundary}.npz", t=np.asarray(times), x=states.numpy())
         metrics = {"step": runner.step, "loss": runner.losses[-1][1] if runner.losses else float("nan")}
         if is_chief:
             with tempfile.TemporaryDirectory() as tmp:
@@ -146,6 +159,7 @@ def _fit_with_torch_trainer(runner: TrialRunner, params: dict[str, Any], storage
 
 def training_trial(params: dict[str, Any]) -> None:
     """Tune function trainable for one training configuration."""
+    started_at, started = time.time(), time.perf_counter()
     config = SweepConfig.model_validate(params["config"])
     key = TrainingKey(**params["key"])
     settings = [EvalSetting(**s) for s in params["settings"]]
@@ -163,6 +177,7 @@ def training_trial(params: dict[str, Any]) -> None:
     summary = {
         "sweep": config.name, "trial_id": key.trial_id, "dataset": config.dataset.name, "model": config.model.kind,
         **key.as_dict(), "node_id": node_id, "resumed_from_step": resumed_from,
+        "trial_started_at": started_at,
     }  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         artifacts = Path(tmp)
@@ -170,7 +185,10 @@ def training_trial(params: dict[str, Any]) -> None:
             if uses_torch_trainer(config):
                 _fit_with_torch_trainer(runner, params, params["storage_path"])
             else:
-                _advance(runner, config, settings, eval_steps, ray.tune.report, samples_dir=artifacts)
+                _advance(
+                    runner, config, settings, eval_steps, ray.tune.report, samples_dir=artifacts,
+                    on_row=lambda i, row: ray.tune.report(_eval_progress(i, len(settings), row)),
+                )  # fmt: skip
             status, error = "FINISHED", None
         except Exception as err:
             root = getattr(err, "cause", None) or err
@@ -196,6 +214,8 @@ def training_trial(params: dict[str, Any]) -> None:
             run.log_artifact(file, "plots")
         for file in sorted(artifacts.glob("*.npz")):
             run.log_artifact(file, "samples")
+        # The trial's wall time up to here, against compute_seconds, is its in-trial orchestration cost.
+        summary["trial_seconds"] = time.perf_counter() - started
         run.log_evaluations(rows, summary)
         run.finish(status, error)
     if error:

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from fm_core.data import Dataset, ImageDataset, make_dataset
-from fm_core.likelihood import bits_per_dim_from_draws, log_likelihood, uniform_dequantize
+from fm_core.likelihood import LikelihoodResult, bits_per_dim_from_draws, log_likelihood, uniform_dequantize
 from fm_core.metrics import classifier_frechet_distance, ode_solution_error, sliced_wasserstein
 from fm_core.models.mlp import MLP
 from fm_core.models.unet import UNet
@@ -29,6 +29,7 @@ from orchestrator.config import ModelConfig, SweepConfig
 from orchestrator.plan import EvalSetting, TrainingKey
 
 STATE_FILE = "state.pt"
+TRAJECTORY_POINTS = 6  # states kept along the reference solve of 2-D data (t = 0, 0.2, ..., 1)
 
 
 def build_model(model: ModelConfig, dataset: Dataset) -> nn.Module:
@@ -98,6 +99,8 @@ class TrialRunner:
     train_seconds: float = field(init=False, default=0.0)
     eval_seconds: float = field(init=False, default=0.0)
     rows: list[dict[str, Any]] = field(init=False, default_factory=list)
+    # (times, states of shape (T, N, 2)) of the last evaluation's reference solve; 2-D data only.
+    trajectory: tuple[list[float], Tensor] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.dataset = make_dataset(self.config.dataset.name, **self.config.dataset.options)
@@ -183,11 +186,15 @@ class TrialRunner:
 
     # --- evaluation ----------------------------------------------------------------------------
 
-    def evaluate(self, settings: list[EvalSetting]) -> tuple[list[dict[str, Any]], dict[str, Tensor]]:
-        """Rows for every setting at the current step, and the samples drawn (by setting label)."""
+    def evaluate(
+        self, settings: list[EvalSetting], on_row: Callable[[int, dict[str, Any]], None] | None = None
+    ) -> tuple[list[dict[str, Any]], dict[str, Tensor]]:
+        """Rows for every setting at the current step, and the samples drawn (by setting label).
+
+        `on_row(i, row)` is called as each setting finishes: long evaluations report progress through it."""
         start = time.perf_counter()
         try:
-            return self._evaluate(settings)
+            return self._evaluate(settings, on_row)
         finally:
             self.eval_seconds += time.perf_counter() - start
 
@@ -196,7 +203,9 @@ class TrialRunner:
         """The trial's own work (training + every evaluation), against which orchestration overhead is judged."""
         return self.train_seconds + self.eval_seconds
 
-    def _evaluate(self, settings: list[EvalSetting]) -> tuple[list[dict[str, Any]], dict[str, Tensor]]:
+    def _evaluate(
+        self, settings: list[EvalSetting], on_row: Callable[[int, dict[str, Any]], None] | None
+    ) -> tuple[list[dict[str, Any]], dict[str, Tensor]]:
         cfg = self.config.eval
         self.model.eval()
         field_fn = self.objective.vector_field(self.model)
@@ -206,8 +215,19 @@ class TrialRunner:
         noise = noise.to(self.device)
         is_image = isinstance(self.dataset, ImageDataset)
         reference_data = self.dataset.reference(cfg.samples, seed=cfg.seed)
+        # For 2-D data the reference solve also keeps a few intermediate states: the density-over-t plot.
+        times = None
+        if self.dataset.dim == 2 and not is_image:
+            times = [t_span[0] + (t_span[1] - t_span[0]) * i / (TRAJECTORY_POINTS - 1) for i in range(TRAJECTORY_POINTS)]
+            times[-1] = t_span[1]
         with torch.no_grad():
-            ode_reference = sample(field_fn, noise, SolverSpec.adaptive("dopri5", cfg.reference_tol), t_span).x
+            reference_path, _ = self._solve_in_batches(
+                lambda chunk: sample(field_fn, chunk, SolverSpec.adaptive("dopri5", cfg.reference_tol), t_span, times),
+                noise,
+                lambda sol: sol.x.unsqueeze(1) if sol.trajectory is None else sol.trajectory.transpose(0, 1),
+            )
+        ode_reference = reference_path[:, -1]
+        self.trajectory = None if times is None else (times, reference_path.transpose(0, 1).detach().cpu())
         metric_name = "classifier_fd" if self.dataset.name == "digits" else ("sliced_w2" if not is_image else None)
         divergence = cfg.divergence
         if divergence == "auto":
@@ -215,13 +235,13 @@ class TrialRunner:
 
         rows: list[dict[str, Any]] = []
         samples: dict[str, Tensor] = {}
-        for setting in settings:
+        for index, setting in enumerate(settings):
             start = time.perf_counter()
             try:
                 spec = setting.spec()
                 with torch.no_grad():
-                    sol = sample(field_fn, noise, spec, t_span)
-                x = sol.x.detach().cpu()
+                    x, nfe = self._solve_in_batches(lambda chunk: sample(field_fn, chunk, spec, t_span), noise)
+                x = x.detach().cpu()
                 if not bool(torch.isfinite(x).all()):
                     raise FloatingPointError("the ODE solution has non-finite values")
                 samples[setting.label] = x
@@ -236,7 +256,7 @@ class TrialRunner:
                 for draws, nll in nlls:  # one row per dequantization K (a single row for vectors)
                     rows.append(
                         _row(
-                            setting, self.step, nfe=sol.nfe, nll=nll, nll_unit=unit, nll_nfe=nll_nfe,
+                            setting, self.step, nfe=nfe, nll=nll, nll_unit=unit, nll_nfe=nll_nfe,
                             dequant_draws=draws, sample_metric=metric, sample_metric_name=metric_name,
                             ode_error=error, eval_seconds=seconds,
                         )
@@ -244,6 +264,8 @@ class TrialRunner:
             except Exception as err:  # one bad setting must not lose the others
                 reason = f"{type(err).__name__}: {err}".splitlines()[0]
                 rows.append(_row(setting, self.step, status="failed", error=reason, eval_seconds=time.perf_counter() - start))
+            if on_row is not None:
+                on_row(index, rows[-1])
         return rows, samples
 
     def _nll(
@@ -255,21 +277,37 @@ class TrialRunner:
         if cfg.likelihood_points == 0:
             return [(None, math.nan)], None, None
         g = torch.Generator().manual_seed(cfg.seed + 1)
-        nfes: list[int] = []
 
-        def log_prob(x: Tensor) -> Tensor:
-            result = log_likelihood(
-                field_fn, x.to(self.device), spec, t1=self.path.t_max, prior_std=self.path.prior_std,
-                divergence=divergence, probe=cfg.probe, generator=g,
-            )
-            nfes.append(result.nfe)
-            return result.log_prob.detach().cpu()
+        def log_prob(x: Tensor) -> tuple[Tensor, int]:
+            def one(chunk: Tensor) -> LikelihoodResult:
+                return log_likelihood(
+                    field_fn, chunk.to(self.device), spec, t1=self.path.t_max, prior_std=self.path.prior_std,
+                    divergence=divergence, probe=cfg.probe, generator=g,
+                )  # fmt: skip
+
+            values, nfe = self._solve_in_batches(one, x, lambda r: r.log_prob)
+            return values.detach().cpu(), nfe
 
         if is_image:
             assert isinstance(self.dataset, ImageDataset)
             images = self.dataset.images_heldout_uint8[self.dataset.reference_indices(cfg.likelihood_points, cfg.seed)]
-            draws = torch.stack([log_prob(uniform_dequantize(images, g)) for _ in range(max(cfg.dequant_draws))])
+            k_max = max(cfg.dequant_draws)
+            # All K dequantized copies go through one batched solve: K solves' worth of work at one solve's NFE.
+            copies = torch.cat([uniform_dequantize(images, g) for _ in range(k_max)])
+            flat, nfe = log_prob(copies)
+            draws = flat.reshape(k_max, len(images))
             values = [(k, float(bits_per_dim_from_draws(draws[:k], self.dataset.dim).mean())) for k in cfg.dequant_draws]
-            return values, "bits/dim", sum(nfes)
+            return values, "bits/dim", nfe
         points = self.dataset.reference(cfg.likelihood_points, seed=cfg.seed + 1)
-        return [(None, float(-log_prob(points).mean()))], "nats", sum(nfes)
+        values, nfe = log_prob(points)
+        return [(None, float(-values.mean()))], "nats", nfe
+
+    def _solve_in_batches(
+        self, solve: Callable[[Tensor], Any], inputs: Tensor, value: Callable[[Any], Tensor] = lambda r: r.x
+    ) -> tuple[Tensor, int]:
+        """Run `solve` on chunks of at most eval.batch_size points (bounding GPU memory on big evaluations);
+        returns the concatenated values and the NFE of one solve (the mean over chunks, rounded)."""
+        size = self.config.eval.batch_size or len(inputs)
+        results = [solve(chunk) for chunk in inputs.split(size)]
+        nfe = round(sum(r.nfe for r in results) / len(results))
+        return torch.cat([value(r) for r in results]), nfe

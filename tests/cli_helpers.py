@@ -32,5 +32,21 @@ def run_fmx(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeo
             cleanup_ray_tmp(env)
 
 
+def kill_session(session_id: int) -> None:
+    """SIGKILL every process of a session (a driver started with start_new_session=True and the local Ray it
+    started: Ray's workers set their own process group, so killpg alone leaves them running and using CPU)."""
+    import psutil
+
+    victims = []
+    for proc in psutil.process_iter():
+        try:
+            if os.getsid(proc.pid) == session_id:
+                proc.kill()
+                victims.append(proc)
+        except (psutil.Error, ProcessLookupError, PermissionError):
+            continue
+    psutil.wait_procs(victims, timeout=10)
+
+
 def cleanup_ray_tmp(env: dict[str, str]) -> None:
     shutil.rmtree(env.get("RAY_TMPDIR", ""), ignore_errors=True)

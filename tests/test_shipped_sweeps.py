@@ -17,11 +17,20 @@ import yaml
 
 from orchestrator.config import load_sweep, parse_sweep
 from orchestrator.plan import plan_sweep
+from orchestrator.report import build_report, load_samples, load_trajectories
 from orchestrator.sweep import run_sweep
 from tests.cli_helpers import REPO
 
 pytestmark = pytest.mark.slow
 ABLATIONS = ["path_ablation", "path_ablation_digits", "solver_ablation", "training_speed", "dequantization"]
+# The plots `fmx report` must draw for each sweep: what the ablation is about.
+REPORT_PLOTS = {
+    "path_ablation": {"samples_per_method", "density_over_t"},
+    "path_ablation_digits": {"samples_per_method"},
+    "solver_ablation": {"samples_per_method", "density_over_t", "error_vs_nfe", "quality_vs_nfe", "nfe_vs_tolerance"},
+    "training_speed": {"samples_per_method", "density_over_t", "quality_vs_step"},
+    "dequantization": {"samples_per_method"},
+}
 
 
 @pytest.fixture(scope="module")
@@ -75,3 +84,9 @@ def test_reduced_sweep_runs_every_setting(tmp_path: Path, monkeypatch: pytest.Mo
     if config.eval.likelihood_points:
         assert runs["nll"].notna().all()
     assert runs["sample_metric"].notna().all()
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    report = build_report(runs, tmp_path / "report", name, load_samples(uri, runs), load_trajectories(uri, runs))
+    assert {p.stem for p in report.plots} == REPORT_PLOTS[name]
+    assert all(p.stat().st_size > 1000 for p in report.plots)
+    text = report.markdown.read_text()
+    assert all(f"({p.name})" in text for p in report.plots) and "| method |" in text

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -13,7 +11,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from tests.cli_helpers import FMX, REPO, cleanup_ray_tmp, fmx_env, run_fmx
+from tests.cli_helpers import FMX, REPO, cleanup_ray_tmp, fmx_env, kill_session, run_fmx
 from tests.mlflow_server import mlflow_server
 
 pytestmark = pytest.mark.slow
@@ -153,8 +151,7 @@ def test_a_sweep_whose_driver_is_killed_resumes_with_every_row_once(tmp_path: Pa
             assert time.monotonic() < deadline, "no trial finished in time"
             time.sleep(0.5)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        kill_session(proc.pid)
         proc.wait()
         cleanup_ray_tmp(env)
     assert not (tmp_path / "results" / "resume" / "runs.parquet").exists()
