@@ -7,7 +7,7 @@ Runs real `fmx sweep`s of many short trials in a scratch folder and prints, from
   * the same sweep with every trial forced through a Ray Train TorchTrainer, for its per-trial cost
   * how many trainings a naive Tune grid over every axis would run against the trainings fmx ran
 
-    python benchmarks/bench_sweep_overhead.py [--trials 12] [--steps 1500] [--slots 2] [--no-torch-trainer]
+    python benchmarks/bench_sweep_overhead.py [--trials 12] [--steps 1500 6000] [--slots 2] [--no-torch-trainer]
 """
 
 from __future__ import annotations
@@ -91,15 +91,20 @@ def report(label: str, m: Measured, slots: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=12, help="training trials (seeds)")
-    parser.add_argument("--steps", type=int, default=1500, help="training steps per trial")
+    parser.add_argument(
+        "--steps", type=int, nargs="+", default=[1500, 6000],
+        help="training steps per trial; one sweep per value (the fixed costs weigh less as trials grow)",
+    )  # fmt: skip
     parser.add_argument("--slots", type=int, default=os.cpu_count() or 1, help="parallel trial slots (CPUs)")
     parser.add_argument("--no-torch-trainer", action="store_true", help="skip the TorchTrainer comparison")
     args = parser.parse_args()
-    in_process = run(args.trials, args.steps, torch_trainer=False)
-    report("trials trained inside the Tune trial (fmx's default for 1 CPU worker)", in_process, args.slots)
+    in_process = run(args.trials, args.steps[0], torch_trainer=False)
+    report(f"{args.steps[0]}-step trials trained inside the Tune trial (fmx's default for 1 CPU worker)", in_process, args.slots)
     if not args.no_torch_trainer:
-        trainer = run(args.trials, args.steps, torch_trainer=True)
-        report("the same trials, each through a Ray Train TorchTrainer (1 worker)", trainer, args.slots)
+        trainer = run(args.trials, args.steps[0], torch_trainer=True)
+        report(f"the same {args.steps[0]}-step trials, each through a Ray Train TorchTrainer (1 worker)", trainer, args.slots)
+    for steps in args.steps[1:]:
+        report(f"{steps}-step trials trained inside the Tune trial", run(args.trials, steps, torch_trainer=False), args.slots)
     naive = len(in_process.compute) * in_process.settings
     print(f"\ntrainings: fmx ran {len(in_process.compute)}; a naive Tune grid over every axis would run {naive}"
           f" ({in_process.settings}x more)")  # fmt: skip

@@ -13,7 +13,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
-COUPLING_NAMES = ("independent", "minibatch_ot")
+from fm_core.names import COUPLING_NAMES
 
 
 def squared_cost(x0: Tensor, x1: Tensor) -> Tensor:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-DATASET_NAMES = ("checkerboard", "8gaussians", "moons", "gmm", "digits", "image_folder", "cifar10")
+from fm_core.names import DATASET_NAMES, DATASET_OPTIONS
 
 #: Synthetic reference sets are drawn with seed ``_REFERENCE_SEED_OFFSET + seed`` so that
 #: ``reference(n, seed=0)`` never reproduces a training stream seeded with a small integer.
@@ -553,7 +553,13 @@ _REGISTRY: dict[str, type[Dataset]] = {
     "image_folder": ImageFolderDataset,
     "cifar10": Cifar10Dataset,
 }
+
+def _options(cls: type[Dataset]) -> tuple[str, ...]:
+    return tuple(p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "name"))
+
+
 assert tuple(_REGISTRY) == DATASET_NAMES
+assert all(_options(cls) == DATASET_OPTIONS[name] for name, cls in _REGISTRY.items()), "update fm_core.names"
 
 
 def make_dataset(name: str, **options: Any) -> Dataset:
@@ -562,7 +568,7 @@ def make_dataset(name: str, **options: Any) -> Dataset:
     if key not in _REGISTRY:
         raise ValueError(f"unknown dataset '{name}'; choose one of {', '.join(DATASET_NAMES)}")
     cls = _REGISTRY[key]
-    params = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "name")]
+    params = DATASET_OPTIONS[key]
     unknown = sorted(set(options) - set(params))
     if unknown:
         raise ValueError(

@@ -23,11 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fm_core.names import OBJECTIVE_NAMES, SCORE_OBJECTIVES
 from fm_core.paths import AffinePath, _expand_like
-
-OBJECTIVE_NAMES = ("fm", "sm", "scoreflow", "ddpm")
-#: Objectives that learn a score (or noise) and need a diffusion path to define their ODE.
-SCORE_OBJECTIVES = ("sm", "scoreflow", "ddpm")
 
 VectorField = Callable[[Tensor, Tensor], Tensor]
 """A field called as f(t, x) (torchdiffeq's order) with a scalar t."""

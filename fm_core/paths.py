@@ -25,7 +25,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-PATH_NAMES = ("ot", "vp", "ve")
+from fm_core.names import PATH_NAMES
 
 
 def _expand_like(t: Tensor, x: Tensor) -> Tensor:

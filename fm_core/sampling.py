@@ -15,10 +15,7 @@ import torch
 from torch import Tensor
 from torchdiffeq import odeint
 
-#: Function evaluations per step of each fixed-grid solver in torchdiffeq 0.2.5.
-FIXED_STAGES: dict[str, int] = {"euler": 1, "midpoint": 2, "heun2": 2, "heun3": 3, "rk4": 4}
-ADAPTIVE_SOLVERS: tuple[str, ...] = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
-SOLVER_NAMES: tuple[str, ...] = tuple(FIXED_STAGES) + ADAPTIVE_SOLVERS
+from fm_core.names import ADAPTIVE_SOLVERS, FIXED_STAGES, SOLVER_NAMES
 
 
 @dataclass(frozen=True)

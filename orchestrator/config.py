@@ -6,7 +6,6 @@ a worker and nothing is half-written.
 
 from __future__ import annotations
 
-import inspect
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -14,11 +13,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from fm_core.couplings import COUPLING_NAMES
-from fm_core.data import DATASET_NAMES
-from fm_core.objectives import OBJECTIVE_NAMES, SCORE_OBJECTIVES
-from fm_core.paths import PATH_NAMES
-from fm_core.sampling import ADAPTIVE_SOLVERS, FIXED_STAGES, SOLVER_NAMES
+from fm_core.names import (
+    ADAPTIVE_SOLVERS, COUPLING_NAMES, DATASET_NAMES, DATASET_OPTIONS, FIXED_STAGES, OBJECTIVE_NAMES, PATH_NAMES,
+    SCORE_OBJECTIVES, SOLVER_NAMES,
+)  # fmt: skip
 
 IMAGE_DATASETS = ("digits", "image_folder", "cifar10")
 FOLDER_DATASETS = ("image_folder", "cifar10")
@@ -281,10 +279,7 @@ def _first_error(file: str | Path, err: ValidationError) -> ConfigError:
 
 def _check_dataset(file: str | Path, ds: DatasetConfig, base: Path) -> None:
     """Dataset options must be known to fm_core, and data folders must exist, before anything starts."""
-    from fm_core.data import _REGISTRY
-
-    cls = _REGISTRY[ds.name]
-    params = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "name")]
+    params = DATASET_OPTIONS[ds.name]
     for key in ds.options:
         if key not in params:
             raise ConfigError(

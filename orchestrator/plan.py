@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
-from fm_core.sampling import ADAPTIVE_SOLVERS, FIXED_STAGES, SolverSpec
+from fm_core.names import ADAPTIVE_SOLVERS, FIXED_STAGES
 from orchestrator.config import SweepConfig, is_valid_pair
+
+if TYPE_CHECKING:
+    from fm_core.sampling import SolverSpec
 
 
 @dataclass(frozen=True, order=True)
@@ -39,6 +43,8 @@ class EvalSetting:
     nfe_budget: int | None = None
 
     def spec(self) -> SolverSpec:
+        from fm_core.sampling import SolverSpec  # PyTorch is needed here, not to plan a sweep
+
         if self.tol is not None:
             return SolverSpec.adaptive(self.solver, self.tol)
         return SolverSpec(self.solver, nfe=self.nfe_budget)

@@ -62,7 +62,19 @@ class SweepProgress(Callback):
             f"[{'red' if self.failed else 'dim'}]{len(self.failed)} failed[/]"
         )
 
+    def _sync(self, trials: list) -> None:
+        """Count from Tune's own trial states too: after --resume the trials finished before the
+        interruption never report again, yet belong in 'done'."""
+        for other in trials:
+            status = getattr(other, "status", None)
+            if status == "TERMINATED":
+                self.done.add(self._name(other))
+            elif status == "ERROR":
+                self.done.add(self._name(other))
+                self.failed.add(self._name(other))
+
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._sync(trials)
         self.running.add(self._name(trial))
         self.console.print(f"{self._status()}  ▶ {self._name(trial)}")
 

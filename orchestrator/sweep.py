@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import time
@@ -93,6 +94,24 @@ def _trial_resources(config: SweepConfig) -> dict[str, float]:
     return {"CPU": config.train.cpus_per_worker}
 
 
+def _concurrency(config: SweepConfig, address: str | None) -> int | None:
+    """The file's max_concurrent_trials, else, for TorchTrainer trials on the local Ray, as many as its CPUs
+    (or GPUs) can train at once: a trial holds almost nothing itself, so without a cap every trial would
+    start a Train controller that only waits for workers, and the waiting controllers crowd the CPUs.
+    On a cluster the autoscaler needs the pending trainers to see demand, so no cap is set there."""
+    from orchestrator.trainable import uses_torch_trainer
+
+    if config.max_concurrent_trials is not None or not uses_torch_trainer(config) or address not in (None, "", "local"):
+        return config.max_concurrent_trials
+    import ray
+
+    resources = ray.cluster_resources()
+    train = config.train
+    if train.use_gpu:
+        return max(1, int(resources.get("GPU", 0) // train.num_workers))
+    return max(1, int(resources.get("CPU", 1) // (train.num_workers * train.cpus_per_worker)))
+
+
 def run_sweep(
     config: SweepConfig,
     tracking_uri: str,
@@ -104,7 +123,6 @@ def run_sweep(
     from ray import tune
 
     from orchestrator.progress import SweepProgress
-    from orchestrator.trainable import training_trial
 
     console = console or Console(stderr=True)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
@@ -113,11 +131,14 @@ def run_sweep(
     storage = storage_dir(config)
     if "://" not in storage:
         Path(storage).mkdir(parents=True, exist_ok=True)
-    # MLflow's first start (imports, schema migrations) and Ray's start-up each take seconds: overlap them.
-    with ThreadPoolExecutor(max_workers=1) as pool:
+    # Ray's start-up is the longest pole (~10 s here); MLflow's first start (imports, schema migrations)
+    # and importing PyTorch for the trainable each take seconds: run them while Ray starts.
+    with ThreadPoolExecutor(max_workers=2) as pool:
         experiment = pool.submit(ensure_experiment, tracking_uri, config.name)
+        trainable_module = pool.submit(importlib.import_module, "orchestrator.trainable")
         init_ray(address)
         experiment_id = experiment.result()
+        training_trial = trainable_module.result().training_trial
     trainable = tune.with_resources(training_trial, _trial_resources(config))
     progress = SweepProgress(len(plan.trainings), config.train.steps, console)
     tune_path = _join(storage, TUNE_DIR)
@@ -127,7 +148,7 @@ def run_sweep(
         tuner = tune.Tuner(
             trainable,
             param_space=_param_space(config, plan, tracking_uri, experiment_id, storage),
-            tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=config.max_concurrent_trials),
+            tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=_concurrency(config, address)),
             run_config=tune.RunConfig(
                 name=TUNE_DIR,
                 storage_path=storage,

@@ -157,7 +157,8 @@ def test_a_sweep_whose_driver_is_killed_resumes_with_every_row_once(tmp_path: Pa
     assert not (tmp_path / "results" / "resume" / "runs.parquet").exists()
     refused = run_fmx(["sweep", "resume.yaml"], tmp_path)  # a rerun without --resume must not mix sweeps
     assert refused.returncode == 2 and "--resume" in refused.stderr
-    _fmx(["sweep", "resume.yaml", "--resume"], tmp_path)
+    resumed = _fmx(["sweep", "resume.yaml", "--resume"], tmp_path)
+    assert "6/6 done" in resumed.stderr  # trials finished before the kill count as done
     runs = pd.read_parquet(tmp_path / "results" / "resume" / "runs.parquet")
     assert len(runs) == 6 * 2
     assert not runs.duplicated(["trial_id", "solver", "tol", "nfe_budget", "train_step"]).any()
