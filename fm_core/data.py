@@ -554,6 +554,7 @@ _REGISTRY: dict[str, type[Dataset]] = {
     "cifar10": Cifar10Dataset,
 }
 
+
 def _options(cls: type[Dataset]) -> tuple[str, ...]:
     return tuple(p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "name"))
 

@@ -1,7 +1,7 @@
 """The names fm_core understands, in a module that imports nothing heavy.
 
 Sweep files are validated against these before anything starts, so `fmx validate` and every bad-input
-error answer in about a second instead of waiting for PyTorch to import. The modules that implement
+error answer in well under a second instead of waiting for PyTorch to import. The modules that implement
 each name import their list from here, so there is one source of truth.
 """
 

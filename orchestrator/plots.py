@@ -28,7 +28,7 @@ def save_loss_curve(losses: list[tuple[int, float]], path: Path, title: str = ""
 
 
 def save_samples(samples: dict[str, Tensor], path: Path, title: str = "", max_images: int = 64) -> Path:
-    """One panel per solver setting: a scatter for 2-D data, an image grid for images."""
+    """One panel per solver setting: a density image for 2-D data, an image grid for images."""
     labels = list(samples)
     fig, axes = plt.subplots(1, len(labels), figsize=(2.3 * len(labels), 2.7), squeeze=False)
     for ax, label in zip(axes[0], labels, strict=True):

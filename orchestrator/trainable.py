@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,7 @@ def _advance(
     batch_size: int | None = None,
     is_chief: bool = True,
     samples_dir: Path | None = None,
-    on_row: Any = None,
+    on_row: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> None:
     """Train through every checkpoint/evaluation boundary not yet reached, evaluating where asked."""
     for boundary in _boundaries(config, eval_steps):
