@@ -90,7 +90,11 @@ class EvalConfig(_Strict):
     divergence: Literal["auto", "exact", "hutchinson"] = "auto"
     probe: Literal["rademacher", "gaussian"] = "rademacher"
     dequant_draws: tuple[int, ...] = Field((1,), description="K for bits/dim; several values give Table 4's ablation")
-    reference_tol: float = Field(1e-7, gt=0, lt=1)
+    reference_tol: float | None = Field(
+        1e-7, gt=0, lt=1,
+        description="dopri5 tolerance of the reference solve from the same noise that ode_error is measured "
+        "against; null skips it (no ode_error, no density over t): on images it costs more than the evaluation",
+    )
     likelihood_solver: Literal["same", "dopri5"] = "same"
     batch_size: int | None = Field(
         None, gt=0, description="most points in one ODE solve (sampling and likelihood); unset: all at once"

@@ -61,6 +61,8 @@ def error_and_quality_vs_nfe(runs: pd.DataFrame, out: Path) -> list[Path]:
         ("ode_error", "ODE error (MSE vs reference)", "error_vs_nfe.png"),
         ("sample_metric", str(fixed["sample_metric_name"].dropna().iloc[0]), "quality_vs_nfe.png"),
     ):
+        if fixed[column].isna().all():  # no reference solve (eval.reference_tol: null) or no sample metric
+            continue
         solvers = sorted(fixed["solver"].unique())
         fig, axes = plt.subplots(1, len(solvers), figsize=(4.2 * len(solvers), 3.4), squeeze=False, sharey=True)
         for ax, solver in zip(axes[0], solvers, strict=True):
@@ -81,12 +83,15 @@ def nfe_vs_tolerance(runs: pd.DataFrame, out: Path) -> list[Path]:
         return []
     adaptive["method"] = _methods(adaptive)
     adaptive["nfe"] = adaptive["nfe"].astype(float)
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    with_error = not adaptive["ode_error"].isna().all()  # no reference solve: the NFE panel alone
+    fig, axes = plt.subplots(1, 2 if with_error else 1, figsize=(9 if with_error else 4.5, 3.4), squeeze=False)
+    axes = axes[0]
     _lines(axes[0], adaptive, "tol", "nfe", ["method", "solver"])
     axes[0].set_ylabel("NFE")
-    _lines(axes[1], adaptive, "tol", "ode_error", ["method", "solver"])
-    axes[1].set_ylabel("ODE error")
-    axes[1].set_yscale("log")
+    if with_error:
+        _lines(axes[1], adaptive, "tol", "ode_error", ["method", "solver"])
+        axes[1].set_ylabel("ODE error")
+        axes[1].set_yscale("log")
     for ax in axes:
         ax.set_xscale("log")
         ax.set_xlabel("atol = rtol")

@@ -220,14 +220,18 @@ class TrialRunner:
         if self.dataset.dim == 2 and not is_image:
             times = [t_span[0] + (t_span[1] - t_span[0]) * i / (TRAJECTORY_POINTS - 1) for i in range(TRAJECTORY_POINTS)]
             times[-1] = t_span[1]
-        with torch.no_grad():
-            reference_path, _ = self._solve_in_batches(
-                lambda chunk: sample(field_fn, chunk, SolverSpec.adaptive("dopri5", cfg.reference_tol), t_span, times),
-                noise,
-                lambda sol: sol.x.unsqueeze(1) if sol.trajectory is None else sol.trajectory.transpose(0, 1),
-            )
-        ode_reference = reference_path[:, -1]
-        self.trajectory = None if times is None else (times, reference_path.transpose(0, 1).detach().cpu())
+        ode_reference: Tensor | None = None
+        self.trajectory = None
+        if cfg.reference_tol is not None:
+            reference_spec = SolverSpec.adaptive("dopri5", cfg.reference_tol)
+            with torch.no_grad():
+                reference_path, _ = self._solve_in_batches(
+                    lambda chunk: sample(field_fn, chunk, reference_spec, t_span, times),
+                    noise,
+                    lambda sol: sol.x.unsqueeze(1) if sol.trajectory is None else sol.trajectory.transpose(0, 1),
+                )
+            ode_reference = reference_path[:, -1].cpu()
+            self.trajectory = None if times is None else (times, reference_path.transpose(0, 1).detach().cpu())
         metric_name = "classifier_fd" if self.dataset.name == "digits" else ("sliced_w2" if not is_image else None)
         divergence = cfg.divergence
         if divergence == "auto":
@@ -251,7 +255,7 @@ class TrialRunner:
                 elif metric_name == "classifier_fd":
                     metric = classifier_frechet_distance(x, reference_data)
                 nlls, unit, nll_nfe = self._nll(field_fn, spec, divergence, is_image)
-                error = ode_solution_error(x, ode_reference.cpu())
+                error = math.nan if ode_reference is None else ode_solution_error(x, ode_reference)
                 seconds = time.perf_counter() - start
                 for draws, nll in nlls:  # one row per dequantization K (a single row for vectors)
                     rows.append(
