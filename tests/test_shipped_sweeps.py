@@ -94,3 +94,4 @@ def test_reduced_sweep_runs_every_setting(tmp_path: Path, monkeypatch: pytest.Mo
     assert all(p.stat().st_size > 1000 for p in report.plots)
     text = report.markdown.read_text()
     assert all(f"({p.name})" in text for p in report.plots) and "| method |" in text
+    assert ("ODE error" in text) == (config.eval.reference_tol is not None)
