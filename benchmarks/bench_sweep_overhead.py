@@ -7,7 +7,8 @@ Runs real `fmx sweep`s of many short trials in a scratch folder and prints, from
   * the same sweep with every trial forced through a Ray Train TorchTrainer, for its per-trial cost
   * how many trainings a naive Tune grid over every axis would run against the trainings fmx ran
 
-    python benchmarks/bench_sweep_overhead.py [--trials 12] [--steps 1500 6000] [--slots 2] [--no-torch-trainer]
+    python benchmarks/bench_sweep_overhead.py [--trials 12] [--steps 1500 6000] [--slots 2]
+        [--torch-trainer-trials 4 | --no-torch-trainer]
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def report(label: str, m: Measured, slots: int) -> None:
     inside = (m.trial_seconds - m.compute).mean()
     between = ((m.wall - m.startup) * slots - m.trial_seconds.sum()) / len(m.compute)
     print(f"  orchestration cost per trial beyond its compute: {extra:.1f} s"
-          f" = {inside:.1f} s inside the trial (MLflow, checkpoints, plots, model set-up)"
+          f" = {inside:.1f} s inside the trial (an actor's first-trial imports, MLflow, checkpoints, plots)"
           f" + {between:.1f} s of idle slot around it (Tune scheduling, actor start, the last trials' tail)")  # fmt: skip
 
 
@@ -96,13 +97,18 @@ def main() -> None:
         help="training steps per trial; one sweep per value (the fixed costs weigh less as trials grow)",
     )  # fmt: skip
     parser.add_argument("--slots", type=int, default=os.cpu_count() or 1, help="parallel trial slots (CPUs)")
+    parser.add_argument(
+        "--torch-trainer-trials", type=int, default=4,
+        help="trials in the TorchTrainer comparison (each costs ~45 s more here, so fewer than --trials)",
+    )  # fmt: skip
     parser.add_argument("--no-torch-trainer", action="store_true", help="skip the TorchTrainer comparison")
     args = parser.parse_args()
     in_process = run(args.trials, args.steps[0], torch_trainer=False)
     report(f"{args.steps[0]}-step trials trained inside the Tune trial (fmx's default for 1 CPU worker)", in_process, args.slots)
     if not args.no_torch_trainer:
-        trainer = run(args.trials, args.steps[0], torch_trainer=True)
-        report(f"the same {args.steps[0]}-step trials, each through a Ray Train TorchTrainer (1 worker)", trainer, args.slots)
+        trainer = run(args.torch_trainer_trials, args.steps[0], torch_trainer=True)
+        label = f"{args.torch_trainer_trials} of the same {args.steps[0]}-step trials, each through a Ray Train TorchTrainer (1 worker)"
+        report(label, trainer, args.slots)
     for steps in args.steps[1:]:
         report(f"{steps}-step trials trained inside the Tune trial", run(args.trials, steps, torch_trainer=False), args.slots)
     naive = len(in_process.compute) * in_process.settings

@@ -6,6 +6,7 @@ Ray or MLflow are started and before anything is written.
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 from pathlib import Path
@@ -100,7 +101,7 @@ def sweep(
         _print_plan(config)
         return
     from orchestrator.preflight import PreflightError, check_ray_address
-    from orchestrator.sweep import ResumeError, check_resume_state, run_sweep
+    from orchestrator.sweep import ResumeError, check_resume_state, run_sweep, stop_local_ray
     from orchestrator.tables import summarize
 
     uri = _tracking(tracking_uri)
@@ -121,7 +122,10 @@ def sweep(
                 "[yellow]warning:[/] --address with a local MLflow store: trials on other machines cannot reach it; "
                 "use --tracking-uri http://HEAD:5000 (see docs/cluster.md)", highlight=False
             )
-    outcome = run_sweep(config, uri, address=address, resume=resume, console=console)
+    try:
+        outcome = run_sweep(config, uri, address=address, resume=resume, console=console)
+    finally:
+        stop_local_ray()
     _show_table(summarize(outcome.runs), markdown=False)
     failed = int((outcome.runs["status"] != "ok").sum())
     out.print(
@@ -129,6 +133,9 @@ def sweep(
         f"rows: {outcome.runs_path}\ntable: {outcome.table_path}",
         highlight=False,
     )
+    # Everything is written. Python's exit would now garbage-collect the ~0.5 M objects Ray, MLflow and
+    # pandas leave behind, which took ~1 s here; frozen objects are left for the OS to free at once.
+    gc.freeze()
 
 
 def _show_table(table, markdown: bool) -> None:  # noqa: ANN001 - a pandas DataFrame

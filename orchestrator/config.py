@@ -81,6 +81,11 @@ class TrainConfig(_Strict):
     max_failures: int = Field(0, ge=0, description="Tune retries of a failed trial (and Train restarts)")
     sigma_min: float = Field(0.0, ge=0.0, description="OT path's sigma_min (the paper's 2D runs use ~1e-4)")
 
+    @property
+    def uses_torch_trainer(self) -> bool:
+        """Several workers or GPUs need DDP through Ray Train; one CPU worker trains in the Tune trial itself."""
+        return self.num_workers > 1 or self.use_gpu or self.torch_trainer
+
 
 class EvalConfig(_Strict):
     """What each trained checkpoint is measured on, under every solver setting."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import time
@@ -17,6 +16,7 @@ from orchestrator.config import SweepConfig
 from orchestrator.plan import SweepPlan, plan_sweep
 from orchestrator.tables import rows_from_mlflow, write_tables
 from orchestrator.tracking import ensure_experiment, find_experiment, read_evaluations
+from orchestrator.trial_entry import training_trial
 
 TUNE_DIR = "tune"
 
@@ -86,10 +86,21 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> None:
         ray.init(address=address, log_to_driver=False, configure_logging=False, runtime_env={"env_vars": env})
 
 
-def _trial_resources(config: SweepConfig) -> dict[str, float]:
-    from orchestrator.trainable import uses_torch_trainer
+def stop_local_ray() -> None:
+    """Stop Ray at the end of the command, ~1 s sooner than the exit hook: Ray gives each of its processes
+    a second to exit on SIGTERM, and its autoscaler monitor ignores SIGTERM, so it is killed first. On a
+    cluster (no processes of ours) this only disconnects."""
+    import ray
+    import ray._private.worker  # internal, but the only handle on the processes ray.init started
 
-    if uses_torch_trainer(config):
+    node = getattr(ray._private.worker, "_global_node", None)
+    for info in getattr(node, "all_processes", {}).get("monitor", []):
+        info.process.kill()
+    ray.shutdown()
+
+
+def _trial_resources(config: SweepConfig) -> dict[str, float]:
+    if config.train.uses_torch_trainer:
         return {"CPU": 0.01}  # the trial only waits for its TorchTrainer, whose workers hold the resources
     return {"CPU": config.train.cpus_per_worker}
 
@@ -99,9 +110,7 @@ def _concurrency(config: SweepConfig, address: str | None) -> int | None:
     (or GPUs) can train at once: a trial holds almost nothing itself, so without a cap every trial would
     start a Train controller that only waits for workers, and the waiting controllers crowd the CPUs.
     On a cluster the autoscaler needs the pending trainers to see demand, so no cap is set there."""
-    from orchestrator.trainable import uses_torch_trainer
-
-    if config.max_concurrent_trials is not None or not uses_torch_trainer(config) or address not in (None, "", "local"):
+    if config.max_concurrent_trials is not None or not config.train.uses_torch_trainer or address not in (None, "", "local"):
         return config.max_concurrent_trials
     import ray
 
@@ -131,14 +140,12 @@ def run_sweep(
     storage = storage_dir(config)
     if "://" not in storage:
         Path(storage).mkdir(parents=True, exist_ok=True)
-    # Ray's start-up is the longest pole (~10 s here); MLflow's first start (imports, schema migrations)
-    # and importing PyTorch for the trainable each take seconds: run them while Ray starts.
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    # Ray's start-up is the longest pole (~3-5 s here, mostly waiting for its processes); MLflow's first
+    # start (imports, schema migrations) runs meanwhile. The driver never imports PyTorch (trial_entry).
+    with ThreadPoolExecutor(max_workers=1) as pool:
         experiment = pool.submit(ensure_experiment, tracking_uri, config.name)
-        trainable_module = pool.submit(importlib.import_module, "orchestrator.trainable")
         init_ray(address)
         experiment_id = experiment.result()
-        training_trial = trainable_module.result().training_trial
     trainable = tune.with_resources(training_trial, _trial_resources(config))
     progress = SweepProgress(len(plan.trainings), config.train.steps, console)
     tune_path = _join(storage, TUNE_DIR)

@@ -26,10 +26,6 @@ from orchestrator.tracking import TAG_NODE, TrialRun
 from orchestrator.trial import TrialRunner, failed_rows
 
 
-def uses_torch_trainer(config: SweepConfig) -> bool:
-    return config.train.num_workers > 1 or config.train.use_gpu or config.train.torch_trainer
-
-
 def trial_params(config: SweepConfig, key: TrainingKey) -> dict[str, Any]:
     """The MLflow params of a run: identical names in every run so the compare view lines up."""
     params: dict[str, Any] = {**key.as_dict(), "sweep": config.name, "dataset": config.dataset.name}
@@ -158,9 +154,9 @@ def _fit_with_torch_trainer(runner: TrialRunner, params: dict[str, Any], storage
         runner.restore(directory)
 
 
-def training_trial(params: dict[str, Any]) -> None:
-    """Tune function trainable for one training configuration."""
-    started_at, started = time.time(), time.perf_counter()
+def run_training_trial(params: dict[str, Any], started_at: float, started: float) -> None:
+    """One training configuration: train, evaluate, log to MLflow. `started_at` (epoch seconds) and
+    `started` (perf_counter) are when the trial began, before this module was imported."""
     config = SweepConfig.model_validate(params["config"])
     key = TrainingKey(**params["key"])
     settings = [EvalSetting(**s) for s in params["settings"]]
@@ -183,7 +179,7 @@ def training_trial(params: dict[str, Any]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         artifacts = Path(tmp)
         try:
-            if uses_torch_trainer(config):
+            if config.train.uses_torch_trainer:
                 _fit_with_torch_trainer(runner, params, params["storage_path"])
             else:
                 _advance(

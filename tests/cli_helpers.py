@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 FMX = str(Path(sys.executable).with_name("fmx"))
@@ -46,6 +47,23 @@ def kill_session(session_id: int) -> None:
         except (psutil.Error, ProcessLookupError, PermissionError):
             continue
     psutil.wait_procs(victims, timeout=10)
+
+
+def leftover_ray_processes(env: dict[str, str], grace: float = 5.0) -> list[str]:
+    """Command lines of processes still using the command's Ray temp dir `grace` seconds after it returned."""
+    import psutil
+
+    marker = env["RAY_TMPDIR"]
+    deadline = time.monotonic() + grace
+    while True:
+        left = []
+        for proc in psutil.process_iter(["cmdline"]):
+            cmdline = " ".join(proc.info["cmdline"] or [])
+            if marker in cmdline:
+                left.append(cmdline[:200])
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.2)
 
 
 def cleanup_ray_tmp(env: dict[str, str]) -> None:

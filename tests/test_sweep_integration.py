@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from tests.cli_helpers import FMX, REPO, cleanup_ray_tmp, fmx_env, kill_session, run_fmx
+from tests.cli_helpers import FMX, REPO, cleanup_ray_tmp, fmx_env, kill_session, leftover_ray_processes, run_fmx
 from tests.mlflow_server import mlflow_server
 
 pytestmark = pytest.mark.slow
@@ -27,9 +27,11 @@ def _fmx(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.Complet
     env = fmx_env()
     try:
         result = run_fmx(args, cwd, env, timeout)
+        left = leftover_ray_processes(env)
     finally:
         cleanup_ray_tmp(env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    assert not left, f"the local Ray of `fmx {args[0]}` outlived the command: {left}"
     return result
 
 

@@ -1,0 +1,20 @@
+"""The function Ray Tune runs for each training trial, importable without PyTorch, MLflow or matplotlib.
+
+The driver only needs a reference to it. When the driver imported the trial's code itself, PyTorch's
+import competed with Ray's start for the two cores on the path to the first trial; the trial actors
+import it anyway, once each, in their first trial (counted in that trial's `trial_seconds`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+
+def training_trial(params: dict[str, Any]) -> None:
+    """Tune function trainable for one training configuration (its name names Tune's trial folders)."""
+    started_at, started = time.time(), time.perf_counter()
+    from orchestrator.trainable import run_training_trial
+
+    run_training_trial(params, started_at, started)
+
