@@ -43,7 +43,6 @@ grid:
 
 @dataclass
 class Measured:
-    steps: int
     began: float  # epoch seconds, just before the command was started
     ended: float  # epoch seconds, when it had exited
     trials: pd.DataFrame  # per training trial: compute_seconds, trial_seconds, trial_started_at
@@ -73,7 +72,7 @@ def run(trials: int, steps: int, torch_trainer: bool) -> Measured:
         plan = subprocess.run([fmx, "sweep", "overhead.yaml", "--dry-run"], cwd=work, capture_output=True, text=True)
     per_trial = runs.groupby("trial_id")
     table = per_trial[["compute_seconds", "trial_seconds", "trial_started_at"]].first().sort_values("trial_started_at")
-    return Measured(steps, began, ended, table, int(per_trial.size().iloc[0]), plan.stdout.strip().splitlines()[-1])
+    return Measured(began, ended, table, int(per_trial.size().iloc[0]), plan.stdout.strip().splitlines()[-1])
 
 
 def report(label: str, m: Measured, slots: int) -> tuple[float, float]:
@@ -93,16 +92,19 @@ def report(label: str, m: Measured, slots: int) -> tuple[float, float]:
           f" ideal wall {ideal:.1f} s")  # fmt: skip
     print(f"  whole command                    {m.wall:7.1f} s   ratio {ratio:.3f}")
     print(f"  first trial's start to last end  {last_end - first_start:7.1f} s   ratio {steady:.3f}")
-    print(f"  where the {m.wall - ideal:.1f} s beyond the ideal go:")
+    print(f"  where the {m.wall - ideal:.1f} s beyond the ideal go (per trial, and what it adds to the wall over {slots} slots):")
+    n = len(t)
     parts = [
-        ("before the first trial starts (CLI, Ray and the MLflow store, Tune's actors)", f"{before:6.1f} s"),
-        ("inside each actor's first trial, beyond its compute (imports, first MLflow run)", f"{first.mean():6.2f} s a trial"),
-        ("inside every later trial, beyond its compute (MLflow, checkpoints, plots)", f"{later.mean():6.2f} s a trial"),
-        ("slots idle between trials (Tune's hand-over, the last trials' tail)", f"{idle:6.2f} s a trial"),
-        ("after the last trial ends (rows from MLflow, Parquet, Ray's stop, exit)", f"{after:6.1f} s"),
-    ]
-    for what, value in parts if len(later) else parts[:2] + parts[3:]:
-        print(f"    {what:<82}{value}")
+        ("before the first trial starts (CLI, Ray and the MLflow store, Tune's actors)", "", before),
+        ("inside each actor's first trial, beyond its compute (imports, first MLflow run)",
+         f"{first.mean():5.2f} s a trial", first.sum() / slots),
+        ("inside every later trial, beyond its compute (MLflow, checkpoints, plots)",
+         f"{later.mean():5.2f} s a trial" if len(later) else "", later.sum() / slots),
+        ("slots idle between trials (Tune's hand-over, the last trials' tail)", f"{idle:5.2f} s a trial", idle * n / slots),
+        ("after the last trial ends (rows from MLflow, Parquet, Ray's stop, exit)", "", after),
+    ]  # fmt: skip
+    for what, per_trial, adds in parts:
+        print(f"    {what:<82}{per_trial:>16}   {adds:6.1f} s")
     return ratio, steady
 
 
@@ -117,7 +119,7 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=os.cpu_count() or 1, help="parallel trial slots (CPUs)")
     parser.add_argument(
         "--torch-trainer-trials", type=int, default=4,
-        help="trials in the TorchTrainer comparison (each costs ~30-45 s more here, so fewer than --trials)",
+        help="trials in the TorchTrainer comparison (each costs 20-30 s more here, so fewer than --trials; 0: none)",
     )  # fmt: skip
     parser.add_argument("--no-torch-trainer", action="store_true", help="skip the TorchTrainer comparison")
     args = parser.parse_args()
@@ -131,7 +133,7 @@ def main() -> None:
         return measured
 
     first = in_trial(args.trials, args.steps[0], f"{args.steps[0]}-step trials trained inside the Tune trial (fmx's default for 1 CPU worker)")
-    if not args.no_torch_trainer:
+    if args.torch_trainer_trials > 0 and not args.no_torch_trainer:
         trainer = run(args.torch_trainer_trials, args.steps[0], torch_trainer=True)
         report(f"{args.torch_trainer_trials} of those {args.steps[0]}-step trials, each through a Ray Train TorchTrainer (1 worker)",
                trainer, args.slots)  # fmt: skip

@@ -133,8 +133,12 @@ def sweep(
         f"rows: {outcome.runs_path}\ntable: {outcome.table_path}",
         highlight=False,
     )
-    # Everything is written. Python's exit would now garbage-collect the ~0.5 M objects Ray, MLflow and
-    # pandas leave behind, which took ~1 s here; frozen objects are left for the OS to free at once.
+    for trial, why in outcome.unrecorded.items():
+        console.print(f"[red]error:[/] trial {trial} failed before it recorded anything: {why}", highlight=False)
+    if outcome.unrecorded:
+        raise typer.Exit(1)
+    # Everything is written. Python's exit would now run the cyclic garbage collector over the ~0.5 M objects
+    # Ray, MLflow and pandas leave behind, which took ~1 s here; frozen objects are exempt from it.
     gc.freeze()
 
 

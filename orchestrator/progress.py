@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
@@ -28,6 +29,15 @@ def _evaluation_line(result: dict[str, Any]) -> str:
     if result.get("nll") is not None and result["nll"] == result["nll"]:
         parts.append(f"· NLL {result['nll']:.4g}")
     return " ".join(parts)
+
+
+def _error_of(trial: Any) -> str:
+    """The last line of the error Tune wrote for a failed trial: the remote traceback ends with the cause."""
+    try:
+        lines = [line.strip() for line in Path(trial.error_file).read_text().splitlines() if line.strip()]
+    except (OSError, TypeError):
+        return "see Tune's error file"
+    return lines[-1] if lines else "see Tune's error file"
 
 
 class SweepProgress(Callback):
@@ -98,4 +108,4 @@ class SweepProgress(Callback):
         self.running.discard(name)
         self.done.add(name)
         self.failed.add(name)
-        self.console.print(f"{self._status()}  [red]✗[/] {name} failed (recorded with its reason)")
+        self.console.print(f"{self._status()}  [red]✗[/] {name} failed: {_error_of(trial)}", highlight=False)

@@ -13,7 +13,7 @@ import pandas as pd
 from rich.console import Console
 
 from orchestrator.config import SweepConfig
-from orchestrator.plan import SweepPlan, plan_sweep
+from orchestrator.plan import SweepPlan, TrainingKey, plan_sweep
 from orchestrator.tables import rows_from_mlflow, write_tables
 from orchestrator.tracking import ensure_experiment, find_experiment, read_evaluations
 from orchestrator.trial_entry import training_trial
@@ -33,6 +33,7 @@ class SweepOutcome:
     trainings: int
     failed_trials: int
     seconds: float
+    unrecorded: dict[str, str]  # trial id -> why, for failed trials that left no rows (crashed before logging)
 
 
 def results_dir(config: SweepConfig, root: Path | None = None) -> Path:
@@ -87,15 +88,20 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> None:
 
 
 def stop_local_ray() -> None:
-    """Stop Ray at the end of the command, ~1 s sooner than the exit hook: Ray gives each of its processes
-    a second to exit on SIGTERM, and its autoscaler monitor ignores SIGTERM, so it is killed first. On a
-    cluster (no processes of ours) this only disconnects."""
+    """Stop Ray at the end of the command, ~1 s sooner than the exit hook: Ray gives each of its processes a
+    second to exit on SIGTERM, and its autoscaler monitor's SIGTERM handler reports to the GCS, which Ray has
+    stopped by then, so it outlasts that second; it is killed first. On a cluster (no processes of ours) this
+    only disconnects."""
     import ray
-    import ray._private.worker  # internal, but the only handle on the processes ray.init started
 
-    node = getattr(ray._private.worker, "_global_node", None)
-    for info in getattr(node, "all_processes", {}).get("monitor", []):
-        info.process.kill()
+    try:  # a speed-up only, through Ray's internals: never let it hide the sweep's own outcome
+        import ray._private.worker
+
+        node = getattr(ray._private.worker, "_global_node", None)
+        for info in getattr(node, "all_processes", {}).get("monitor", []):
+            info.process.kill()
+    except Exception:  # noqa: BLE001
+        pass
     ray.shutdown()
 
 
@@ -166,10 +172,19 @@ def run_sweep(
             ),
         )
     results = tuner.fit()
-    failed = sum(1 for r in results if r.error is not None)
+    errors = {TrainingKey(**r.config["key"]).trial_id: _last_line(r.error) for r in results if r.error is not None}
     outcome_runs = collect_runs(tracking_uri, config.name)
     runs_path, table_path = write_tables(outcome_runs, results_dir(config))
-    return SweepOutcome(outcome_runs, runs_path, table_path, len(plan.trainings), failed, time.perf_counter() - start)
+    recorded = set(outcome_runs["trial_id"]) if "trial_id" in outcome_runs else set()
+    unrecorded = {trial: why for trial, why in errors.items() if trial not in recorded}
+    seconds = time.perf_counter() - start
+    return SweepOutcome(outcome_runs, runs_path, table_path, len(plan.trainings), len(errors), seconds, unrecorded)
+
+
+def _last_line(error: BaseException) -> str:
+    """A Ray task error carries the remote traceback; its last line names the root cause."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
 
 
 def _param_space(

@@ -1,4 +1,5 @@
-"""The Ray Tune trial: train one configuration (in-process or on a Ray Train TorchTrainer), then evaluate it.
+"""A Ray Tune trial's work (Tune is given orchestrator.trial_entry): train one configuration (in-process or on a
+Ray Train TorchTrainer), then evaluate it.
 
 A one-worker CPU trial trains right in the Tune actor (no process group to pay for); more
 workers or GPUs go through a TorchTrainer (DDP: gloo on CPU, NCCL on GPU). Both checkpoint
@@ -156,7 +157,7 @@ def _fit_with_torch_trainer(runner: TrialRunner, params: dict[str, Any], storage
 
 def run_training_trial(params: dict[str, Any], started_at: float, started: float) -> None:
     """One training configuration: train, evaluate, log to MLflow. `started_at` (epoch seconds) and
-    `started` (perf_counter) are when the trial began, before this module was imported."""
+    `started` (perf_counter) are when the trial began (in an actor's first trial, before this module's import)."""
     config = SweepConfig.model_validate(params["config"])
     key = TrainingKey(**params["key"])
     settings = [EvalSetting(**s) for s in params["settings"]]

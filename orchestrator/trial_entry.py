@@ -12,9 +12,9 @@ from typing import Any
 
 
 def training_trial(params: dict[str, Any]) -> None:
-    """Tune function trainable for one training configuration (its name names Tune's trial folders)."""
+    """Tune function trainable for one training configuration. Its name names Tune's trial folders, and
+    `--resume` finds the trainable by it: keep it."""
     started_at, started = time.time(), time.perf_counter()
     from orchestrator.trainable import run_training_trial
 
     run_training_trial(params, started_at, started)
-

@@ -50,7 +50,9 @@ def kill_session(session_id: int) -> None:
 
 
 def leftover_ray_processes(env: dict[str, str], grace: float = 5.0) -> list[str]:
-    """Command lines of processes still using the command's Ray temp dir `grace` seconds after it returned."""
+    """Processes of the command's local Ray still alive `grace` seconds after it returned: found by the Ray
+    temp dir in their command line (raylet, GCS, monitors) or in their environment (workers and agents
+    rename themselves with setproctitle, but inherit RAY_TMPDIR)."""
     import psutil
 
     marker = env["RAY_TMPDIR"]
@@ -59,7 +61,11 @@ def leftover_ray_processes(env: dict[str, str], grace: float = 5.0) -> list[str]
         left = []
         for proc in psutil.process_iter(["cmdline"]):
             cmdline = " ".join(proc.info["cmdline"] or [])
-            if marker in cmdline:
+            try:
+                inherited = proc.environ().get("RAY_TMPDIR") == marker
+            except (psutil.Error, OSError):
+                inherited = False
+            if marker in cmdline or inherited:
                 left.append(cmdline[:200])
         if not left or time.monotonic() > deadline:
             return left

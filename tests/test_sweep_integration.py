@@ -190,3 +190,20 @@ def test_a_two_worker_trial_trains_with_ray_train_ddp(tmp_path: Path):
     # Ray Train kept its own run (and checkpoints) under the sweep's storage.
     train_dirs = list((tmp_path / "results" / "ddp" / "ray" / "train").glob("train-ot-fm-independent-s0*"))
     assert train_dirs and any(train_dirs[0].rglob("state.pt"))
+
+
+def test_a_trial_that_cannot_import_its_code_is_reported_and_the_command_fails(tmp_path: Path):
+    """The driver never imports PyTorch, so a broken install shows only inside the trials: the command must
+    still name the cause and fail, not end quietly with no rows."""
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "torch.py").write_text('raise ImportError("torch deliberately broken by this test")\n')
+    env = fmx_env({"PYTHONPATH": str(broken)})
+    try:
+        result = run_fmx(["sweep", str(REPO / "sweeps" / "smoke.yaml")], tmp_path, env)
+    finally:
+        cleanup_ray_tmp(env)
+    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-3000:]
+    for trial in SMOKE_TRIALS:
+        assert f"trial {trial} failed before it recorded anything" in result.stderr
+    assert "torch deliberately broken by this test" in result.stderr
