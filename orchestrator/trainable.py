@@ -155,6 +155,15 @@ def _fit_with_torch_trainer(runner: TrialRunner, params: dict[str, Any], storage
         runner.restore(directory)
 
 
+_ZERO_TOTALS = {"train_steps": 0, "train_seconds": 0.0, "compute_seconds": 0.0}
+
+
+def _reason(err: Exception) -> str:
+    """One line saying why a trial failed (Ray Train wraps a worker's error: name the cause)."""
+    root = getattr(err, "cause", None) or err
+    return f"{type(root).__name__}: {root}".splitlines()[0]
+
+
 def run_training_trial(params: dict[str, Any], started_at: float, started: float) -> None:
     """One training configuration: train, evaluate, log to MLflow. `started_at` (epoch seconds) and
     `started` (perf_counter) are when the trial began (in an actor's first trial, before this module's import)."""
@@ -166,17 +175,25 @@ def run_training_trial(params: dict[str, Any], started_at: float, started: float
     run = TrialRun(params["tracking_uri"], params["experiment_id"], config.name, key, trial_params(config, key))
     node_id = ray.get_runtime_context().get_node_id()
     run.set_tags({TAG_NODE: node_id})
-    runner = TrialRunner(config, key)
-    checkpoint = ray.tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
-            runner.restore(directory)
-    resumed_from = runner.step
     summary = {
         "sweep": config.name, "trial_id": key.trial_id, "dataset": config.dataset.name, "model": config.model.kind,
-        **key.as_dict(), "node_id": node_id, "resumed_from_step": resumed_from,
-        "trial_started_at": started_at,
+        **key.as_dict(), "node_id": node_id, "resumed_from_step": 0, "trial_started_at": started_at,
     }  # fmt: skip
+    try:
+        runner = TrialRunner(config, key)
+        checkpoint = ray.tune.get_checkpoint()
+        if checkpoint is not None:
+            with checkpoint.as_directory() as directory:
+                runner.restore(directory)
+    except Exception as err:  # e.g. an unreadable image in a data folder: record it like any failed trial
+        error = _reason(err)
+        summary.update(train_steps=0, train_seconds=0.0, compute_seconds=0.0, error=error)
+        summary["trial_seconds"] = time.perf_counter() - started
+        run.log_evaluations([{**row, **_ZERO_TOTALS} for row in failed_rows(settings, eval_steps, error)], summary)
+        run.finish("FAILED", error)
+        raise
+    resumed_from = runner.step
+    summary["resumed_from_step"] = resumed_from
     with tempfile.TemporaryDirectory() as tmp:
         artifacts = Path(tmp)
         try:
@@ -189,8 +206,7 @@ def run_training_trial(params: dict[str, Any], started_at: float, started: float
                 )  # fmt: skip
             status, error = "FINISHED", None
         except Exception as err:
-            root = getattr(err, "cause", None) or err
-            status, error = "FAILED", f"{type(root).__name__}: {root}".splitlines()[0]
+            status, error = "FAILED", _reason(err)
         done = {int(r["train_step"]) for r in runner.rows}
         rows = runner.rows + (failed_rows(settings, [s for s in eval_steps if s not in done], error) if error else [])
         totals = {"train_steps": runner.step, "train_seconds": runner.train_seconds, "compute_seconds": runner.compute_seconds}

@@ -207,3 +207,28 @@ def test_a_trial_that_cannot_import_its_code_is_reported_and_the_command_fails(t
     for trial in SMOKE_TRIALS:
         assert f"trial {trial} failed before it recorded anything" in result.stderr
     assert "torch deliberately broken by this test" in result.stderr
+
+
+CORRUPT_SWEEP = """\
+name: corrupt
+dataset: {name: image_folder, root: images, image_size: 8, channels: 1}
+model: {kind: unet, model_channels: 8, num_heads: 1}
+train: {steps: 10, batch_size: 4}
+eval: {samples: 4, likelihood_points: 0, reference_tol: null}
+grid: {path: [ot], objective: [fm], seed: [0], solver: [euler], nfe: [4]}
+"""
+
+
+def test_a_trial_that_fails_before_training_is_recorded_as_failed(tmp_path: Path):
+    """An unreadable file in a data folder passes validation (the folder exists) and fails in the trial while
+    it loads the data: the failure must still reach MLflow and the Parquet rows with its reason."""
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "broken.png").write_bytes(b"not a png at all")
+    (tmp_path / "corrupt.yaml").write_text(CORRUPT_SWEEP)
+    _fmx(["sweep", "corrupt.yaml"], tmp_path)
+    runs = pd.read_parquet(tmp_path / "results" / "corrupt" / "runs.parquet")
+    assert len(runs) == 1 and runs.loc[0, "status"] == "failed" and runs.loc[0, "train_steps"] == 0
+    assert runs.loc[0, "error"].startswith("UnidentifiedImageError") and "broken.png" in runs.loc[0, "error"]
+    (mlflow_run,) = _runs_of(f"sqlite:///{tmp_path / 'mlflow.db'}", "corrupt")
+    assert mlflow_run.info.status == "FAILED"
+    assert mlflow_run.data.tags["fmx.error"] == runs.loc[0, "error"]
