@@ -137,8 +137,8 @@ def sweep(
         console.print(f"[red]error:[/] trial {trial} failed before it recorded anything: {why}", highlight=False)
     if outcome.unrecorded:
         raise typer.Exit(1)
-    # Everything is written. Python's exit would now run the cyclic garbage collector over the ~0.5 M objects
-    # Ray, MLflow and pandas leave behind, which took ~1 s here; frozen objects are exempt from it.
+    # Everything is written. Python's exit would now run the cyclic garbage collector over the many objects
+    # Ray, MLflow and pandas leave behind (about a second here); frozen objects are exempt from it.
     gc.freeze()
 
 

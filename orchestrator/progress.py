@@ -31,13 +31,18 @@ def _evaluation_line(result: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+def last_line(text: str) -> str | None:
+    """The last non-empty line of an error's text: a remote traceback ends with its cause."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else None
+
+
 def _error_of(trial: Any) -> str:
-    """The last line of the error Tune wrote for a failed trial: the remote traceback ends with the cause."""
+    """The cause of a failed trial, from the error file Tune wrote for it."""
     try:
-        lines = [line.strip() for line in Path(trial.error_file).read_text().splitlines() if line.strip()]
+        return last_line(Path(trial.error_file).read_text()) or "see Tune's error file"
     except (OSError, TypeError):
         return "see Tune's error file"
-    return lines[-1] if lines else "see Tune's error file"
 
 
 class SweepProgress(Callback):

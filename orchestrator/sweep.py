@@ -137,7 +137,7 @@ def run_sweep(
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # fmx prints its own progress lines
     from ray import tune
 
-    from orchestrator.progress import SweepProgress
+    from orchestrator.progress import SweepProgress, last_line
 
     console = console or Console(stderr=True)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
@@ -172,19 +172,17 @@ def run_sweep(
             ),
         )
     results = tuner.fit()
-    errors = {TrainingKey(**r.config["key"]).trial_id: _last_line(r.error) for r in results if r.error is not None}
+    errors = {
+        TrainingKey(**r.config["key"]).trial_id: last_line(str(r.error)) or type(r.error).__name__
+        for r in results
+        if r.error is not None
+    }
     outcome_runs = collect_runs(tracking_uri, config.name)
     runs_path, table_path = write_tables(outcome_runs, results_dir(config))
     recorded = set(outcome_runs["trial_id"]) if "trial_id" in outcome_runs else set()
     unrecorded = {trial: why for trial, why in errors.items() if trial not in recorded}
     seconds = time.perf_counter() - start
     return SweepOutcome(outcome_runs, runs_path, table_path, len(plan.trainings), len(errors), seconds, unrecorded)
-
-
-def _last_line(error: BaseException) -> str:
-    """A Ray task error carries the remote traceback; its last line names the root cause."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[-1] if lines else type(error).__name__
 
 
 def _param_space(

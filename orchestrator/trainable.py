@@ -187,7 +187,7 @@ def run_training_trial(params: dict[str, Any], started_at: float, started: float
                 runner.restore(directory)
     except Exception as err:  # e.g. an unreadable image in a data folder: record it like any failed trial
         error = _reason(err)
-        summary.update(train_steps=0, train_seconds=0.0, compute_seconds=0.0, error=error)
+        summary.update(_ZERO_TOTALS, error=error)
         summary["trial_seconds"] = time.perf_counter() - started
         run.log_evaluations([{**row, **_ZERO_TOTALS} for row in failed_rows(settings, eval_steps, error)], summary)
         run.finish("FAILED", error)
