@@ -7,6 +7,7 @@ Ray or MLflow are started and before anything is written.
 from __future__ import annotations
 
 import gc
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -41,7 +42,10 @@ def _load(file: Path) -> SweepConfig:
         _fail(str(err))
 
 
-def _tracking(uri: str | None) -> str:
+def _tracking(uri: str | None, existing: bool = False) -> str:
+    """The resolved tracking URI, checked; `existing`: a read-only command, which must find a local store
+    there (MLflow would create an empty one) and one that is an MLflow store."""
+    from orchestrator.store_check import check_existing_store
     from orchestrator.tracking import TrackingError, check_tracking_uri, resolve_tracking_uri
 
     resolved = resolve_tracking_uri(uri)
@@ -49,6 +53,9 @@ def _tracking(uri: str | None) -> str:
         check_tracking_uri(resolved)
     except TrackingError as err:
         _fail(f"--tracking-uri: {err}")
+    problem = check_existing_store(resolved) if existing else None
+    if problem:
+        _fail(f"--tracking-uri: {problem}")
     return resolved
 
 
@@ -72,16 +79,27 @@ def validate(file: SweepFile) -> None:
     )
 
 
+#: --dry-run lists at most this many trainings and solver settings: a big plan is summarised, not printed whole.
+PLAN_ROWS_SHOWN = 50
+
+
+def _more(total: int) -> str:
+    return f"... {total - PLAN_ROWS_SHOWN} more" if total > PLAN_ROWS_SHOWN else ""
+
+
 def _print_plan(config: SweepConfig) -> None:
     plan = plan_sweep(config)
     table = Table(title=f"sweep '{config.name}': {len(plan.trainings)} trainings")
     for col in ("trial", "path", "objective", "coupling", "seed"):
         table.add_column(col)
-    for key in plan.trainings:
+    for key in plan.trainings[:PLAN_ROWS_SHOWN]:
         table.add_row(key.trial_id, key.path, key.objective, key.coupling, str(key.seed))
+    if _more(len(plan.trainings)):
+        table.add_row(_more(len(plan.trainings)), "", "", "", "")
     out.print(table)
-    settings = ", ".join(s.label for s in plan.settings)
-    out.print(f"each evaluated at steps {plan.eval_steps} under: {settings}", highlight=False)
+    labels = [s.label for s in plan.settings[:PLAN_ROWS_SHOWN]] + [_more(len(plan.settings))]
+    steps = plan.eval_steps[:PLAN_ROWS_SHOWN] + ([_more(len(plan.eval_steps))] if _more(len(plan.eval_steps)) else [])
+    out.print(f"each evaluated at steps {steps} under: {', '.join(filter(None, labels))}", highlight=False)
     out.print(f"{plan.num_evaluations} evaluations in all", highlight=False)
     if plan.skipped:
         out.print(f"skipped (invalid: skip): {', '.join(f'{p}+{o}' for p, o in plan.skipped)}", highlight=False)
@@ -101,17 +119,26 @@ def sweep(
         _print_plan(config)
         return
     from orchestrator.preflight import PreflightError, check_ray_address
-    from orchestrator.sweep import ResumeError, check_resume_state, run_sweep, stop_local_ray
-    from orchestrator.tables import summarize
+    from orchestrator.sweep import ResumeError, check_resume_state, results_dir, run_sweep, stop_local_ray
+    from orchestrator.sweep_guard import StoreMismatch, SweepBusy, SweepLock, check_store_matches
 
+    local = address in (None, "", "local")
+    if local:
+        # A local Ray serves this machine only: its GCS, raylet and agents then listen on 127.0.0.1 instead of
+        # every interface (Ray reads this before it picks the node's address).
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     uri = _tracking(tracking_uri)
+    lock = SweepLock(results_dir(config))
     try:
         check_ray_address(address)
         check_resume_state(config, resume)
-    except (PreflightError, ResumeError) as err:
+        if resume:
+            check_store_matches(results_dir(config), uri)
+        lock.acquire(config.name)
+    except (PreflightError, ResumeError, StoreMismatch, SweepBusy) as err:
         _fail(str(err))
     console.print(f"MLflow tracking: [bold]{uri}[/]   (browse with: fmx ui)", highlight=False)
-    if address not in (None, "", "local"):
+    if not local:
         if not config.storage_path:
             console.print(
                 "[yellow]warning:[/] --address without `storage_path` in the sweep file: checkpoints go to this "
@@ -123,19 +150,40 @@ def sweep(
                 "use --tracking-uri http://HEAD:5000 (see docs/cluster.md)", highlight=False
             )
     try:
-        outcome = run_sweep(config, uri, address=address, resume=resume, console=console)
+        outcome = run_sweep(config, uri, address=address, resume=resume, console=console, sweep_file=str(file))
     finally:
         stop_local_ray()
+    _report_outcome(outcome, file)
+
+
+def _report_outcome(outcome, file: Path) -> None:  # noqa: ANN001 - orchestrator.sweep.SweepOutcome
+    """The table, the counts, where results are, and the exit code: 130 if interrupted, 1 if a trial never
+    recorded anything (a broken install, say) or the tables could not be written safely, else 0."""
+    from orchestrator.tables import summarize
+
     _show_table(summarize(outcome.runs), markdown=False)
-    failed = int((outcome.runs["status"] != "ok").sum())
+    failed_rows = int((outcome.runs["status"] != "ok").sum())
     out.print(
-        f"{outcome.trainings} trainings, {len(outcome.runs)} evaluations ({failed} failed) in {outcome.seconds:.0f} s\n"
-        f"rows: {outcome.runs_path}\ntable: {outcome.table_path}",
+        f"{outcome.trainings} trainings ({outcome.failed_trials} failed, {len(outcome.interrupted)} interrupted), "
+        f"{len(outcome.runs)} evaluations ({failed_rows} failed) in {outcome.seconds:.0f} s",
         highlight=False,
     )
+    if outcome.runs_path is not None:
+        out.print(f"rows: {outcome.runs_path}\ntable: {outcome.table_path}", highlight=False)
+    for trial, why in outcome.repaired.items():
+        if trial not in outcome.unrecorded and trial not in outcome.interrupted:
+            console.print(f"[yellow]note:[/] trial {trial}'s record was completed by the driver: {why or 'rows from its checkpoint'}", highlight=False)
     for trial, why in outcome.unrecorded.items():
         console.print(f"[red]error:[/] trial {trial} failed before it recorded anything: {why}", highlight=False)
-    if outcome.unrecorded:
+    if outcome.not_written:
+        console.print(f"[red]error:[/] tables not written: {outcome.not_written}", highlight=False)
+    if outcome.interrupted:
+        console.print(
+            f"[red]interrupted:[/] {len(outcome.interrupted)} trial(s) did not finish; run `fmx sweep {file} --resume`",
+            highlight=False,
+        )
+        raise typer.Exit(130)
+    if outcome.unrecorded or outcome.not_written:
         raise typer.Exit(1)
     # Everything is written. Python's exit would now run the cyclic garbage collector over the many objects
     # Ray, MLflow and pandas leave behind (about a second here); frozen objects are exempt from it.
@@ -158,11 +206,12 @@ def _show_table(table, markdown: bool) -> None:  # noqa: ANN001 - a pandas DataF
 
 
 def _runs_from_mlflow(sweep_name: str, tracking_uri: str | None):  # -> (name, uri, DataFrame)
-    """A sweep named directly or by its YAML file, and its rows rebuilt from MLflow."""
+    """A sweep named directly or by its YAML file, and its rows rebuilt from MLflow (the store checked first,
+    before the seconds of importing what reads it)."""
+    name = _load(Path(sweep_name)).name if sweep_name.endswith((".yaml", ".yml")) else sweep_name
+    uri = _tracking(tracking_uri, existing=True)
     from orchestrator.sweep import collect_runs
 
-    name = _load(Path(sweep_name)).name if sweep_name.endswith((".yaml", ".yml")) else sweep_name
-    uri = _tracking(tracking_uri)
     try:
         return name, uri, collect_runs(uri, name)
     except LookupError as err:
@@ -177,9 +226,9 @@ def tables(
     out_dir: Annotated[Path | None, typer.Option(help="where to write the Parquet files (default results/<name>)")] = None,
 ) -> None:
     """Rebuild runs.parquet and table.parquet from MLflow alone, and print the summary."""
+    name, uri, runs = _runs_from_mlflow(sweep_name, tracking_uri)
     from orchestrator.tables import summarize, write_tables
 
-    name, uri, runs = _runs_from_mlflow(sweep_name, tracking_uri)
     runs_path, table_path = write_tables(runs, out_dir or Path("results") / name)
     _show_table(summarize(runs), markdown)
     console.print(f"rows: {runs_path}\ntable: {table_path}", highlight=False)
@@ -192,10 +241,10 @@ def report(
     out_dir: Annotated[Path | None, typer.Option(help="default results/<name>/report")] = None,
 ) -> None:
     """Markdown tables and PNG plots of a finished sweep, written to disk and logged to MLflow."""
+    name, uri, runs = _runs_from_mlflow(sweep_name, tracking_uri)
     from orchestrator.report import build_report, load_samples, load_trajectories
     from orchestrator.tracking import log_report
 
-    name, uri, runs = _runs_from_mlflow(sweep_name, tracking_uri)
     if runs.empty:
         _fail(f"sweep '{name}' has no evaluated rows in MLflow at {uri}")
     target = out_dir or Path("results") / name / "report"
@@ -243,13 +292,19 @@ def evaluate(
 ) -> None:
     """Evaluate a checkpoint from `fmx train` under one solver setting and print its metrics."""
     from orchestrator.plan import EvalSetting
-    from orchestrator.trial import STATE_FILE, TrialRunner
+    from orchestrator.trial import STATE_FILE, CheckpointError, TrialRunner
 
     if not (checkpoint / STATE_FILE).is_file() or not (checkpoint / "trial.txt").is_file():
         _fail(f"{checkpoint}: not a checkpoint folder written by `fmx train`")
     config = _load(checkpoint / "sweep.yaml")
-    trial_id = (checkpoint / "trial.txt").read_text().strip()
-    key = next(k for k in plan_sweep(config).trainings if k.trial_id == trial_id)
+    try:
+        trial_id = (checkpoint / "trial.txt").read_text().strip()
+    except (OSError, UnicodeDecodeError) as err:
+        _fail(f"{checkpoint / 'trial.txt'}: unreadable ({err})")
+    keys = {k.trial_id: k for k in plan_sweep(config).trainings}
+    if trial_id not in keys:
+        _fail(f"{checkpoint / 'trial.txt'}: '{trial_id[:100]}' is not a training of its sweep.yaml; one of {', '.join(keys)}")
+    key = keys[trial_id]
     try:
         setting = EvalSetting(solver, tol=tol if nfe is None else None, nfe_budget=nfe)
         if setting.tol is None and setting.nfe_budget is None:
@@ -258,7 +313,10 @@ def evaluate(
     except ValueError as err:
         _fail(f"--solver/--tol/--nfe: {err}")
     runner = TrialRunner(config, key)
-    runner.restore(checkpoint)
+    try:
+        runner.restore(checkpoint)
+    except CheckpointError as err:
+        _fail(str(err))
     rows, _ = runner.evaluate([setting])
     for k, v in rows[0].items():
         out.print(f"{k:>20}: {v}", highlight=False)
@@ -270,13 +328,61 @@ def ui(
     port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 5000,
 ) -> None:
     """Start the MLflow UI on 127.0.0.1 for the sweep store and print its address."""
-    uri = _tracking(tracking_uri)
+    uri = _tracking(tracking_uri, existing=True)
     if uri.startswith(("http://", "https://")):
         out.print(f"the tracking server already serves the UI: {uri}")
         return
-    out.print(f"MLflow UI: http://127.0.0.1:{port}  (store: {uri}; Ctrl-C to stop)", highlight=False)
+    problem = _port_problem(port)
+    if problem:
+        _fail(f"--port: {problem}")
+    address = f"http://127.0.0.1:{port}"
+    out.print(f"MLflow UI: {address}  (store: {uri}; Ctrl-C to stop)", highlight=False)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)]
-    raise typer.Exit(subprocess.call(cmd))
+    code, served = _serve(cmd, address)
+    if code:
+        what = "failed" if served else "exited without serving it"
+        _fail(f"the MLflow UI at {address} {what} (exit code {code}); see its output above", code=1)
+
+
+def _port_problem(port: int) -> str | None:
+    """Why the UI cannot listen on 127.0.0.1:`port`, found by binding it (as the server would) and letting go."""
+    import socket
+
+    if not 1 <= port <= 65535:
+        return f"{port} is not a TCP port (1 to 65535)"
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: a closing connection is no user
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return f"port {port} on 127.0.0.1 is in use; pass --port"
+    return None
+
+
+def _serve(cmd: list[str], address: str, poll: float = 0.5) -> tuple[int, bool]:
+    """Run the UI server until it exits or Ctrl-C stops it; (exit code, whether it ever served `address`).
+    An exit without ever serving counts as a failure even with code 0: MLflow's does that when it cannot bind."""
+    import threading
+    import urllib.request
+
+    served = threading.Event()
+    process = subprocess.Popen(cmd)
+
+    def watch() -> None:
+        while process.poll() is None and not served.is_set():
+            try:
+                with urllib.request.urlopen(f"{address}/health", timeout=poll):
+                    served.set()
+            except OSError:
+                served.wait(poll)
+
+    threading.Thread(target=watch, daemon=True).start()
+    try:
+        code = process.wait()
+    except KeyboardInterrupt:  # the user stopped it: the server got the same SIGINT
+        process.wait()
+        return 0, served.is_set()
+    return (code or (0 if served.is_set() else 1)), served.is_set()
 
 
 if __name__ == "__main__":

@@ -14,8 +14,10 @@ from rich.console import Console
 
 from orchestrator.config import SweepConfig
 from orchestrator.plan import SweepPlan, TrainingKey, plan_sweep
-from orchestrator.tables import rows_from_mlflow, write_tables
-from orchestrator.tracking import ensure_experiment, find_experiment, read_evaluations
+from orchestrator.reconcile import reconcile, tune_trial_states
+from orchestrator.sweep_guard import write_sweep_state
+from orchestrator.tables import FewerRowsError, rows_from_mlflow, write_tables
+from orchestrator.tracking import TAG_TRIAL, ensure_experiment, find_experiment, read_evaluations
 from orchestrator.trial_entry import training_trial
 
 TUNE_DIR = "tune"
@@ -28,12 +30,15 @@ class ResumeError(RuntimeError):
 @dataclass
 class SweepOutcome:
     runs: pd.DataFrame
-    runs_path: Path
-    table_path: Path
+    runs_path: Path | None  # None where the tables were not written (see `not_written`)
+    table_path: Path | None
     trainings: int
     failed_trials: int
     seconds: float
-    unrecorded: dict[str, str]  # trial id -> why, for failed trials that left no rows (crashed before logging)
+    unrecorded: dict[str, str]  # trial id -> why, for failed trials that never created their MLflow run
+    interrupted: list[str]  # trials that had not finished when the driver was interrupted
+    repaired: dict[str, str | None]  # trials whose record the driver wrote (trial -> reason)
+    not_written: str | None = None  # why runs.parquet was left as it was
 
 
 def results_dir(config: SweepConfig, root: Path | None = None) -> Path:
@@ -133,11 +138,12 @@ def run_sweep(
     address: str | None = None,
     resume: bool = False,
     console: Console | None = None,
+    sweep_file: str = "FILE",
 ) -> SweepOutcome:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # fmx prints its own progress lines
     from ray import tune
 
-    from orchestrator.progress import SweepProgress, last_line
+    from orchestrator.progress import SweepProgress
 
     console = console or Console(stderr=True)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
@@ -152,11 +158,14 @@ def run_sweep(
         experiment = pool.submit(ensure_experiment, tracking_uri, config.name)
         init_ray(address)
         experiment_id = experiment.result()
+    if not resume:
+        write_sweep_state(results_dir(config), tracking_uri, experiment_id, config.name)
     trainable = tune.with_resources(training_trial, _trial_resources(config))
     progress = SweepProgress(len(plan.trainings), config.train.steps, console)
     tune_path = _join(storage, TUNE_DIR)
     if resume:
-        tuner = tune.Tuner.restore(tune_path, trainable=trainable, resume_unfinished=True, resume_errored=False)
+            # Errored trials are retried too (from their last checkpoint): a crash or a killed worker is repaired.
+        tuner = tune.Tuner.restore(tune_path, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
         tuner = tune.Tuner(
             trainable,
@@ -171,18 +180,28 @@ def run_sweep(
                 verbose=0,
             ),
         )
-    results = tuner.fit()
-    errors = {
-        TrainingKey(**r.config["key"]).trial_id: last_line(str(r.error)) or type(r.error).__name__
-        for r in results
-        if r.error is not None
-    }
+    try:
+        tuner.fit()
+    except KeyboardInterrupt:  # a second Ctrl-C while Tune was stopping: what is saved is still resumable
+        pass
+    states = tune_trial_states(tune_path)
+    evaluations = {run.data.tags[TAG_TRIAL]: (run, content) for run, content in read_evaluations(tracking_uri, experiment_id)}
+    fixed = reconcile(config, plan, tracking_uri, experiment_id, states, sweep_file, evaluations)
     outcome_runs = collect_runs(tracking_uri, config.name)
-    runs_path, table_path = write_tables(outcome_runs, results_dir(config))
-    recorded = set(outcome_runs["trial_id"]) if "trial_id" in outcome_runs else set()
-    unrecorded = {trial: why for trial, why in errors.items() if trial not in recorded}
+    runs_path: Path | None
+    table_path: Path | None
+    try:
+        runs_path, table_path = write_tables(outcome_runs, results_dir(config))
+        not_written = None
+    except FewerRowsError as err:
+        runs_path = table_path = None
+        not_written = str(err)
+    failed = sum(1 for s in states.values() if s.status == "ERROR")
     seconds = time.perf_counter() - start
-    return SweepOutcome(outcome_runs, runs_path, table_path, len(plan.trainings), len(errors), seconds, unrecorded)
+    return SweepOutcome(
+        outcome_runs, runs_path, table_path, len(plan.trainings), failed, seconds, fixed.unrecorded, fixed.interrupted,
+        fixed.repaired, not_written,
+    )  # fmt: skip
 
 
 def _param_space(

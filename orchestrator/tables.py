@@ -59,16 +59,41 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values(GROUP_COLUMNS, na_position="first", kind="stable").reset_index(drop=True)
 
 
+class FewerRowsError(RuntimeError):
+    """A rebuild would replace runs.parquet with fewer rows than it holds: the store lost some."""
+
+
 def write_parquet(frame: pd.DataFrame, path: Path) -> None:
-    """Atomic write: a reader never sees half a file."""
+    """Atomic write: a reader never sees half a file, and a failed write (a full disk) leaves the old one and
+    no temporary file behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".parquet.tmp")
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    try:
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
-def write_tables(runs: pd.DataFrame, out_dir: Path) -> tuple[Path, Path]:
+def _rows_in(path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(path).metadata.num_rows
+    except (OSError, ValueError):
+        return 0
+
+
+def write_tables(runs: pd.DataFrame, out_dir: Path, allow_fewer: bool = False) -> tuple[Path, Path]:
+    """runs.parquet and table.parquet; refuses (FewerRowsError) to replace a runs.parquet that has more rows
+    than `runs`, unless asked: rows that vanished from the store must not vanish from the tables unsaid."""
     runs_path, table_path = out_dir / "runs.parquet", out_dir / "table.parquet"
+    before = _rows_in(runs_path) if runs_path.exists() else 0
+    if len(runs) < before and not allow_fewer:
+        raise FewerRowsError(
+            f"{runs_path} holds {before} rows but the MLflow store now gives {len(runs)}: left as it was "
+            f"(was the store replaced or were runs deleted?)"
+        )
     write_parquet(runs, runs_path)
     write_parquet(summarize(runs), table_path)
     return runs_path, table_path

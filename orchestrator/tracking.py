@@ -15,16 +15,25 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 from orchestrator.plan import TrainingKey
 
 EVALUATIONS_ARTIFACT = "evaluations.json"
+T = TypeVar("T")
 TAG_SWEEP = "fmx.sweep"
 TAG_TRIAL = "fmx.trial_id"
 TAG_ERROR = "fmx.error"
 TAG_NODE = "fmx.node_id"
+TAG_INTERRUPTED = "fmx.interrupted"
+#: How long a trial (or the driver) keeps retrying MLflow before it gives up; an outage of minutes loses nothing.
+RETRY_SECONDS_ENV = "FMX_MLFLOW_RETRY_SECONDS"
+DEFAULT_RETRY_SECONDS = 600.0
+#: MLflow errors that no retry can mend (a wrong request, not an unreachable store).
+_PERMANENT_ERRORS = {"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS", "PERMISSION_DENIED",
+                     "UNAUTHENTICATED", "BAD_REQUEST", "INVALID_STATE"}  # fmt: skip
 
 
 class TrackingError(RuntimeError):
@@ -72,22 +81,64 @@ def check_tracking_uri(uri: str, timeout: float = 3.0) -> None:
 
 
 def client(uri: str):  # -> mlflow.MlflowClient; imported lazily, `import mlflow` costs ~1.4 s
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    # fmx retries whole calls itself (`retrying`), with a time budget and a log line per wait.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=uri)
 
 
+class TrackingUnavailable(RuntimeError):
+    """MLflow could not be reached within the retry budget; what was to be written is kept elsewhere."""
+
+
+def _is_permanent(err: Exception) -> bool:
+    return getattr(err, "error_code", None) in _PERMANENT_ERRORS
+
+
+def retry_budget() -> float:
+    try:
+        return max(0.0, float(os.environ.get(RETRY_SECONDS_ENV, DEFAULT_RETRY_SECONDS)))
+    except ValueError:
+        return DEFAULT_RETRY_SECONDS
+
+
+def retrying(call: Callable[[], T], what: str, budget: float | None = None, log: Callable[[str], None] = print) -> T:
+    """Run an MLflow call, retrying with back-off (1, 2, 4 ... 30 s) while the store is unreachable (a server
+    restarting, a locked sqlite file); gives up with TrackingUnavailable once `budget` seconds have passed."""
+    budget = retry_budget() if budget is None else budget
+    deadline = time.monotonic() + budget
+    delay = 1.0
+    while True:
+        try:
+            return call()
+        except Exception as err:  # noqa: BLE001 - MLflow raises many kinds for one outage
+            if _is_permanent(err):
+                raise
+            left = deadline - time.monotonic()
+            reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]
+            if left <= 0:
+                raise TrackingUnavailable(f"MLflow unreachable while trying to {what} (gave up after {budget:.0f} s): {reason}") from err
+            wait = min(delay, left, 30.0)
+            log(f"fmx: MLflow call failed ({what}): {reason}; retrying in {wait:.0f} s")
+            time.sleep(wait)
+            delay *= 2
+
+
 def ensure_experiment(uri: str, sweep: str) -> str:
     """The sweep's experiment id, creating it (with an absolute artifact folder) the first time."""
     mlflow_client = client(uri)
-    found = mlflow_client.get_experiment_by_name(sweep)
-    if found is not None:
-        if found.lifecycle_stage == "deleted":
-            mlflow_client.restore_experiment(found.experiment_id)
-        return found.experiment_id
-    return mlflow_client.create_experiment(sweep, artifact_location=default_artifact_location(uri, sweep))
+
+    def ensure() -> str:
+        found = mlflow_client.get_experiment_by_name(sweep)
+        if found is not None:
+            if found.lifecycle_stage == "deleted":
+                mlflow_client.restore_experiment(found.experiment_id)
+            return found.experiment_id
+        return mlflow_client.create_experiment(sweep, artifact_location=default_artifact_location(uri, sweep))
+
+    return retrying(ensure, "create the sweep's experiment")
 
 
 def find_experiment(uri: str, sweep: str) -> str | None:
@@ -96,18 +147,27 @@ def find_experiment(uri: str, sweep: str) -> str | None:
 
 
 class TrialRun:
-    """The MLflow run of one training trial: created once, found again by its tags on resume or retry."""
+    """The MLflow run of one training trial: created once, found again by its tags on resume or retry.
 
-    def __init__(self, uri: str, experiment_id: str, sweep: str, key: TrainingKey, params: dict[str, Any]) -> None:
+    Every call retries while MLflow is unreachable (`retrying`). Metric points carry a timestamp derived from
+    the run's start and the step, so logging the same point again (a retried trial, a repair by the driver)
+    is recognised by the store as the same point instead of adding one."""
+
+    def __init__(
+        self, uri: str, experiment_id: str, sweep: str, key: TrainingKey, params: dict[str, Any], mark_running: bool = True
+    ) -> None:
         self.client = client(uri)
-        query = f"tags.`{TAG_SWEEP}` = '{sweep}' and tags.`{TAG_TRIAL}` = '{key.trial_id}'"
-        existing = self.client.search_runs([experiment_id], filter_string=query, max_results=1)
-        if existing:
-            self.run_id = existing[0].info.run_id
-            self.client.update_run(self.run_id, status="RUNNING")
+        self.key = key
+        existing = retrying(lambda: find_trial_run(self.client, experiment_id, sweep, key.trial_id), "find the trial's run")
+        if existing is not None:
+            self.run_id, self.start_ms = existing.info.run_id, int(existing.info.start_time)
+            self.tags = dict(existing.data.tags)
+            if mark_running:
+                retrying(lambda: self.client.update_run(self.run_id, status="RUNNING"), "mark the run running")
         else:
             tags = {TAG_SWEEP: sweep, TAG_TRIAL: key.trial_id, "mlflow.runName": key.trial_id}
-            self.run_id = self.client.create_run(experiment_id, tags=tags, run_name=key.trial_id).info.run_id
+            info = retrying(lambda: self.client.create_run(experiment_id, tags=tags, run_name=key.trial_id).info, "create a run")
+            self.run_id, self.start_ms, self.tags = info.run_id, int(info.start_time), tags
             self._log_params(params)
 
     def _log_params(self, params: dict[str, Any]) -> None:
@@ -115,11 +175,13 @@ class TrialRun:
 
         items = [Param(k, str(v)) for k, v in sorted(params.items())]
         for i in range(0, len(items), 100):
-            self.client.log_batch(self.run_id, params=items[i : i + 100])
+            batch = items[i : i + 100]
+            retrying(lambda batch=batch: self.client.log_batch(self.run_id, params=batch), "log params")
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         for k, v in tags.items():
-            self.client.set_tag(self.run_id, k, str(v))
+            retrying(lambda k=k, v=v: self.client.set_tag(self.run_id, k, str(v)), "set a tag")
+            self.tags[k] = str(v)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         self._log_batch([(k, v, step) for k, v in metrics.items()])
@@ -131,25 +193,66 @@ class TrialRun:
     def _log_batch(self, triples: list[tuple[str, float | None, int]]) -> None:
         from mlflow.entities import Metric
 
-        now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, int(s)) for k, v, s in triples if v is not None and math.isfinite(float(v))]
+        items = [
+            Metric(k, float(v), self.start_ms + int(s), int(s))
+            for k, v, s in triples
+            if v is not None and math.isfinite(float(v))
+        ]
         for i in range(0, len(items), 1000):
-            self.client.log_batch(self.run_id, metrics=items[i : i + 1000])
+            batch = items[i : i + 1000]
+            retrying(lambda batch=batch: self.client.log_batch(self.run_id, metrics=batch), "log metrics")
 
     def log_evaluations(self, rows: list[dict[str, Any]], summary: dict[str, Any]) -> None:
         """The rows are the source of truth for the Parquet tables; metrics mirror them for the UI."""
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / EVALUATIONS_ARTIFACT
             path.write_text(json.dumps({"summary": summary, "rows": rows}, indent=1, default=_json_default))
-            self.client.log_artifact(self.run_id, str(path))
+            retrying(lambda: self.client.log_artifact(self.run_id, str(path)), "log the evaluation rows")
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(self.run_id, str(path), artifact_path)
+        retrying(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path), f"log {Path(path).name}")
 
-    def finish(self, status: str, error: str | None = None) -> None:
+    def finish(self, status: str, error: str | None = None, interrupted: bool = False) -> None:
+        """End the run FINISHED or FAILED, with its reason; a run that succeeds on a retry loses the old reason."""
         if error:
-            self.client.set_tag(self.run_id, TAG_ERROR, error[:4000])
-        self.client.set_terminated(self.run_id, status=status)
+            self.set_tags({TAG_ERROR: error[:4000]})
+        if interrupted:
+            self.set_tags({TAG_INTERRUPTED: "1"})
+        for stale in [t for t in (TAG_ERROR, TAG_INTERRUPTED) if t in self.tags]:
+            if (stale == TAG_ERROR and not error) or (stale == TAG_INTERRUPTED and not interrupted):
+                retrying(lambda stale=stale: self.client.delete_tag(self.run_id, stale), "clear an old failure tag")
+                self.tags.pop(stale, None)
+        retrying(lambda: self.client.set_terminated(self.run_id, status=status), "end the run")
+
+
+def log_trial_record(
+    run: TrialRun, summary: dict[str, Any], rows: list[dict[str, Any]], record: dict[str, Any], resumed_from: int
+) -> None:
+    """Everything a trial's run shows but its plots: the loss curve, per-setting metrics, timings and the rows
+    (evaluations.json, the tables' source). Shared by the trial and by the driver repairing a trial's record."""
+    from orchestrator.records import metrics_of, totals_of
+
+    totals = totals_of(record)
+    summary = {**summary, **totals, "resumed_from_step": resumed_from}
+    rows = [{**row, **totals} for row in rows]
+    losses = [(int(s), float(v)) for s, v in record.get("losses", [])]
+    step = totals["train_steps"]
+    run.log_metrics({"train_loss_final": losses[-1][1]} if losses else {}, step)
+    run.log_history("train_loss", losses)
+    for at, metrics in metrics_of(rows).items():
+        run.log_metrics(metrics, at)
+    run.log_metrics(
+        {"train_seconds": totals["train_seconds"], "compute_seconds": totals["compute_seconds"], "resumed_from_step": resumed_from},
+        step,
+    )
+    run.log_evaluations(rows, summary)
+
+
+def find_trial_run(mlflow_client: Any, experiment_id: str, sweep: str, trial_id: str) -> Any | None:
+    """The run of a trial, by its tags (one per trial; deleted runs are not searched)."""
+    query = f"tags.`{TAG_SWEEP}` = '{sweep}' and tags.`{TAG_TRIAL}` = '{trial_id}'"
+    found = mlflow_client.search_runs([experiment_id], filter_string=query, max_results=1)
+    return found[0] if found else None
 
 
 def _json_default(value: Any) -> Any:
@@ -159,20 +262,26 @@ def _json_default(value: Any) -> Any:
 
 
 def read_evaluations(uri: str, experiment_id: str) -> list[tuple[Any, dict[str, Any]]]:
-    """(run, evaluations.json content) for every fmx run of the experiment that has logged its rows."""
+    """(run, evaluations.json content) for every fmx run of the experiment that has logged its rows. An
+    unreachable store is retried, then raises: it must never read as 'no rows'."""
     mlflow_client = client(uri)
-    runs = mlflow_client.search_runs([experiment_id], filter_string=f"tags.`{TAG_TRIAL}` != ''", max_results=50000)
+    runs = retrying(
+        lambda: mlflow_client.search_runs([experiment_id], filter_string=f"tags.`{TAG_TRIAL}` != ''", max_results=50000),
+        "list the sweep's runs",
+    )
     out = []
     for run in runs:
-        try:
-            text = _load_text(mlflow_client, run)
-        except Exception:  # a trial that never reached its evaluations (driver died before it ran)
-            continue
-        out.append((run, json.loads(text)))
+        text = retrying(lambda run=run: _load_text(mlflow_client, run), "read a run's evaluation rows")
+        if text is not None:
+            out.append((run, json.loads(text)))
     return out
 
 
-def _load_text(mlflow_client: Any, run: Any) -> str:
+def _load_text(mlflow_client: Any, run: Any) -> str | None:
+    """The run's evaluations.json, or None where the run has none yet (its trial never got that far)."""
+    names = {Path(a.path).name for a in mlflow_client.list_artifacts(run.info.run_id)}
+    if EVALUATIONS_ARTIFACT not in names:
+        return None
     with tempfile.TemporaryDirectory() as tmp:
         local = mlflow_client.download_artifacts(run.info.run_id, EVALUATIONS_ARTIFACT, tmp)
         return Path(local).read_text()

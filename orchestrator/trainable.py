@@ -23,18 +23,9 @@ import torch
 from orchestrator.config import SweepConfig
 from orchestrator.plan import EvalSetting, TrainingKey
 from orchestrator.plots import save_loss_curve, save_samples
-from orchestrator.tracking import TAG_NODE, TrialRun
-from orchestrator.trial import TrialRunner, failed_rows
-
-
-def trial_params(config: SweepConfig, key: TrainingKey) -> dict[str, Any]:
-    """The MLflow params of a run: identical names in every run so the compare view lines up."""
-    params: dict[str, Any] = {**key.as_dict(), "sweep": config.name, "dataset": config.dataset.name}
-    params.update({f"dataset.{k}": v for k, v in config.dataset.options.items()})
-    params.update({f"model.{k}": v for k, v in config.model.model_dump().items()})
-    params.update({f"train.{k}": v for k, v in config.train.model_dump().items()})
-    params.update({f"eval.{k}": v for k, v in config.eval.model_dump().items()})
-    return params
+from orchestrator.records import ZERO_TOTALS, complete_rows, failed_rows, setting_of, trial_params, trial_summary
+from orchestrator.tracking import TAG_NODE, TrialRun, log_trial_record
+from orchestrator.trial import TrialRunner
 
 
 def _boundaries(config: SweepConfig, eval_steps: list[int]) -> list[int]:
@@ -42,26 +33,9 @@ def _boundaries(config: SweepConfig, eval_steps: list[int]) -> list[int]:
     return sorted(set(range(every, config.train.steps + 1, every)) | set(eval_steps) | {config.train.steps})
 
 
-def _metrics_of(rows: list[dict[str, Any]]) -> dict[int, dict[str, float]]:
-    """Per training step, MLflow metrics named `<quantity>/<solver setting>`."""
-    out: dict[int, dict[str, float]] = {}
-    for row in rows:
-        if row["status"] != "ok":
-            continue
-        label = EvalSetting(row["solver"], row["tol"], row["nfe_budget"]).label
-        step = out.setdefault(int(row["train_step"]), {})
-        step[f"nfe/{label}"] = row["nfe"]
-        step[f"ode_error/{label}"] = row["ode_error"]
-        draws = row.get("dequant_draws")
-        step[f"nll/{label}" + (f"_k{draws}" if draws is not None else "")] = row["nll"]
-        if row["sample_metric_name"]:
-            step[f"{row['sample_metric_name']}/{label}"] = row["sample_metric"]
-    return out
-
-
 def _eval_progress(index: int, total: int, row: dict[str, Any]) -> dict[str, Any]:
     """A metrics-only Tune result saying which evaluation just finished (the terminal shows it live)."""
-    label = EvalSetting(row["solver"], row["tol"], row["nfe_budget"]).label
+    label = setting_of(row).label
     out: dict[str, Any] = {"step": row["train_step"], "evaluated": index + 1, "evaluations": total, "setting": label}
     out.update({k: row[k] for k in ("nfe", "nll", "sample_metric", "sample_metric_name", "error") if row.get(k) is not None})
     return out
@@ -155,9 +129,6 @@ def _fit_with_torch_trainer(runner: TrialRunner, params: dict[str, Any], storage
         runner.restore(directory)
 
 
-_ZERO_TOTALS = {"train_steps": 0, "train_seconds": 0.0, "compute_seconds": 0.0}
-
-
 def _reason(err: Exception) -> str:
     """One line saying why a trial failed (Ray Train wraps a worker's error: name the cause)."""
     root = getattr(err, "cause", None) or err
@@ -166,7 +137,10 @@ def _reason(err: Exception) -> str:
 
 def run_training_trial(params: dict[str, Any], started_at: float, started: float) -> None:
     """One training configuration: train, evaluate, log to MLflow. `started_at` (epoch seconds) and
-    `started` (perf_counter) are when the trial began (in an actor's first trial, before this module's import)."""
+    `started` (perf_counter) are when the trial began (in an actor's first trial, before this module's import).
+
+    Each checkpoint already holds the rows evaluated so far (record.json), so what MLflow must receive at the
+    end is never only in this process: if the trial dies, the driver finishes its record from there."""
     config = SweepConfig.model_validate(params["config"])
     key = TrainingKey(**params["key"])
     settings = [EvalSetting(**s) for s in params["settings"]]
@@ -175,10 +149,7 @@ def run_training_trial(params: dict[str, Any], started_at: float, started: float
     run = TrialRun(params["tracking_uri"], params["experiment_id"], config.name, key, trial_params(config, key))
     node_id = ray.get_runtime_context().get_node_id()
     run.set_tags({TAG_NODE: node_id})
-    summary = {
-        "sweep": config.name, "trial_id": key.trial_id, "dataset": config.dataset.name, "model": config.model.kind,
-        **key.as_dict(), "node_id": node_id, "resumed_from_step": 0, "trial_started_at": started_at,
-    }  # fmt: skip
+    summary = trial_summary(config, key, node_id, started_at)
     try:
         runner = TrialRunner(config, key)
         checkpoint = ray.tune.get_checkpoint()
@@ -187,9 +158,9 @@ def run_training_trial(params: dict[str, Any], started_at: float, started: float
                 runner.restore(directory)
     except Exception as err:  # e.g. an unreadable image in a data folder: record it like any failed trial
         error = _reason(err)
-        summary.update(_ZERO_TOTALS, error=error)
+        summary.update(ZERO_TOTALS, error=error)
         summary["trial_seconds"] = time.perf_counter() - started
-        run.log_evaluations([{**row, **_ZERO_TOTALS} for row in failed_rows(settings, eval_steps, error)], summary)
+        run.log_evaluations([{**row, **ZERO_TOTALS} for row in failed_rows(settings, eval_steps, error)], summary)
         run.finish("FAILED", error)
         raise
     resumed_from = runner.step
@@ -207,30 +178,15 @@ def run_training_trial(params: dict[str, Any], started_at: float, started: float
             status, error = "FINISHED", None
         except Exception as err:
             status, error = "FAILED", _reason(err)
-        done = {int(r["train_step"]) for r in runner.rows}
-        rows = runner.rows + (failed_rows(settings, [s for s in eval_steps if s not in done], error) if error else [])
-        totals = {"train_steps": runner.step, "train_seconds": runner.train_seconds, "compute_seconds": runner.compute_seconds}
-        summary.update(totals, error=error)
-        for row in rows:
-            row.update(totals)
-        run.log_metrics({"train_loss_final": runner.losses[-1][1]} if runner.losses else {}, runner.step)
-        run.log_history("train_loss", runner.losses)
-        for step, metrics in _metrics_of(rows).items():
-            run.log_metrics(metrics, step)
-        run.log_metrics(
-            {"train_seconds": runner.train_seconds, "compute_seconds": runner.compute_seconds,
-             "resumed_from_step": resumed_from},
-            runner.step,
-        )  # fmt: skip
         if runner.losses:
             save_loss_curve(runner.losses, artifacts / "loss_curve.png", title=key.trial_id)
+        summary.update(trial_seconds=time.perf_counter() - started, error=error)
+        rows = complete_rows(runner.rows, settings, eval_steps, error)
+        log_trial_record(run, summary, rows, runner.record(), resumed_from)
         for file in sorted(artifacts.glob("*.png")):
             run.log_artifact(file, "plots")
         for file in sorted(artifacts.glob("*.npz")):
             run.log_artifact(file, "samples")
-        # The trial's wall time up to here, against compute_seconds, is its in-trial orchestration cost.
-        summary["trial_seconds"] = time.perf_counter() - started
-        run.log_evaluations(rows, summary)
         run.finish(status, error)
     if error:
         raise RuntimeError(error)

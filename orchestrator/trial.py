@@ -7,6 +7,7 @@ layers stay thin wrappers around it.
 from __future__ import annotations
 
 import math
+import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,8 +28,29 @@ from fm_core.sampling import SolverSpec, sample
 from fm_core.training import NonFiniteLossError, make_optimizer, train_step
 from orchestrator.config import ModelConfig, SweepConfig
 from orchestrator.plan import EvalSetting, TrainingKey
+from orchestrator.records import RECORD_FILE, eval_row, read_record, write_record
 
 STATE_FILE = "state.pt"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is not fmx's, is of another trial, or holds more than tensors and plain data."""
+
+
+def load_state_file(path: Path, device: str = "cpu") -> dict[str, Any]:
+    """torch.load with weights_only=True: a pickle that would build any other object (and so could run
+    code) is refused with a one-line reason instead of being executed."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as err:
+        # torch's message is advice around one line that names what the pickle asked for.
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        reason = next((line for line in lines if "GLOBAL" in line or "Unsupported" in line), lines[-1] if lines else "")
+        raise CheckpointError(f"{path}: refused to load: it holds more than tensors and plain data ({reason})") from None
+    except (OSError, EOFError, RuntimeError) as err:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
+
+
 TRAJECTORY_POINTS = 6  # states kept along the reference solve of 2-D data (t = 0, 0.2, ..., 1)
 
 
@@ -52,35 +74,6 @@ def build_model(model: ModelConfig, dataset: Dataset) -> nn.Module:
 
 def build_path(key: TrainingKey, config: SweepConfig) -> AffinePath:
     return make_path("ot", sigma_min=config.train.sigma_min) if key.path == "ot" else make_path(key.path)
-
-
-def failed_rows(settings: list[EvalSetting], steps: list[int], reason: str) -> list[dict[str, Any]]:
-    """Rows recording that these evaluations could not run, with why."""
-    return [
-        _row(s, step, status="failed", error=reason) for step in steps for s in settings
-    ]
-
-
-def _row(setting: EvalSetting, step: int, **values: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "train_step": step,
-        "solver": setting.solver,
-        "tol": setting.tol,
-        "nfe_budget": setting.nfe_budget,
-        "nfe": None,
-        "nll": math.nan,
-        "nll_unit": None,
-        "nll_nfe": None,
-        "dequant_draws": None,
-        "sample_metric": math.nan,
-        "sample_metric_name": None,
-        "ode_error": math.nan,
-        "eval_seconds": 0.0,
-        "status": "ok",
-        "error": None,
-    }
-    base.update(values)
-    return base
 
 
 @dataclass
@@ -115,6 +108,9 @@ class TrialRunner:
         self.generator = torch.Generator().manual_seed(self.key.seed)
 
     # --- checkpoints ---------------------------------------------------------------------------
+    # state.pt holds tensors and plain containers only, loaded with weights_only=True: a checkpoint is data,
+    # never code (Ray restores trials from files on shared storage, `fmx eval` from any folder it is given).
+    # record.json holds what the driver must read without PyTorch: rows, the loss curve, the step.
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -123,31 +119,52 @@ class TrialRunner:
             "scheduler": self.scheduler.state_dict(),
             "generator": self.generator.get_state(),
             "step": self.step,
+        }
+
+    def record(self) -> dict[str, Any]:
+        """The checkpoint's JSON side: enough for the driver to finish this trial's record on its own."""
+        return {
+            "trial_id": self.key.trial_id,
+            "sweep": self.config.name,
+            "step": self.step,
             "losses": self.losses,
             "train_seconds": self.train_seconds,
             "eval_seconds": self.eval_seconds,
             "rows": self.rows,
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any], record: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.generator.set_state(state["generator"])
         self.step = int(state["step"])
-        self.losses = list(state["losses"])
-        self.train_seconds = float(state["train_seconds"])
-        self.eval_seconds = float(state.get("eval_seconds", 0.0))
-        self.rows = list(state["rows"])
+        self.losses = [(int(s), float(v)) for s, v in record.get("losses", [])]
+        self.train_seconds = float(record.get("train_seconds", 0.0))
+        self.eval_seconds = float(record.get("eval_seconds", 0.0))
+        self.rows = list(record.get("rows", []))
 
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         torch.save(self.state_dict(), directory / STATE_FILE)
+        write_record(directory, self.record())
         return directory
 
     def restore(self, directory: str | Path) -> None:
-        self.load_state_dict(torch.load(Path(directory) / STATE_FILE, map_location=self.device, weights_only=False))
+        """Load a checkpoint folder; raises CheckpointError if it is not one this trial may load."""
+        directory = Path(directory)
+        state = load_state_file(directory / STATE_FILE, self.device)
+        record = read_record(directory)
+        if record is None and "rows" in state:  # written before record.json existed: all in state.pt
+            record = state
+        if record is None:
+            raise CheckpointError(f"{directory}: no readable {RECORD_FILE} beside {STATE_FILE}")
+        if record.get("trial_id") not in (None, self.key.trial_id):
+            raise CheckpointError(
+                f"{directory}: the checkpoint is of trial '{record['trial_id']}', not '{self.key.trial_id}'"
+            )
+        self.load_state_dict(state, record)
 
     # --- training ------------------------------------------------------------------------------
 
@@ -259,7 +276,7 @@ class TrialRunner:
                 seconds = time.perf_counter() - start
                 for draws, nll in nlls:  # one row per dequantization K (a single row for vectors)
                     rows.append(
-                        _row(
+                        eval_row(
                             setting, self.step, nfe=nfe, nll=nll, nll_unit=unit, nll_nfe=nll_nfe,
                             dequant_draws=draws, sample_metric=metric, sample_metric_name=metric_name,
                             ode_error=error, eval_seconds=seconds,
@@ -267,7 +284,7 @@ class TrialRunner:
                     )  # fmt: skip
             except Exception as err:  # one bad setting must not lose the others
                 reason = f"{type(err).__name__}: {err}".splitlines()[0]
-                rows.append(_row(setting, self.step, status="failed", error=reason, eval_seconds=time.perf_counter() - start))
+                rows.append(eval_row(setting, self.step, status="failed", error=reason, eval_seconds=time.perf_counter() - start))
             if on_row is not None:
                 on_row(index, rows[-1])
         return rows, samples

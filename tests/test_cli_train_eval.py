@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import pytest
+import torch
+
+from orchestrator.config import load_sweep
+from orchestrator.plan import plan_sweep
+from orchestrator.trial import CheckpointError, TrialRunner
 from tests.cli_helpers import REPO, run_fmx
 
 
@@ -19,3 +26,47 @@ def test_train_then_eval_a_checkpoint_under_another_solver(tmp_path: Path):
     assert float(values["sample_metric"]) > 0
     wrong = run_fmx(["train", str(REPO / "sweeps" / "smoke.yaml"), "--trial", "ot-sm-independent-s0"], tmp_path)
     assert wrong.returncode == 2 and "ot-fm-independent-s0" in wrong.stderr
+
+
+class _Payload:
+    """A pickle that, when loaded without weights_only, runs a command (it creates a marker file)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_eval_refuses_checkpoints_that_are_not_fmx_data(tmp_path: Path):
+    """No code runs from a checkpoint: a state.pt with a pickle payload is refused, and so are folders whose
+    trial.txt names another trial or none of the sweep's."""
+    trained = run_fmx(["train", str(REPO / "sweeps" / "smoke.yaml"), "--trial", "vp-fm-independent-s0"], tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    checkpoint = tmp_path / "checkpoints" / "vp-fm-independent-s0"
+    assert (checkpoint / "record.json").is_file()
+    args = ["eval", str(checkpoint), "--solver", "euler", "--nfe", "4"]
+
+    (checkpoint / "trial.txt").write_text("ot-fm-independent-s0\n")  # a real trial, but not this checkpoint's
+    other = run_fmx(args, tmp_path)
+    assert other.returncode == 2 and "is of trial 'vp-fm-independent-s0'" in other.stderr, other.stderr
+    (checkpoint / "trial.txt").write_text("nosuch-trial\n")
+    unknown = run_fmx(args, tmp_path)
+    assert unknown.returncode == 2 and "'nosuch-trial' is not a training" in unknown.stderr, unknown.stderr
+    assert "Traceback" not in other.stderr + unknown.stderr
+
+    (checkpoint / "trial.txt").write_text("vp-fm-independent-s0\n")
+    marker = tmp_path / "payload-ran"
+    state = torch.load(checkpoint / "state.pt", weights_only=True)
+    state["optimizer"] = _Payload(marker)
+    torch.save(state, checkpoint / "state.pt")
+    evil = run_fmx(args, tmp_path)
+    assert evil.returncode == 2, evil.stderr
+    assert "refused to load" in evil.stderr and "posix.system" in evil.stderr and "Traceback" not in evil.stderr
+    assert not marker.exists()
+    # The same loader restores Ray Tune trials from shared storage.
+    config = load_sweep(checkpoint / "sweep.yaml")
+    key = next(k for k in plan_sweep(config).trainings if k.trial_id == "vp-fm-independent-s0")
+    with pytest.raises(CheckpointError, match="refused to load"):
+        TrialRunner(config, key).restore(checkpoint)
+    assert not marker.exists()

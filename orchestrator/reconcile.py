@@ -1,0 +1,132 @@
+"""After Tune returns, make every planned trial's MLflow record whole, from the driver.
+
+A trial records itself when it can. When it cannot (its worker was killed with SIGKILL or by the
+out-of-memory killer, the driver was interrupted, MLflow stayed unreachable past the trial's retries, a
+store lost a run's rows), its run would stay RUNNING with no rows. The driver then writes the record from
+the trial's last checkpoint (`record.json`, read without PyTorch): the rows evaluated so far, a failed
+row with the reason for every evaluation it never reached, the loss curve, and a FINISHED or FAILED end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from orchestrator.config import SweepConfig
+from orchestrator.plan import SweepPlan, TrainingKey
+from orchestrator.progress import last_line
+from orchestrator.records import complete_rows, read_record, trial_params, trial_summary
+from orchestrator.tracking import (
+    TAG_NODE, TAG_SWEEP, TAG_TRIAL, TrialRun, client, log_trial_record, retrying,
+)  # fmt: skip
+
+INTERRUPTED = "interrupted before it finished: continue with `fmx sweep {file} --resume`"
+TERMINAL = ("FINISHED", "FAILED")
+
+
+@dataclass(frozen=True)
+class TrialState:
+    """What Tune knows of one trial once `fit()` has returned."""
+
+    status: str  # TERMINATED, ERROR, or one that means it never finished (PENDING, RUNNING, PAUSED)
+    error: str | None
+    checkpoint: Any | None  # ray.train.Checkpoint of its latest report, if any
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("TERMINATED", "ERROR")
+
+
+@dataclass
+class Reconciled:
+    """What the driver had to write itself, by trial id."""
+
+    repaired: dict[str, str | None] = field(default_factory=dict)  # trial -> reason (None: rows complete)
+    interrupted: list[str] = field(default_factory=list)
+    unrecorded: dict[str, str] = field(default_factory=dict)  # failed without ever creating its MLflow run
+
+
+def tune_trial_states(tune_path: str) -> dict[str, TrialState]:
+    """Every trial Tune's experiment state lists, by fmx trial id (works for trials that never reported)."""
+    from ray.tune import ExperimentAnalysis
+
+    states: dict[str, TrialState] = {}
+    for trial in ExperimentAnalysis(tune_path).trials:
+        key = TrainingKey(**(trial.config or {})["key"])
+        error = trial.get_error() if trial.status == "ERROR" else None
+        reason = (last_line(str(error)) or "the trial failed") if trial.status == "ERROR" else None
+        states[key.trial_id] = TrialState(trial.status, reason, trial.checkpoint)
+    return states
+
+
+def _record_of(checkpoint: Any | None) -> dict[str, Any]:
+    if checkpoint is None:
+        return {}
+    try:
+        with checkpoint.as_directory() as directory:
+            return read_record(directory) or {}
+    except Exception:  # noqa: BLE001 - a checkpoint lost with its storage: nothing to recover from it
+        return {}
+
+
+def _rows_complete(content: dict[str, Any] | None, plan: SweepPlan) -> bool:
+    return content is not None and len(content.get("rows", [])) >= len(plan.settings) * len(plan.eval_steps)
+
+
+def reconcile(
+    config: SweepConfig,
+    plan: SweepPlan,
+    uri: str,
+    experiment_id: str,
+    states: dict[str, TrialState],
+    sweep_file: str,
+    evaluations: dict[str, tuple[Any, dict[str, Any]]],
+) -> Reconciled:
+    """Write the record of every planned trial whose run is missing, not ended, or short of rows.
+    `evaluations` is what MLflow already holds (trial id -> (run, evaluations.json))."""
+    mlflow_client = client(uri)
+    query = f"tags.`{TAG_SWEEP}` = '{config.name}'"
+    runs = retrying(lambda: mlflow_client.search_runs([experiment_id], filter_string=query, max_results=50000), "list runs")
+    run_of = {r.data.tags.get(TAG_TRIAL): r for r in runs if r.data.tags.get(TAG_TRIAL)}
+    out = Reconciled()
+    for key in plan.trainings:
+        trial = key.trial_id
+        state = states.get(trial, TrialState("PENDING", None, None))
+        if not state.finished:
+            out.interrupted.append(trial)
+        run = run_of.get(trial)
+        held = evaluations.get(trial)
+        if run is not None and run.info.status in TERMINAL and state.finished and _rows_complete(held and held[1], plan):
+            continue
+        reason = state.error if state.status == "ERROR" else None
+        if not state.finished:
+            reason = INTERRUPTED.format(file=sweep_file)
+        record = _record_of(state.checkpoint)
+        rows = record.get("rows", [])
+        if reason is None and len(rows) < len(plan.settings) * len(plan.eval_steps):
+            reason = "the trial ended without a record of this evaluation (see its Ray logs)"
+        rows = complete_rows(rows, plan.settings, plan.eval_steps, reason)
+        if run is None and state.status == "ERROR":
+            out.unrecorded[trial] = reason or "the trial failed"
+        _write(config, key, uri, experiment_id, record, rows, reason, interrupted=not state.finished, run=run)
+        out.repaired[trial] = reason
+    return out
+
+
+def _write(
+    config: SweepConfig,
+    key: TrainingKey,
+    uri: str,
+    experiment_id: str,
+    record: dict[str, Any],
+    rows: list[dict[str, Any]],
+    reason: str | None,
+    interrupted: bool,
+    run: Any | None,
+) -> None:
+    trial_run = TrialRun(uri, experiment_id, config.name, key, trial_params(config, key), mark_running=False)
+    node = None if run is None else run.data.tags.get(TAG_NODE)
+    summary = {**trial_summary(config, key, node, None), "error": reason, "trial_seconds": None}
+    log_trial_record(trial_run, summary, rows, record, resumed_from=0)
+    ok = reason is None and all(r["status"] == "ok" for r in rows)
+    trial_run.finish("FINISHED" if ok else "FAILED", reason, interrupted=interrupted)

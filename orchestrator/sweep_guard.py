@@ -1,0 +1,110 @@
+"""What keeps one sweep's state its own: a lock per sweep folder, and the MLflow store it logs to.
+
+Two `fmx sweep` of one file in one folder would otherwise race MLflow's schema migrations on a fresh store
+and, on an existing one, compute everything twice into the same runs. And a `--resume` against a store
+that was replaced or lost would silently rewrite the tables without the rows it no longer holds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+
+LOCK_FILE = "sweep.lock"
+STATE_FILE = "sweep-state.json"
+
+
+class SweepBusy(RuntimeError):
+    """Another fmx process holds this sweep's lock."""
+
+
+class StoreMismatch(RuntimeError):
+    """The MLflow store no longer holds the experiment the sweep logged to."""
+
+
+class SweepLock:
+    """An exclusive, non-blocking lock on results/<sweep>/ held for the whole command (released at exit, also
+    when the process is killed: the OS drops the lock with the file descriptor)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._lock = FileLock(str(folder / LOCK_FILE), timeout=0)
+
+    def acquire(self, sweep: str) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self._lock.acquire()
+        except Timeout:
+            holder = _read_holder(self.folder / (LOCK_FILE + ".pid"))
+            raise SweepBusy(
+                f"sweep '{sweep}' is already running in this folder{holder} (lock {self.folder / LOCK_FILE}); "
+                "wait for it to end, or run it from another folder"
+            ) from None
+        (self.folder / (LOCK_FILE + ".pid")).write_text(str(os.getpid()))
+
+    def release(self) -> None:
+        self._lock.release()
+
+
+def _read_holder(path: Path) -> str:
+    try:
+        return f" (process {int(path.read_text().strip())})"
+    except (OSError, ValueError):
+        return ""
+
+
+def write_sweep_state(folder: Path, tracking_uri: str, experiment_id: str, sweep: str) -> None:
+    """Remember which store and experiment this sweep logs to (checked by --resume)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {"tracking_uri": tracking_uri, "experiment_id": experiment_id, "experiment_name": sweep}
+    tmp = folder / (STATE_FILE + ".tmp")
+    tmp.write_text(json.dumps(state, indent=1))
+    os.replace(tmp, folder / STATE_FILE)
+
+
+def read_sweep_state(folder: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((folder / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def check_store_matches(folder: Path, tracking_uri: str) -> None:
+    """Before --resume: the store must be the one the sweep started with, and still hold its experiment."""
+    state = read_sweep_state(folder)
+    if state is None:  # a sweep from before this check existed: nothing to compare with
+        return
+    sweep, experiment_id = state["experiment_name"], state["experiment_id"]
+    if state["tracking_uri"] != tracking_uri:
+        raise StoreMismatch(
+            f"--resume: sweep '{sweep}' logs to {state['tracking_uri']}, not {tracking_uri}: "
+            f"pass --tracking-uri {state['tracking_uri']}"
+        )
+    if tracking_uri.startswith("sqlite:///"):
+        db = Path(tracking_uri.removeprefix("sqlite:///"))
+        if not db.is_file():
+            raise StoreMismatch(
+                f"--resume: the MLflow store {db} of sweep '{sweep}' is gone; restore it, or delete {folder} to start over"
+            )
+    from orchestrator.tracking import client, retrying
+
+    mlflow_client = client(tracking_uri)
+
+    def lookup() -> Any:
+        try:
+            return mlflow_client.get_experiment(experiment_id)
+        except Exception as err:
+            if getattr(err, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise
+
+    found = retrying(lookup, "look up the sweep's experiment", budget=10)
+    if found is None or found.name != sweep or found.lifecycle_stage == "deleted":
+        raise StoreMismatch(
+            f"--resume: the MLflow store at {tracking_uri} no longer holds experiment '{sweep}' (id {experiment_id}) "
+            f"that this sweep logged to (was it replaced or deleted?); restore it, or delete {folder} to start over"
+        )
