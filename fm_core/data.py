@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from fm_core.dataset_specs import DATASET_SPECS
 from fm_core.names import DATASET_NAMES, DATASET_OPTIONS
 
 #: Synthetic reference sets are drawn with seed ``_REFERENCE_SEED_OFFSET + seed`` so that
@@ -506,10 +507,30 @@ def _resolve_cifar_dir(root: str | Path) -> Path:
     raise FileNotFoundError(f"cifar10: no complete CIFAR-10 batches under '{root_path}'; {expected}")
 
 
+class _ArraysOnlyUnpickler(pickle.Unpickler):
+    """CIFAR-10's batches are pickles of dicts, lists, bytes and numpy arrays. Unpickling may call whatever a
+    file names, so only what rebuilds a numpy array may be named: any other global (os.system, say) is refused
+    before it can run."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+    }  # fmt: skip
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refused to load {module}.{name}: a CIFAR-10 batch holds only arrays and lists")
+        return super().find_class(module, name)
+
+
 def _load_cifar_batch(path: Path) -> tuple[Tensor, Tensor]:
-    # Pickle executes code from the file: only point `root` at a copy you trust.
     with open(path, "rb") as f:
-        batch: dict[Any, Any] = pickle.load(f, encoding="bytes")
+        try:
+            batch: dict[Any, Any] = _ArraysOnlyUnpickler(f, encoding="bytes").load()
+        except pickle.UnpicklingError as err:
+            raise ValueError(f"cifar10: '{path}': {err}") from None
+    if not isinstance(batch, dict):
+        raise ValueError(f"cifar10: '{path}' is not a CIFAR-10 batch (a {type(batch).__name__}, not a dict)")
     data = batch.get(b"data", batch.get("data"))
     labels = batch.get(b"labels", batch.get("labels"))
     if data is None or labels is None:
@@ -555,12 +576,24 @@ _REGISTRY: dict[str, type[Dataset]] = {
 }
 
 
-def _options(cls: type[Dataset]) -> tuple[str, ...]:
-    return tuple(p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "name"))
+def _defaults(cls: type[Dataset]) -> dict[str, Any]:
+    """The constructor's keyword arguments and their defaults, in order."""
+    params = inspect.signature(cls.__init__).parameters
+    return {p: params[p].default for p in params if p not in ("self", "name")}
+
+
+def _spec_agrees(name: str, cls: type[Dataset]) -> bool:
+    """The torch-free spec sweep files are validated against describes this constructor exactly."""
+    spec = DATASET_SPECS[name]
+    return (
+        _defaults(cls) == {o.name: o.default for o in spec.options}
+        and tuple(_defaults(cls)) == DATASET_OPTIONS[name]
+        and cls.is_image == spec.is_image
+    )
 
 
 assert tuple(_REGISTRY) == DATASET_NAMES
-assert all(_options(cls) == DATASET_OPTIONS[name] for name, cls in _REGISTRY.items()), "update fm_core.names"
+assert all(_spec_agrees(name, cls) for name, cls in _REGISTRY.items()), "update fm_core.dataset_specs"
 
 
 def make_dataset(name: str, **options: Any) -> Dataset:

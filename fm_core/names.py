@@ -7,21 +7,16 @@ each name import their list from here, so there is one source of truth.
 
 from __future__ import annotations
 
+from fm_core.dataset_specs import DATASET_SPECS
+
 PATH_NAMES: tuple[str, ...] = ("ot", "vp", "ve")
 OBJECTIVE_NAMES: tuple[str, ...] = ("fm", "sm", "scoreflow", "ddpm")
 #: Objectives that learn a score (or noise) and need a diffusion path to define their ODE.
 SCORE_OBJECTIVES: tuple[str, ...] = ("sm", "scoreflow", "ddpm")
 COUPLING_NAMES: tuple[str, ...] = ("independent", "minibatch_ot")
-#: Each dataset's options (its constructor's keyword arguments; fm_core.data checks they agree on import).
-DATASET_OPTIONS: dict[str, tuple[str, ...]] = {
-    "checkerboard": ("size", "cells"),
-    "8gaussians": ("radius", "std"),
-    "moons": ("noise",),
-    "gmm": ("means", "stds", "weights"),
-    "digits": ("holdout_fraction", "split_seed"),
-    "image_folder": ("root", "image_size", "channels", "holdout_fraction", "split_seed"),
-    "cifar10": ("root",),
-}
+#: Each dataset's options (its constructor's keyword arguments; fm_core.data checks they agree on import);
+#: what each option accepts is in fm_core.dataset_specs.
+DATASET_OPTIONS: dict[str, tuple[str, ...]] = {name: spec.option_names for name, spec in DATASET_SPECS.items()}
 DATASET_NAMES: tuple[str, ...] = tuple(DATASET_OPTIONS)
 #: Function evaluations per step of each fixed-grid solver in torchdiffeq 0.2.5.
 FIXED_STAGES: dict[str, int] = {"euler": 1, "midpoint": 2, "heun2": 2, "heun3": 3, "rk4": 4}

@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator.config import ConfigError, SweepConfig, load_sweep
+from orchestrator.config import ConfigError, SweepConfig, load_sweep, local_capacity_problem
 from orchestrator.plan import plan_sweep
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Flow Matching ablations at any scale.")
@@ -118,25 +118,16 @@ def sweep(
     if dry_run:
         _print_plan(config)
         return
-    from orchestrator.preflight import PreflightError, check_ray_address
-    from orchestrator.sweep import ResumeError, check_resume_state, results_dir, run_sweep, stop_local_ray
-    from orchestrator.sweep_guard import StoreMismatch, SweepBusy, SweepLock, check_store_matches
-
     local = address in (None, "", "local")
     if local:
         # A local Ray serves this machine only: its GCS, raylet and agents then listen on 127.0.0.1 instead of
-        # every interface (Ray reads this before it picks the node's address).
+        # every interface. Ray reads this when it is imported, so before anything below imports it.
         os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    from orchestrator.disk import as_disk_full, full_disk_under
+    from orchestrator.sweep import Unschedulable, results_dir, run_sweep, stop_local_ray
+
     uri = _tracking(tracking_uri)
-    lock = SweepLock(results_dir(config))
-    try:
-        check_ray_address(address)
-        check_resume_state(config, resume)
-        if resume:
-            check_store_matches(results_dir(config), uri)
-        lock.acquire(config.name)
-    except (PreflightError, ResumeError, StoreMismatch, SweepBusy) as err:
-        _fail(str(err))
+    lock = _preflight_sweep(config, file, address, uri, resume)  # held (referenced) until the command returns
     console.print(f"MLflow tracking: [bold]{uri}[/]   (browse with: fmx ui)", highlight=False)
     if not local:
         if not config.storage_path:
@@ -151,9 +142,49 @@ def sweep(
             )
     try:
         outcome = run_sweep(config, uri, address=address, resume=resume, console=console, sweep_file=str(file))
+    except Unschedulable as err:
+        _fail(f"{file}: {err}")
+    except Exception as err:
+        full = as_disk_full(err) or full_disk_under(results_dir(config), uri)
+        if full is None:
+            raise
+        _fail(f"{full}: free some space, then run `fmx sweep {file} --resume`", code=1)
     finally:
         stop_local_ray()
     _report_outcome(outcome, file)
+    lock.release()
+
+
+def _preflight_sweep(config: SweepConfig, file: Path, address: str | None, uri: str, resume: bool):  # -> SweepLock
+    """Everything checked before Ray starts: local capacity, the Ray address, the sweep's earlier state and
+    store, and its lock (held until the command exits). Any problem ends the command with exit 2."""
+    from orchestrator.preflight import PreflightError, check_ray_address, local_gpu_count
+    from orchestrator.sweep import ResumeError, check_resume_state, results_dir, trial_side_cpus
+    from orchestrator.sweep_guard import StoreMismatch, SweepBusy, SweepLock, check_store_matches
+
+    if address in (None, "", "local"):
+        problem = local_capacity_problem(config, file, extra_cpus=trial_side_cpus(config))
+        if problem is not None:
+            _fail(str(problem))
+        gpus = local_gpu_count() if config.train.use_gpu else None
+        if gpus is not None and gpus < config.train.num_workers:
+            _fail(
+                f"{file}: train.use_gpu: {config.train.num_workers} worker(s) need a GPU each, but this machine has "
+                f"{gpus}; set use_gpu: false, or pass --address of a cluster with GPUs"
+            )
+    lock = SweepLock(results_dir(config))
+    try:
+        check_ray_address(address)
+        if lock.folder.is_dir():  # a sweep running here says so before its state is judged
+            lock.acquire(config.name)
+        check_resume_state(config, resume)
+        if resume:
+            check_store_matches(results_dir(config), uri)
+        if not lock.held:  # only now may the folder be created: bad input writes nothing
+            lock.acquire(config.name)
+    except (PreflightError, ResumeError, StoreMismatch, SweepBusy) as err:
+        _fail(str(err))
+    return lock
 
 
 def _report_outcome(outcome, file: Path) -> None:  # noqa: ANN001 - orchestrator.sweep.SweepOutcome
@@ -224,12 +255,18 @@ def tables(
     tracking_uri: TrackingUri = None,
     markdown: Annotated[bool, typer.Option("--markdown", help="print Markdown instead of a terminal table")] = False,
     out_dir: Annotated[Path | None, typer.Option(help="where to write the Parquet files (default results/<name>)")] = None,
+    allow_fewer: Annotated[
+        bool, typer.Option("--allow-fewer", help="replace a runs.parquet that has more rows than MLflow now gives")
+    ] = False,
 ) -> None:
     """Rebuild runs.parquet and table.parquet from MLflow alone, and print the summary."""
     name, uri, runs = _runs_from_mlflow(sweep_name, tracking_uri)
-    from orchestrator.tables import summarize, write_tables
+    from orchestrator.tables import FewerRowsError, summarize, write_tables
 
-    runs_path, table_path = write_tables(runs, out_dir or Path("results") / name)
+    try:
+        runs_path, table_path = write_tables(runs, out_dir or Path("results") / name, allow_fewer=allow_fewer)
+    except FewerRowsError as err:
+        _fail(f"{err}; pass --allow-fewer to replace it anyway", code=1)
     _show_table(summarize(runs), markdown)
     console.print(f"rows: {runs_path}\ntable: {table_path}", highlight=False)
 

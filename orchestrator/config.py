@@ -7,19 +7,77 @@ a worker and nothing is half-written.
 from __future__ import annotations
 
 import os
+import re
+import stat
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
-from fm_core.names import (
-    ADAPTIVE_SOLVERS, COUPLING_NAMES, DATASET_NAMES, DATASET_OPTIONS, FIXED_STAGES, OBJECTIVE_NAMES, PATH_NAMES,
-    SCORE_OBJECTIVES, SOLVER_NAMES,
+from pydantic import (
+    AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, ValidationError, field_validator,
+    model_validator,
 )  # fmt: skip
 
-IMAGE_DATASETS = ("digits", "image_folder", "cifar10")
-FOLDER_DATASETS = ("image_folder", "cifar10")
+from fm_core.checks import OPEN_FRACTION, SEEDS, Range, integers, short_repr
+from fm_core.dataset_specs import DATASET_SPECS, OptionError, check_options
+from fm_core.names import (
+    ADAPTIVE_SOLVERS, COUPLING_NAMES, DATASET_NAMES, FIXED_STAGES, OBJECTIVE_NAMES, PATH_NAMES, SCORE_OBJECTIVES,
+    SOLVER_NAMES,
+)  # fmt: skip
+
+IMAGE_DATASETS = tuple(name for name, spec in DATASET_SPECS.items() if spec.is_image)
+#: A sweep file is a few KiB; a bigger one is a mistake (or an attack), refused before YAML parses it.
+MAX_FILE_BYTES = 256 * 1024
+#: Values in the file counting every YAML *alias as a copy of its &anchor: a "billion laughs" file of a few
+#: hundred bytes expands to billions; the largest shipped sweep has about a hundred.
+MAX_NODES = 100_000
+#: Most optimisation steps, evaluation checkpoints and similar step counts (the paper's CIFAR-10 run: 400k).
+MAX_STEPS = 10_000_000
+#: Most points in one batch (training or evaluation): far beyond what fits a GPU for images.
+MAX_BATCH = 100_000
+#: Most NFE of one fixed-step solve: the paper's budgets are up to a few hundred.
+MAX_NFE = 10_000
+
+
+def _number(rng: Range) -> Any:
+    """An int or float field bounded by `rng`: bools, NaN, infinity and floats for ints are refused, and
+    the message states the allowed range."""
+    return Annotated[int if rng.integer else float, BeforeValidator(rng.check)]
+
+
+def _no_repeats(values: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A list axis with a value twice would train or evaluate it twice (or silently once)."""
+    seen: set[Any] = set()
+    for value in values:
+        if value in seen:
+            raise ValueError(f"repeats {value!r}; list each value once")
+        seen.add(value)
+    return values
+
+
+def _non_empty(values: tuple[Any, ...]) -> tuple[Any, ...]:
+    if not values:
+        raise ValueError("needs at least one value")
+    return values
+
+
+def _axis(item: Any, non_empty: bool = False) -> Any:
+    """A list of distinct values (a tuple once validated)."""
+    checks = (AfterValidator(_non_empty),) if non_empty else ()
+    return Annotated[tuple[item, ...], AfterValidator(_no_repeats), *checks]
+
+
+def _head_channels(value: Any) -> Any:
+    """-1 (the U-Net then takes num_heads heads) or a channel count per head."""
+    if integers(-1, 4096).contains(value) and value != 0:
+        return value
+    raise ValueError("must be -1 (heads from num_heads) or an integer in [1, 4096]")
+
+
+Count = _number(integers(1, MAX_STEPS))
+Seed = _number(SEEDS)
+Tolerance = _number(OPEN_FRACTION)
 
 
 class ConfigError(ValueError):
@@ -50,36 +108,41 @@ class ModelConfig(_Strict):
     """The network: `mlp` (hidden, depth) or `unet` (ADM-style, sizes as in the paper's Table 3)."""
 
     kind: Literal["mlp", "unet"] = "mlp"
-    hidden: int = Field(512, gt=0)
-    depth: int = Field(5, gt=0)
-    model_channels: int = Field(32, gt=0)
-    num_res_blocks: int = Field(1, gt=0)
-    channel_mult: tuple[int, ...] = (1, 2)
-    attention_resolutions: tuple[int, ...] = (4,)
-    num_heads: int = Field(2, gt=0)
-    num_head_channels: int = -1
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    hidden: _number(integers(1, 8192)) = 512  # type: ignore[valid-type]
+    depth: _number(integers(1, 64)) = 5  # type: ignore[valid-type]
+    model_channels: _number(integers(1, 1024)) = 32  # type: ignore[valid-type]
+    num_res_blocks: _number(integers(1, 16)) = 1  # type: ignore[valid-type]
+    channel_mult: tuple[_number(integers(1, 16)), ...] = Field((1, 2), min_length=1, max_length=8)  # type: ignore[valid-type]
+    attention_resolutions: _axis(_number(integers(1, 1024))) = (4,)  # type: ignore[valid-type]
+    num_heads: _number(integers(1, 64)) = 2  # type: ignore[valid-type]
+    num_head_channels: Annotated[int, BeforeValidator(_head_channels)] = Field(
+        -1, description="-1: num_heads heads; else channels per head (the paper's CIFAR-10 U-Net: 64)"
+    )
+    dropout: _number(Range(0.0, 1.0, hi_open=True)) = 0.0  # type: ignore[valid-type]
 
 
 class TrainConfig(_Strict):
     """Optimisation and Ray Train scaling for every training trial of the sweep."""
 
-    steps: int = Field(gt=0)
-    batch_size: int = Field(gt=0)
-    lr: float = Field(1e-3, gt=0)
+    steps: Count  # type: ignore[valid-type]
+    batch_size: _number(integers(1, MAX_BATCH))  # type: ignore[valid-type]
+    lr: _number(Range(0.0, 1.0, lo_open=True, hi_open=True)) = 1e-3  # type: ignore[valid-type]
     lr_schedule: Literal["constant", "poly"] = "constant"
-    warmup_steps: int = Field(0, ge=0)
-    grad_clip: float | None = Field(None, gt=0)
-    checkpoint_every: int = Field(500, gt=0)
-    log_every: int = Field(50, gt=0)
-    num_workers: int = Field(1, gt=0)
-    use_gpu: bool = False
-    torch_trainer: bool = Field(
+    warmup_steps: _number(integers(0, MAX_STEPS)) = 0  # type: ignore[valid-type]
+    grad_clip: _number(Range(0.0, 1e6, lo_open=True)) | None = None  # type: ignore[valid-type]
+    checkpoint_every: Count = 500  # type: ignore[valid-type]
+    log_every: Count = 50  # type: ignore[valid-type]
+    num_workers: _number(integers(1, 1024)) = 1  # type: ignore[valid-type]
+    use_gpu: StrictBool = False
+    torch_trainer: StrictBool = Field(
         False, description="train through Ray Train's TorchTrainer even for one CPU worker (else in the Tune trial)"
     )
-    cpus_per_worker: float = Field(1.0, gt=0)
-    max_failures: int = Field(0, ge=0, description="Tune retries of a failed trial (and Train restarts)")
-    sigma_min: float = Field(0.0, ge=0.0, description="OT path's sigma_min (the paper's 2D runs use ~1e-4)")
+    # Ray counts resources in units of 1e-4; a trial asking for more than any node has waits forever.
+    cpus_per_worker: _number(Range(1e-4, 1024.0)) = 1.0  # type: ignore[valid-type]
+    max_failures: _number(integers(0, 100)) = Field(0, description="Tune retries of a failed trial (and Train restarts)")  # type: ignore[valid-type]
+    sigma_min: _number(Range(0.0, 1.0, hi_open=True)) = Field(  # type: ignore[valid-type]
+        0.0, description="OT path's sigma_min (the paper's 2D runs use ~1e-4)"
+    )
 
     @property
     def uses_torch_trainer(self) -> bool:
@@ -90,94 +153,69 @@ class TrainConfig(_Strict):
 class EvalConfig(_Strict):
     """What each trained checkpoint is measured on, under every solver setting."""
 
-    samples: int = Field(2000, gt=0)
-    likelihood_points: int = Field(500, ge=0)
+    samples: _number(integers(1, MAX_BATCH)) = 2000  # type: ignore[valid-type]
+    likelihood_points: _number(integers(0, MAX_BATCH)) = 500  # type: ignore[valid-type]
     divergence: Literal["auto", "exact", "hutchinson"] = "auto"
     probe: Literal["rademacher", "gaussian"] = "rademacher"
-    dequant_draws: tuple[int, ...] = Field((1,), description="K for bits/dim; several values give Table 4's ablation")
-    reference_tol: float | None = Field(
-        1e-7, gt=0, lt=1,
+    dequant_draws: _axis(_number(integers(1, 1000)), non_empty=True) = Field(  # type: ignore[valid-type]
+        (1,), description="K for bits/dim; several values give Table 4's ablation"
+    )
+    reference_tol: Tolerance | None = Field(  # type: ignore[valid-type]
+        1e-7,
         description="dopri5 tolerance of the reference solve from the same noise that ode_error is measured "
         "against; null skips it (no ode_error, no density over t): on images it costs more than the evaluation",
     )
     likelihood_solver: Literal["same", "dopri5"] = "same"
-    batch_size: int | None = Field(
-        None, gt=0, description="most points in one ODE solve (sampling and likelihood); unset: all at once"
+    batch_size: _number(integers(1, MAX_BATCH)) | None = Field(  # type: ignore[valid-type]
+        None, description="most points in one ODE solve (sampling and likelihood); unset: all at once"
     )
-    at_steps: tuple[int, ...] = ()
-    seed: int = 0
+    at_steps: _axis(Count) = ()  # type: ignore[valid-type]
+    seed: Seed = 0  # type: ignore[valid-type]
 
     @field_validator("dequant_draws", mode="before")
     @classmethod
     def _draws_list(cls, v: Any) -> Any:
         return (v,) if isinstance(v, int) else v
 
-    @field_validator("dequant_draws")
+    @field_validator("dequant_draws", "at_steps")
     @classmethod
-    def _draws_positive(cls, v: tuple[int, ...]) -> tuple[int, ...]:
-        if not v or any(k <= 0 for k in v):
-            raise ValueError("needs one or more draw counts > 0")
-        return tuple(sorted(set(v)))
-
-    @field_validator("at_steps")
-    @classmethod
-    def _positive_sorted(cls, v: tuple[int, ...]) -> tuple[int, ...]:
-        if any(s <= 0 for s in v):
-            raise ValueError("every step must be > 0")
-        return tuple(sorted(set(v)))
+    def _sorted(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(sorted(v))
 
 
 class FaultInjection(_Strict):
     """A deliberate NaN loss in chosen trials: lets users (and fmx's tests) see failure handling work."""
 
-    nan_at_step: int = Field(gt=0)
-    trials: tuple[str, ...] = Field(min_length=1, description="trial ids, e.g. vp-fm-independent-s0")
+    nan_at_step: Count  # type: ignore[valid-type]
+    trials: _axis(str, non_empty=True) = Field(description="trial ids, e.g. vp-fm-independent-s0")  # type: ignore[valid-type]
 
 
 class GridConfig(_Strict):
     """Lists swept over. Training axes: path, objective, coupling, seed. Evaluation axes: solver, tol, nfe."""
 
-    path: tuple[Literal[PATH_NAMES], ...] = ("ot",)  # type: ignore[valid-type]
-    objective: tuple[Literal[OBJECTIVE_NAMES], ...] = ("fm",)  # type: ignore[valid-type]
-    coupling: tuple[Literal[COUPLING_NAMES], ...] = ("independent",)  # type: ignore[valid-type]
-    seed: tuple[int, ...] = (0,)
-    solver: tuple[Literal[SOLVER_NAMES], ...] = ("dopri5",)  # type: ignore[valid-type]
-    tol: tuple[float, ...] = ()
-    nfe: tuple[int, ...] = ()
-    pairs: tuple[tuple[str, ...], ...] | None = Field(
+    path: _axis(Literal[PATH_NAMES], non_empty=True) = ("ot",)  # type: ignore[valid-type]
+    objective: _axis(Literal[OBJECTIVE_NAMES], non_empty=True) = ("fm",)  # type: ignore[valid-type]
+    coupling: _axis(Literal[COUPLING_NAMES], non_empty=True) = ("independent",)  # type: ignore[valid-type]
+    seed: _axis(Seed, non_empty=True) = (0,)  # type: ignore[valid-type]
+    solver: _axis(Literal[SOLVER_NAMES], non_empty=True) = ("dopri5",)  # type: ignore[valid-type]
+    tol: _axis(Tolerance) = ()  # type: ignore[valid-type]
+    nfe: _axis(_number(integers(1, MAX_NFE))) = ()  # type: ignore[valid-type]
+    pairs: _axis(tuple[str, ...]) | None = Field(  # type: ignore[valid-type]
         None,
         description="explicit [path, objective] or [path, objective, coupling] rows instead of the full product",
     )
 
-    @field_validator("tol")
-    @classmethod
-    def _tol_in_range(cls, v: tuple[float, ...]) -> tuple[float, ...]:
-        for tol in v:
-            if not 0 < tol < 1:
-                raise ValueError(f"tolerance {tol} must be in (0, 1)")
-        return v
 
-    @field_validator("nfe")
-    @classmethod
-    def _nfe_positive(cls, v: tuple[int, ...]) -> tuple[int, ...]:
-        for n in v:
-            if n <= 0:
-                raise ValueError(f"NFE budget {n} must be > 0")
-        return v
+class LimitsConfig(_Strict):
+    """How big a grid may be before fmx refuses it as a likely mistake; a sweep file may raise them."""
 
-    @field_validator("path", "objective", "coupling", "seed", "solver")
-    @classmethod
-    def _non_empty_unique(cls, v: tuple[Any, ...]) -> tuple[Any, ...]:
-        if not v:
-            raise ValueError("needs at least one value")
-        if len(set(v)) != len(v):
-            raise ValueError(f"repeats a value: {list(v)}")
-        return v
+    max_trainings: _number(integers(1, 1_000_000)) = 10_000  # type: ignore[valid-type]
+    max_evaluations: _number(integers(1, 100_000_000)) = 1_000_000  # type: ignore[valid-type]
 
 
 class SweepConfig(_Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    description: str = ""
+    name: str = Field(max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = Field("", max_length=10_000)
     dataset: DatasetConfig
     model: ModelConfig = ModelConfig()
     train: TrainConfig
@@ -187,49 +225,22 @@ class SweepConfig(_Strict):
         "reject", description="what to do with combinations that make no sense (score objective on OT)"
     )
     storage_path: str | None = Field(None, description="checkpoints + Tune state; shared storage on a cluster")
-    max_concurrent_trials: int | None = Field(None, gt=0)
+    max_concurrent_trials: _number(integers(1, 10_000)) | None = None  # type: ignore[valid-type]
     fault_injection: FaultInjection | None = None
+    limits: LimitsConfig = LimitsConfig()
+    written_as: dict[str, str] = Field(
+        default_factory=dict,
+        description="not a key of the file: dotted key -> the text the file wrote where ${VAR} was expanded, "
+        "so that logs show '${CIFAR10_ROOT}' rather than the value (which may be private)",
+    )
 
     @model_validator(mode="after")
-    def _solver_axes_fit(self) -> SweepConfig:
-        fixed = [s for s in self.grid.solver if s in FIXED_STAGES]
-        adaptive = [s for s in self.grid.solver if s in ADAPTIVE_SOLVERS]
-        if self.grid.tol and not adaptive:
-            raise _KeyedError("grid.tol", f"a tolerance only applies to adaptive solvers, not to {', '.join(fixed)}")
-        if self.grid.nfe and not fixed:
-            raise _KeyedError("grid.nfe", f"an NFE budget only applies to fixed-step solvers, not to {', '.join(adaptive)}")
-        if adaptive and not self.grid.tol:
-            raise _KeyedError("grid.tol", f"adaptive solver(s) {', '.join(adaptive)} need at least one tolerance")
-        if fixed and not self.grid.nfe:
-            raise _KeyedError("grid.nfe", f"fixed-step solver(s) {', '.join(fixed)} need at least one NFE budget")
-        for n in self.grid.nfe:
-            too_small = [s for s in fixed if n < FIXED_STAGES[s]]
-            if too_small:
-                raise _KeyedError("grid.nfe", f"budget {n} is below one step of {', '.join(too_small)}")
-        if self.dataset.name in IMAGE_DATASETS and self.model.kind != "unet":
-            raise _KeyedError("model.kind", f"image dataset '{self.dataset.name}' needs model.kind: unet")
-        if self.dataset.name not in IMAGE_DATASETS and self.model.kind != "mlp":
-            raise _KeyedError("model.kind", f"low-dimensional dataset '{self.dataset.name}' needs model.kind: mlp")
-        if self.train.checkpoint_every > self.train.steps:
-            object.__setattr__(self.train, "checkpoint_every", self.train.steps)
-        late = [s for s in self.eval.at_steps if s > self.train.steps]
-        if late:
-            raise _KeyedError("eval.at_steps", f"steps {late} are beyond train.steps = {self.train.steps}")
+    def _consistent(self) -> SweepConfig:
+        _check_solver_axes(self.grid)
+        _check_model_kind(self.dataset.name, self.model.kind)
+        _check_steps(self.train, self.eval)
         if self.grid.pairs is not None:
-            for i, row in enumerate(self.grid.pairs):
-                if len(row) not in (2, 3):
-                    raise _KeyedError(f"grid.pairs[{i}]", f"expected [path, objective] or [path, objective, coupling], got {list(row)}")
-                p, o = row[0], row[1]
-                if len(row) == 3 and row[2] not in COUPLING_NAMES:
-                    raise _KeyedError(
-                        f"grid.pairs[{i}]", f"unknown coupling '{row[2]}'; choose one of {', '.join(COUPLING_NAMES)}"
-                    )
-                if p not in PATH_NAMES:
-                    raise _KeyedError(f"grid.pairs[{i}]", f"unknown path '{p}'; choose one of {', '.join(PATH_NAMES)}")
-                if o not in OBJECTIVE_NAMES:
-                    raise _KeyedError(
-                        f"grid.pairs[{i}]", f"unknown objective '{o}'; choose one of {', '.join(OBJECTIVE_NAMES)}"
-                    )
+            _check_pairs(self.grid)
         return self
 
     def method_rows(self) -> list[tuple[str, str, str | None]]:
@@ -241,6 +252,62 @@ class SweepConfig(_Strict):
     def path_objective_pairs(self) -> list[tuple[str, str]]:
         """The (path, objective) pairs to train, before the validity filter."""
         return [(p, o) for p, o, _ in self.method_rows()]
+
+
+def _check_solver_axes(grid: GridConfig) -> None:
+    """Tolerances go with adaptive solvers and NFE budgets with fixed-step ones, each needing the other."""
+    fixed = [s for s in grid.solver if s in FIXED_STAGES]
+    adaptive = [s for s in grid.solver if s in ADAPTIVE_SOLVERS]
+    if grid.tol and not adaptive:
+        raise _KeyedError("grid.tol", f"a tolerance only applies to adaptive solvers, not to {', '.join(fixed)}")
+    if grid.nfe and not fixed:
+        raise _KeyedError("grid.nfe", f"an NFE budget only applies to fixed-step solvers, not to {', '.join(adaptive)}")
+    if adaptive and not grid.tol:
+        raise _KeyedError("grid.tol", f"adaptive solver(s) {', '.join(adaptive)} need at least one tolerance")
+    if fixed and not grid.nfe:
+        raise _KeyedError("grid.nfe", f"fixed-step solver(s) {', '.join(fixed)} need at least one NFE budget")
+    for n in grid.nfe:
+        too_small = [s for s in fixed if n < FIXED_STAGES[s]]
+        if too_small:
+            raise _KeyedError("grid.nfe", f"budget {n} is below one step of {', '.join(too_small)}")
+
+
+def _check_model_kind(dataset: str, kind: str) -> None:
+    if dataset in IMAGE_DATASETS and kind != "unet":
+        raise _KeyedError("model.kind", f"image dataset '{dataset}' needs model.kind: unet")
+    if dataset not in IMAGE_DATASETS and kind != "mlp":
+        raise _KeyedError("model.kind", f"low-dimensional dataset '{dataset}' needs model.kind: mlp")
+
+
+def _check_steps(train: TrainConfig, evaluation: EvalConfig) -> None:
+    """Extra checkpoints to evaluate lie strictly before the final step, which is always evaluated."""
+    if train.checkpoint_every > train.steps:
+        object.__setattr__(train, "checkpoint_every", train.steps)
+    late = [s for s in evaluation.at_steps if s > train.steps]
+    if late:
+        raise _KeyedError("eval.at_steps", f"steps {late} are beyond train.steps = {train.steps}")
+    if train.steps in evaluation.at_steps:
+        raise _KeyedError(
+            "eval.at_steps", f"repeats {train.steps}, train.steps, which is always evaluated; remove it from the list"
+        )
+
+
+def _check_pairs(grid: GridConfig) -> None:
+    """Each row names a known path, objective (and coupling), and no two rows train the same configuration."""
+    assert grid.pairs is not None
+    trained: dict[tuple[str, str, str], int] = {}
+    for i, row in enumerate(grid.pairs):
+        if len(row) not in (2, 3):
+            raise _KeyedError(f"grid.pairs[{i}]", f"expected [path, objective] or [path, objective, coupling], got {list(row)}")
+        for value, names, what in zip(row, (PATH_NAMES, OBJECTIVE_NAMES, COUPLING_NAMES), ("path", "objective", "coupling")):
+            if value not in names:
+                raise _KeyedError(f"grid.pairs[{i}]", f"unknown {what} '{value}'; choose one of {', '.join(names)}")
+        for coupling in row[2:] or grid.coupling:
+            first = trained.setdefault((row[0], row[1], coupling), i)
+            if first != i:
+                raise _KeyedError(
+                    f"grid.pairs[{i}]", f"trains {row[0]}+{row[1]} with coupling {coupling} again, as grid.pairs[{first}] does"
+                )
 
 
 class _KeyedError(ValueError):
@@ -283,39 +350,57 @@ def _first_error(file: str | Path, err: ValidationError) -> ConfigError:
         return ConfigError(file, key, "required key is missing")
     value = first.get("input")
     message = first["msg"].removeprefix("Value error, ")
-    return ConfigError(file, key, f"{message} (got {value!r})" if value is not None else message)
+    return ConfigError(file, key, f"{message} (got {short_repr(value)})" if value is not None else message)
 
 
 def _check_dataset(file: str | Path, ds: DatasetConfig, base: Path) -> None:
-    """Dataset options must be known to fm_core, and data folders must exist, before anything starts."""
-    params = DATASET_OPTIONS[ds.name]
-    for key in ds.options:
-        if key not in params:
-            raise ConfigError(
-                file, f"dataset.{key}", f"unknown option for dataset '{ds.name}'; valid: {', '.join(params) or '(none)'}"
-            )
-    if ds.name in FOLDER_DATASETS:
-        root = ds.options.get("root")
-        if root is None:
-            raise ConfigError(file, "dataset.root", f"dataset '{ds.name}' needs a local folder: root")
-        path = Path(str(root)).expanduser()
-        path = path if path.is_absolute() else base / path
-        if not path.is_dir():
-            raise ConfigError(file, "dataset.root", f"data folder '{root}' does not exist")
-        # Trials run in Ray workers with their own working directory: pin the folder now.
-        assert ds.model_extra is not None
-        ds.model_extra["root"] = str(path.resolve())
-
-
-def parse_sweep(data: Any, file: str | Path = "<sweep>", base: Path | None = None) -> SweepConfig:
-    """Validate an already-loaded mapping (what YAML gave) into a SweepConfig."""
-    if not isinstance(data, dict):
-        raise ConfigError(file, "", f"expected a mapping of keys at the top level, got {type(data).__name__}")
+    """Every option as fm_core.dataset_specs describes it, and data folders that exist, before anything starts."""
     try:
-        config = SweepConfig.model_validate(data)
-    except ValidationError as err:
-        raise _first_error(file, err) from None
-    _check_dataset(file, config.dataset, base or Path.cwd())
+        check_options(ds.name, ds.options)
+    except OptionError as err:
+        raise ConfigError(file, f"dataset.{err.option}", str(err)) from None
+    assert ds.model_extra is not None
+    for option in DATASET_SPECS[ds.name].path_options:
+        # Trials run in Ray workers with their own working directory: pin the folder now.
+        ds.model_extra[option] = str(_existing_folder(file, f"dataset.{option}", ds.options[option], base))
+
+
+def _existing_folder(file: str | Path, key: str, text: str, base: Path) -> Path:
+    path = _user_path(file, key, text)
+    path = path if path.is_absolute() else base / path
+    if not path.is_dir():
+        raise ConfigError(file, key, f"data folder '{text}' " + ("is not a folder" if path.exists() else "does not exist"))
+    return path.resolve()
+
+
+def _user_path(file: str | Path, key: str, text: str) -> Path:
+    try:
+        return Path(text).expanduser()
+    except RuntimeError as err:  # ~nosuchuser
+        raise ConfigError(file, key, f"cannot expand '{text}': {err}") from None
+
+
+def _check_storage_path(file: str | Path, config: SweepConfig) -> None:
+    if config.storage_path is not None and "://" not in config.storage_path:
+        if not config.storage_path.strip():
+            raise ConfigError(file, "storage_path", "must be a folder (or omitted for results/<name>)")
+        _user_path(file, "storage_path", config.storage_path)
+
+
+def _check_grid_keys(file: str | Path, grid: GridConfig) -> None:
+    """grid.pairs replaces path x objective: written beside them, one of the two would silently win."""
+    if grid.pairs is None:
+        return
+    for key in ("path", "objective"):
+        if key in grid.model_fields_set:
+            raise ConfigError(file, "grid.pairs", f"lists rows of path and objective, so grid.{key} is contradictory; remove one")
+    if "coupling" in grid.model_fields_set and all(len(row) == 3 for row in grid.pairs):
+        raise ConfigError(
+            file, "grid.pairs", "every row names its coupling, so grid.coupling would apply to none; remove one"
+        )
+
+
+def _check_combinations(file: str | Path, config: SweepConfig) -> None:
     pairs = config.path_objective_pairs()
     bad = [(p, o) for p, o in pairs if not is_valid_pair(p, o)]
     if bad and config.invalid == "reject":
@@ -328,37 +413,233 @@ def parse_sweep(data: Any, file: str | Path = "<sweep>", base: Path | None = Non
         )
     if not [pair for pair in pairs if is_valid_pair(*pair)]:
         raise ConfigError(file, "grid", "no valid (path, objective) combination is left to train")
-    if config.fault_injection is not None:
-        from orchestrator.plan import plan_sweep
 
-        ids = {key.trial_id for key in plan_sweep(config).trainings}
-        unknown = [t for t in config.fault_injection.trials if t not in ids]
-        if unknown:
-            raise ConfigError(file, "fault_injection.trials", f"{unknown} are not trials of this sweep: {sorted(ids)}")
+
+def _check_size(file: str | Path, config: SweepConfig) -> None:
+    """A grid beyond `limits` is refused from the product of its axes, before any list is built."""
+    from orchestrator.plan import count_evaluations, count_trainings
+
+    for key, count in (("max_trainings", count_trainings(config)), ("max_evaluations", count_evaluations(config))):
+        limit = getattr(config.limits, key)
+        if count > limit:
+            what = key.removeprefix("max_")
+            raise ConfigError(
+                file, "grid", f"{count} {what} exceed limits.{key} = {limit}; shrink the grid, or raise the limit "
+                f"with a top-level `limits: {{{key}: {count}}}` if you mean it",
+            )
+
+
+def _check_fault_injection(file: str | Path, config: SweepConfig) -> None:
+    if config.fault_injection is None:
+        return
+    from orchestrator.plan import plan_sweep
+
+    ids = {key.trial_id for key in plan_sweep(config).trainings}
+    unknown = [t for t in config.fault_injection.trials if t not in ids]
+    if unknown:
+        some = sorted(ids)[:10]
+        more = f" and {len(ids) - len(some)} more" if len(ids) > len(some) else ""
+        raise ConfigError(file, "fault_injection.trials", f"{unknown} are not trials of this sweep: {some}{more}")
+
+
+def parse_sweep(data: Any, file: str | Path = "<sweep>", base: Path | None = None) -> SweepConfig:
+    """Validate an already-loaded mapping (what YAML gave) into a SweepConfig; `${VAR}` in path fields is
+    expanded from the environment (and recorded in `written_as`)."""
+    if not isinstance(data, dict):
+        raise ConfigError(file, "", f"expected a mapping of keys at the top level, got {type(data).__name__}")
+    _check_tree_size(file, data)
+    if "written_as" in data:
+        raise ConfigError(file, "written_as", "unknown key 'written_as' (fmx records it itself)")
+    data, written_as = _expand_paths(file, data)
+    try:
+        config = SweepConfig.model_validate({**data, "written_as": written_as})
+    except ValidationError as err:
+        raise _first_error(file, err) from None
+    _check_dataset(file, config.dataset, base or Path.cwd())
+    _check_storage_path(file, config)
+    _check_grid_keys(file, config.grid)
+    _check_combinations(file, config)
+    _check_size(file, config)
+    _check_fault_injection(file, config)
     return config
 
 
 def load_sweep(file: str | Path) -> SweepConfig:
     """Read and validate a sweep YAML file; every problem is a ConfigError naming the file and key."""
-    path = Path(file)
-    if not path.is_file():
-        raise ConfigError(file, "", "sweep file not found")
+    text = _read_sweep_text(file)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(text, Loader=_SweepLoader)  # noqa: S506 - a safe loader
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(err, "problem", None) or str(err)
-        raise ConfigError(file, "", f"malformed YAML: {where}{problem}") from None
-    return parse_sweep(_expand_env(data), file)
+        raise ConfigError(file, "", f"malformed YAML: {_yaml_problem(err)}") from None
+    return parse_sweep(data, file)
 
 
-def _expand_env(value: Any) -> Any:
-    """`${VAR}` in string values comes from the environment (data roots that differ per machine)."""
-    if isinstance(value, str):
-        return os.path.expandvars(value)
-    if isinstance(value, dict):
-        return {k: _expand_env(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_expand_env(v) for v in value]
-    return value
+def local_capacity_problem(config: SweepConfig, file: str | Path = "<sweep>", extra_cpus: float = 0.0,
+                           cpus: int | None = None) -> ConfigError | None:
+    """On a local Ray, a trial asking for more CPUs than this machine has waits forever (Tune never fails
+    it): the problem, or None. `extra_cpus` is what a trial holds beside its workers; a cluster's own
+    resources can only be checked once connected."""
+    have = cpus or os.cpu_count() or 1
+    train = config.train
+    workers = train.num_workers if train.uses_torch_trainer else 1
+    need = workers * train.cpus_per_worker + extra_cpus
+    if need <= have:
+        return None
+    if workers == 1:
+        return ConfigError(file, "train.cpus_per_worker", f"{need:g} CPUs per trial, but this machine has {have}")
+    return ConfigError(
+        file, "train.num_workers",
+        f"{workers} workers x {train.cpus_per_worker:g} train.cpus_per_worker = {need:g} CPUs per trial, but this "
+        f"machine has {have}",
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Reading the file
+# --------------------------------------------------------------------------------------------
+
+
+def _read_sweep_text(file: str | Path) -> str:
+    """The file's text, or a ConfigError for what is not a small UTF-8 regular file. A FIFO is never read
+    (it would block until some writer came); the file is opened non-blocking in case one took its place."""
+    _check_file_kind(file, _os_call(file, os.stat))
+    with os.fdopen(_os_call(file, lambda f: os.open(f, os.O_RDONLY | os.O_NONBLOCK)), "rb") as f:
+        _check_file_kind(file, os.fstat(f.fileno()))
+        raw = f.read(MAX_FILE_BYTES + 1)
+    return _decode(file, raw)
+
+
+def _os_call(file: str | Path, call: Callable[[str | Path], Any]) -> Any:
+    """call(file), its OSError worded for the user."""
+    try:
+        return call(file)
+    except (FileNotFoundError, NotADirectoryError, ValueError):  # ValueError: a NUL in the name
+        raise ConfigError(file, "", "sweep file not found") from None
+    except OSError as err:
+        raise ConfigError(file, "", f"cannot read the sweep file: {err.strerror}") from None
+
+
+def _check_file_kind(file: str | Path, info: os.stat_result) -> None:
+    if stat.S_ISDIR(info.st_mode):
+        raise ConfigError(file, "", "is a directory, not a sweep file")
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(file, "", "is not a regular file (a FIFO, device or socket); give a YAML file")
+    if info.st_size > MAX_FILE_BYTES:
+        raise ConfigError(file, "", f"is {info.st_size} bytes; a sweep file is at most {MAX_FILE_BYTES // 1024} KiB")
+
+
+def _decode(file: str | Path, raw: bytes) -> str:
+    if len(raw) > MAX_FILE_BYTES:
+        raise ConfigError(file, "", f"is over {MAX_FILE_BYTES // 1024} KiB; a sweep file is far smaller")
+    if b"\0" in raw:
+        raise ConfigError(file, "", "is a binary file (it contains NUL bytes), not YAML text")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            file, "", f"is not UTF-8 text (byte 0x{raw[err.start]:02x} at offset {err.start}); save it as UTF-8"
+        ) from None
+
+
+_FLOAT_WITHOUT_DOT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
+
+
+class _SweepLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """Safe YAML with two fixes of YAML 1.1 as PyYAML reads it: `1e-5` is a number (YAML 1.2; PyYAML makes
+    it a string), and a key written twice in one mapping is an error instead of the last one silently winning."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            line = key_node.start_mark.line + 1
+            if key_node.value in lines:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key '{key_node.value}' is written twice (lines {lines[key_node.value]} and {line})",
+                    key_node.start_mark,
+                )
+            lines[key_node.value] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+_SweepLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_WITHOUT_DOT, list("-+0123456789."))
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """One line: where (line, column) and what."""
+    mark = getattr(err, "problem_mark", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+    if isinstance(err, yaml.reader.ReaderError):
+        return f"position {err.position}: unacceptable character #x{err.character:04x}: {err.reason}"
+    problem = getattr(err, "problem", None) or str(err)
+    return where + " ".join(str(problem).split())
+
+
+def _check_tree_size(file: str | Path, data: Any) -> None:
+    """Refuse a file whose values, counting each YAML *alias as a copy of its &anchor, exceed MAX_NODES,
+    or that contains itself: counted over shared nodes once (memoised), never expanded."""
+    sizes: dict[int, int] = {}
+    entered: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(data, False)]
+    while stack:
+        node, children_done = stack.pop()
+        children = list(node.values()) if isinstance(node, dict) else node
+        if children_done:
+            sizes[id(node)] = 1 + sum(sizes[id(c)] if isinstance(c, (dict, list)) else 1 for c in children)
+            if sizes[id(node)] > MAX_NODES:
+                raise ConfigError(
+                    file, "", f"holds more than {MAX_NODES:,} values once YAML aliases (*name) are expanded; "
+                    "a sweep file needs a few hundred (is it an alias bomb?)",
+                )
+            continue
+        if id(node) in sizes:
+            continue
+        if id(node) in entered:
+            raise ConfigError(file, "", "a YAML alias (*name) refers to a value that contains it; that never ends")
+        entered.add(id(node))
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if isinstance(c, (dict, list)) and id(c) not in sizes)
+
+
+# --------------------------------------------------------------------------------------------
+# ${VAR} in path fields
+# --------------------------------------------------------------------------------------------
+
+_VAR = re.compile(r"\$\{([^}]*)\}")
+_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _expand_paths(file: str | Path, data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """`${VAR}` from the environment in path-typed values only (storage_path and the dataset's folder
+    options: data roots differ per machine); elsewhere it stays literal text. Returns the expanded copy and
+    {dotted key: the text as written} for each value that was expanded."""
+    data = dict(data)
+    holders: list[tuple[str, dict[str, Any], str]] = [("storage_path", data, "storage_path")]
+    dataset = data.get("dataset")
+    name = dataset.get("name") if isinstance(dataset, dict) else None
+    if isinstance(name, str) and name in DATASET_SPECS:
+        data["dataset"] = dataset = dict(dataset)  # type: ignore[arg-type]
+        holders += [(f"dataset.{opt}", dataset, opt) for opt in DATASET_SPECS[name].path_options]
+    written_as: dict[str, str] = {}
+    for key, holder, field in holders:
+        text = holder.get(field)
+        if isinstance(text, str) and "$" in text:
+            holder[field] = _expand_vars(file, key, text)
+            written_as[key] = text
+    return data, written_as
+
+
+def _expand_vars(file: str | Path, key: str, text: str) -> str:
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if not _VAR_NAME.fullmatch(name):
+            raise ConfigError(file, key, f"'${{{name}}}' in '{text}' is not an environment variable name")
+        if name not in os.environ:
+            raise ConfigError(file, key, f"environment variable {name} is not set (used in '{text}')")
+        return os.environ[name]
+
+    expanded = _VAR.sub(value, text)
+    if "${" in _VAR.sub("", text):
+        raise ConfigError(file, key, f"'${{' without a closing '}}' in '{text}'")
+    return expanded

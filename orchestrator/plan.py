@@ -7,6 +7,7 @@ nfe) only decide how a trained checkpoint is evaluated, so they never multiply t
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
@@ -51,8 +52,18 @@ class EvalSetting:
 
     @property
     def label(self) -> str:
-        """A metric-name-safe label such as `dopri5_tol1e-05` or `euler_nfe8`."""
-        return f"{self.solver}_tol{self.tol:.0e}" if self.tol is not None else f"{self.solver}_nfe{self.nfe_budget}"
+        """A metric-name-safe label such as `dopri5_tol1e-05`, `dopri5_tol1.4e-04` or `euler_nfe8`: one per value."""
+        return f"{self.solver}_tol{tol_text(self.tol)}" if self.tol is not None else f"{self.solver}_nfe{self.nfe_budget}"
+
+
+def tol_text(tol: float) -> str:
+    """The shortest scientific form that reads back as exactly `tol` (1e-05, 1.4e-04): distinct tolerances
+    get distinct metric names, where a fixed precision would put 1e-4 and 1.4e-4 in one."""
+    for digits in range(16):
+        text = f"{tol:.{digits}e}"
+        if float(text) == tol:
+            return text
+    return f"{tol:.16e}"  # 17 significant digits read back as any double
 
 
 @dataclass(frozen=True)
@@ -78,18 +89,40 @@ def eval_settings(config: SweepConfig) -> list[EvalSetting]:
     return out
 
 
+def _row_couplings(config: SweepConfig, coupling: str | None) -> tuple[str, ...]:
+    """A row's own coupling, else every coupling of the grid."""
+    return (coupling,) if coupling is not None else config.grid.coupling
+
+
+def _trained_rows(config: SweepConfig) -> list[tuple[str, str, str | None]]:
+    return [row for row in config.method_rows() if is_valid_pair(row[0], row[1])]
+
+
+def _eval_steps(config: SweepConfig) -> list[int]:
+    return sorted(set(config.eval.at_steps) | {config.train.steps})
+
+
+def count_trainings(config: SweepConfig) -> int:
+    """len(plan_sweep(config).trainings) from the axes' lengths alone (validation keeps rows distinct)."""
+    return sum(len(_row_couplings(config, c)) for _, _, c in _trained_rows(config)) * len(config.grid.seed)
+
+
+def count_evaluations(config: SweepConfig) -> int:
+    """plan_sweep(config).num_evaluations without building the trainings."""
+    return count_trainings(config) * len(eval_settings(config)) * len(_eval_steps(config))
+
+
 def plan_sweep(config: SweepConfig) -> SweepPlan:
-    """Expand the grid; invalid (path, objective) pairs were rejected by validation or are skipped here."""
-    rows = config.method_rows()
-    skipped = [(p, o) for p, o, _ in rows if not is_valid_pair(p, o)]
-    trainings: list[TrainingKey] = []
-    for path, objective, coupling in rows:
-        if not is_valid_pair(path, objective):
-            continue
-        couplings = [coupling] if coupling is not None else list(config.grid.coupling)
-        for c, seed in itertools.product(couplings, config.grid.seed):
-            key = TrainingKey(path, objective, c, seed)
-            if key not in trainings:
-                trainings.append(key)
-    steps = sorted(set(config.eval.at_steps) | {config.train.steps})
-    return SweepPlan(trainings=trainings, skipped=skipped, settings=eval_settings(config), eval_steps=steps)
+    """Expand the grid, in time linear in its size; invalid (path, objective) pairs were rejected by
+    validation or are skipped here."""
+    skipped = [(p, o) for p, o, _ in config.method_rows() if not is_valid_pair(p, o)]
+    trainings = dict.fromkeys(  # ordered and free of repeats, at a hash per key
+        TrainingKey(path, objective, c, seed)
+        for path, objective, coupling in _trained_rows(config)
+        for c, seed in itertools.product(_row_couplings(config, coupling), config.grid.seed)
+    )
+    settings = eval_settings(config)
+    shared = [label for label, n in Counter(s.label for s in settings).items() if n > 1]
+    if shared:  # one metric name would hold two settings' values
+        raise ValueError(f"evaluation settings share a label: {shared}")
+    return SweepPlan(trainings=list(trainings), skipped=skipped, settings=settings, eval_steps=_eval_steps(config))

@@ -23,3 +23,20 @@ def check_ray_address(address: str | None, timeout: float = 3.0) -> None:
             pass
     except OSError as err:
         raise PreflightError(f"cannot reach the Ray cluster at --address {address}: {err.strerror or err}") from None
+
+
+def local_gpu_count() -> int | None:
+    """The GPUs a local Ray would find (it asks NVIDIA's driver library the same way, and honours
+    CUDA_VISIBLE_DEVICES), or None where that cannot be told."""
+    import os
+
+    try:
+        from ray._private.accelerators.nvidia_gpu import NvidiaGPUAcceleratorManager
+
+        count = int(NvidiaGPUAcceleratorManager.get_current_node_num_accelerators())
+    except Exception:  # noqa: BLE001 - an internal Ray helper: never let it block a sweep
+        return None
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        count = min(count, len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"]))
+    return count

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ray.tune import Callback
+
 from orchestrator.config import SweepConfig
 from orchestrator.plan import SweepPlan, TrainingKey
 from orchestrator.progress import last_line
@@ -46,12 +48,34 @@ class Reconciled:
     unrecorded: dict[str, str] = field(default_factory=dict)  # failed without ever creating its MLflow run
 
 
-def tune_trial_states(tune_path: str) -> dict[str, TrialState]:
-    """Every trial Tune's experiment state lists, by fmx trial id (works for trials that never reported)."""
-    from ray.tune import ExperimentAnalysis
+#: The live Trial objects of this driver's Tune run, by its experiment path (filled by TrialLedger).
+_LIVE_TRIALS: dict[str, list[Any]] = {}
 
+
+class TrialLedger(Callback):
+    """Keeps a reference to the driver's live Trial objects. Tune's saved experiment state can lag behind
+    them: a trial whose worker was killed was seen still RUNNING there after Tune had failed it."""
+
+    def __init__(self, tune_path: str) -> None:
+        self.tune_path = tune_path
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        _LIVE_TRIALS[self.tune_path] = trials
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        _LIVE_TRIALS[self.tune_path] = trials
+
+
+def tune_trial_states(tune_path: str) -> dict[str, TrialState]:
+    """Every trial of the Tune run, by fmx trial id (also those that never reported): from the live Trial
+    objects where this driver ran it, else from Tune's saved state."""
+    trials = _LIVE_TRIALS.get(tune_path)
+    if trials is None:
+        from ray.tune import ExperimentAnalysis
+
+        trials = ExperimentAnalysis(tune_path).trials
     states: dict[str, TrialState] = {}
-    for trial in ExperimentAnalysis(tune_path).trials:
+    for trial in trials:
         key = TrainingKey(**(trial.config or {})["key"])
         error = trial.get_error() if trial.status == "ERROR" else None
         reason = (last_line(str(error)) or "the trial failed") if trial.status == "ERROR" else None

@@ -14,8 +14,9 @@ from rich.console import Console
 
 from orchestrator.config import SweepConfig
 from orchestrator.plan import SweepPlan, TrainingKey, plan_sweep
-from orchestrator.reconcile import reconcile, tune_trial_states
+from orchestrator.reconcile import TrialLedger, reconcile, tune_trial_states
 from orchestrator.sweep_guard import write_sweep_state
+from orchestrator.tune_state import CorruptTuneState, StateBackup, repair_tune_state
 from orchestrator.tables import FewerRowsError, rows_from_mlflow, write_tables
 from orchestrator.tracking import TAG_TRIAL, ensure_experiment, find_experiment, read_evaluations
 from orchestrator.trial_entry import training_trial
@@ -67,6 +68,11 @@ def check_resume_state(config: SweepConfig, resume: bool) -> None:
     exists = Tuner.can_restore(tune_path)
     if resume and not exists:
         raise ResumeError(f"--resume: no earlier run of sweep '{config.name}' under {tune_path}")
+    if resume:
+        try:
+            repair_tune_state(tune_path)
+        except CorruptTuneState as err:
+            raise ResumeError(f"--resume: {err}") from None
     if not resume and exists:
         raise ResumeError(
             f"sweep '{config.name}' already has state under {tune_path}: pass --resume to continue it, "
@@ -110,10 +116,51 @@ def stop_local_ray() -> None:
     ray.shutdown()
 
 
+def _quiet_tune_advice() -> None:
+    """fmx says how to resume (`fmx sweep FILE --resume`); Tune's own hint names its Python API instead, and
+    its metrics loader warns about trials that never reported, which fmx records itself."""
+    class _DropRestoreHint(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "Tuner.restore" not in record.getMessage()
+
+    logging.getLogger("ray.tune.tune").addFilter(_DropRestoreHint())
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+
+
+#: What a trial that only waits for its TorchTrainer holds itself (its workers hold the real resources).
+WAITING_TRIAL_CPUS = 0.01
+
+
+class Unschedulable(RuntimeError):
+    """No node can ever run one of the sweep's workers: Tune would wait forever."""
+
+
+def trial_side_cpus(config: SweepConfig) -> float:
+    """CPUs a trial holds beside its Ray Train workers (none are separate for an in-trial training)."""
+    return WAITING_TRIAL_CPUS if config.train.uses_torch_trainer else 0.0
+
+
 def _trial_resources(config: SweepConfig) -> dict[str, float]:
     if config.train.uses_torch_trainer:
-        return {"CPU": 0.01}  # the trial only waits for its TorchTrainer, whose workers hold the resources
+        return {"CPU": WAITING_TRIAL_CPUS}
     return {"CPU": config.train.cpus_per_worker}
+
+
+def check_schedulable(config: SweepConfig, address: str | None, console: Console) -> None:
+    """After Ray is up: some node must fit one worker (its CPUs, and a GPU with use_gpu). On the local Ray
+    that is final (Unschedulable); a cluster's autoscaler may still add such a node, so there it is a warning."""
+    import ray
+
+    train = config.train
+    gpus = 1 if train.use_gpu else 0
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    if any(r.get("CPU", 0) >= train.cpus_per_worker and r.get("GPU", 0) >= gpus for r in nodes):
+        return
+    want = f"{train.cpus_per_worker:g} CPU(s)" + (" and a GPU" if gpus else "")
+    message = f"train: each worker needs {want}, but no node of the Ray cluster has that"
+    if address in (None, "", "local"):
+        raise Unschedulable(message + " (this machine: " + ", ".join(f"{k} {v:g}" for k, v in sorted(ray.cluster_resources().items()) if k in ("CPU", "GPU")) + ")")
+    console.print(f"[yellow]warning:[/] {message} yet; Tune waits until the autoscaler adds one", highlight=False)
 
 
 def _concurrency(config: SweepConfig, address: str | None) -> int | None:
@@ -147,6 +194,7 @@ def run_sweep(
 
     console = console or Console(stderr=True)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+    _quiet_tune_advice()
     start = time.perf_counter()
     plan = plan_sweep(config)
     storage = storage_dir(config)
@@ -158,6 +206,7 @@ def run_sweep(
         experiment = pool.submit(ensure_experiment, tracking_uri, config.name)
         init_ray(address)
         experiment_id = experiment.result()
+    check_schedulable(config, address, console)
     if not resume:
         write_sweep_state(results_dir(config), tracking_uri, experiment_id, config.name)
     trainable = tune.with_resources(training_trial, _trial_resources(config))
@@ -176,7 +225,7 @@ def run_sweep(
                 storage_path=storage,
                 failure_config=tune.FailureConfig(max_failures=config.train.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                callbacks=[progress],
+                callbacks=[progress, StateBackup(tune_path), TrialLedger(tune_path)],
                 verbose=0,
             ),
         )

@@ -46,6 +46,10 @@ class SweepLock:
             ) from None
         (self.folder / (LOCK_FILE + ".pid")).write_text(str(os.getpid()))
 
+    @property
+    def held(self) -> bool:
+        return self._lock.is_locked
+
     def release(self) -> None:
         self._lock.release()
 

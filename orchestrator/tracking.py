@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
+from orchestrator.disk import as_disk_full
 from orchestrator.plan import TrainingKey
 
 EVALUATIONS_ARTIFACT = "evaluations.json"
@@ -48,6 +49,11 @@ def resolve_tracking_uri(cli_uri: str | None) -> str:
     return f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
+def store_location(uri: str) -> str:
+    """Where a store keeps its data, for messages: the sqlite file, else the URI itself."""
+    return uri.removeprefix("sqlite:///") if uri.startswith("sqlite:///") else uri
+
+
 def default_artifact_location(uri: str, sweep: str) -> str | None:
     """Absolute artifact folder for a local store (Ray workers have another cwd); servers choose their own."""
     parsed = urlparse(uri)
@@ -73,9 +79,14 @@ def check_tracking_uri(uri: str, timeout: float = 3.0) -> None:
             reason = getattr(err, "reason", err)
             raise TrackingError(f"cannot reach the MLflow server at {uri}: {reason}") from None
     elif parsed.scheme == "sqlite":
+        from orchestrator.store_check import check_sqlite_store
+
         db = Path(uri.removeprefix("sqlite:///"))
         if not db.parent.is_dir():
             raise TrackingError(f"the folder of the MLflow database {db} does not exist")
+        problem = check_sqlite_store(db)  # garbage bytes or another program's database: say so now
+        if problem:
+            raise TrackingError(problem)
     elif parsed.scheme not in ("", "file", "databricks"):
         raise TrackingError(f"unsupported tracking URI scheme '{parsed.scheme}' in {uri}")
 
@@ -104,9 +115,12 @@ def retry_budget() -> float:
         return DEFAULT_RETRY_SECONDS
 
 
-def retrying(call: Callable[[], T], what: str, budget: float | None = None, log: Callable[[str], None] = print) -> T:
+def retrying(
+    call: Callable[[], T], what: str, budget: float | None = None, log: Callable[[str], None] = print, where: str | None = None
+) -> T:
     """Run an MLflow call, retrying with back-off (1, 2, 4 ... 30 s) while the store is unreachable (a server
-    restarting, a locked sqlite file); gives up with TrackingUnavailable once `budget` seconds have passed."""
+    restarting, a locked sqlite file); gives up with TrackingUnavailable once `budget` seconds have passed.
+    A full disk is not waited out: it raises DiskFull naming `where` (the store) at once."""
     budget = retry_budget() if budget is None else budget
     deadline = time.monotonic() + budget
     delay = 1.0
@@ -116,6 +130,9 @@ def retrying(call: Callable[[], T], what: str, budget: float | None = None, log:
         except Exception as err:  # noqa: BLE001 - MLflow raises many kinds for one outage
             if _is_permanent(err):
                 raise
+            full = as_disk_full(err, where)
+            if full is not None:  # no wait mends a full disk; say where, at once
+                raise full from err
             left = deadline - time.monotonic()
             reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]
             if left <= 0:
@@ -138,7 +155,7 @@ def ensure_experiment(uri: str, sweep: str) -> str:
             return found.experiment_id
         return mlflow_client.create_experiment(sweep, artifact_location=default_artifact_location(uri, sweep))
 
-    return retrying(ensure, "create the sweep's experiment")
+    return retrying(ensure, "create the sweep's experiment", where=store_location(uri))
 
 
 def find_experiment(uri: str, sweep: str) -> str | None:
@@ -157,18 +174,21 @@ class TrialRun:
         self, uri: str, experiment_id: str, sweep: str, key: TrainingKey, params: dict[str, Any], mark_running: bool = True
     ) -> None:
         self.client = client(uri)
-        self.key = key
-        existing = retrying(lambda: find_trial_run(self.client, experiment_id, sweep, key.trial_id), "find the trial's run")
+        self.key, self.where = key, store_location(uri)
+        existing = self._retrying(lambda: find_trial_run(self.client, experiment_id, sweep, key.trial_id), "find the trial's run")
         if existing is not None:
             self.run_id, self.start_ms = existing.info.run_id, int(existing.info.start_time)
             self.tags = dict(existing.data.tags)
             if mark_running:
-                retrying(lambda: self.client.update_run(self.run_id, status="RUNNING"), "mark the run running")
+                self._retrying(lambda: self.client.update_run(self.run_id, status="RUNNING"), "mark the run running")
         else:
             tags = {TAG_SWEEP: sweep, TAG_TRIAL: key.trial_id, "mlflow.runName": key.trial_id}
-            info = retrying(lambda: self.client.create_run(experiment_id, tags=tags, run_name=key.trial_id).info, "create a run")
+            info = self._retrying(lambda: self.client.create_run(experiment_id, tags=tags, run_name=key.trial_id).info, "create a run")
             self.run_id, self.start_ms, self.tags = info.run_id, int(info.start_time), tags
             self._log_params(params)
+
+    def _retrying(self, call: Callable[[], T], what: str) -> T:
+        return retrying(call, what, where=self.where)
 
     def _log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
@@ -176,11 +196,11 @@ class TrialRun:
         items = [Param(k, str(v)) for k, v in sorted(params.items())]
         for i in range(0, len(items), 100):
             batch = items[i : i + 100]
-            retrying(lambda batch=batch: self.client.log_batch(self.run_id, params=batch), "log params")
+            self._retrying(lambda batch=batch: self.client.log_batch(self.run_id, params=batch), "log params")
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         for k, v in tags.items():
-            retrying(lambda k=k, v=v: self.client.set_tag(self.run_id, k, str(v)), "set a tag")
+            self._retrying(lambda k=k, v=v: self.client.set_tag(self.run_id, k, str(v)), "set a tag")
             self.tags[k] = str(v)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
@@ -200,17 +220,17 @@ class TrialRun:
         ]
         for i in range(0, len(items), 1000):
             batch = items[i : i + 1000]
-            retrying(lambda batch=batch: self.client.log_batch(self.run_id, metrics=batch), "log metrics")
+            self._retrying(lambda batch=batch: self.client.log_batch(self.run_id, metrics=batch), "log metrics")
 
     def log_evaluations(self, rows: list[dict[str, Any]], summary: dict[str, Any]) -> None:
         """The rows are the source of truth for the Parquet tables; metrics mirror them for the UI."""
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / EVALUATIONS_ARTIFACT
             path.write_text(json.dumps({"summary": summary, "rows": rows}, indent=1, default=_json_default))
-            retrying(lambda: self.client.log_artifact(self.run_id, str(path)), "log the evaluation rows")
+            self._retrying(lambda: self.client.log_artifact(self.run_id, str(path)), "log the evaluation rows")
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        retrying(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path), f"log {Path(path).name}")
+        self._retrying(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path), f"log {Path(path).name}")
 
     def finish(self, status: str, error: str | None = None, interrupted: bool = False) -> None:
         """End the run FINISHED or FAILED, with its reason; a run that succeeds on a retry loses the old reason."""
@@ -220,9 +240,9 @@ class TrialRun:
             self.set_tags({TAG_INTERRUPTED: "1"})
         for stale in [t for t in (TAG_ERROR, TAG_INTERRUPTED) if t in self.tags]:
             if (stale == TAG_ERROR and not error) or (stale == TAG_INTERRUPTED and not interrupted):
-                retrying(lambda stale=stale: self.client.delete_tag(self.run_id, stale), "clear an old failure tag")
+                self._retrying(lambda stale=stale: self.client.delete_tag(self.run_id, stale), "clear an old failure tag")
                 self.tags.pop(stale, None)
-        retrying(lambda: self.client.set_terminated(self.run_id, status=status), "end the run")
+        self._retrying(lambda: self.client.set_terminated(self.run_id, status=status), "end the run")
 
 
 def log_trial_record(
@@ -268,10 +288,11 @@ def read_evaluations(uri: str, experiment_id: str) -> list[tuple[Any, dict[str, 
     runs = retrying(
         lambda: mlflow_client.search_runs([experiment_id], filter_string=f"tags.`{TAG_TRIAL}` != ''", max_results=50000),
         "list the sweep's runs",
+        where=store_location(uri),
     )
     out = []
     for run in runs:
-        text = retrying(lambda run=run: _load_text(mlflow_client, run), "read a run's evaluation rows")
+        text = retrying(lambda run=run: _load_text(mlflow_client, run), "read a run's evaluation rows", where=store_location(uri))
         if text is not None:
             out.append((run, json.loads(text)))
     return out

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
 import textwrap
 from pathlib import Path
 
 import pytest
 
+from tests.bad_inputs import BILLION_LAUGHS, make_store
 from tests.cli_helpers import REPO, fmx_env, run_fmx
 
 GOOD = textwrap.dedent(
@@ -50,6 +53,17 @@ CASES = {
     "unreachable_tracking_uri": (
         GOOD, ["--tracking-uri", f"http://127.0.0.1:{_free_port()}"], ["--tracking-uri", "cannot reach"]
     ),
+    "long_name": (GOOD.replace("name: bad-input", "name: " + "a" * 300), [], ["name", "at most 100 characters"]),
+    "dataset_option_type": (GOOD.replace("{name: checkerboard}", "{name: checkerboard, size: huge}"), [], ["dataset.size", "'huge'"]),
+    "dataset_option_sign": (
+        GOOD.replace("{name: checkerboard}", "{name: gmm, means: [[0, 0], [1, 1]], weights: [-1, 2]}"), [], ["dataset.weights", "entry 0"]
+    ),
+    "variable_outside_a_path": (GOOD.replace("{name: checkerboard}", '{name: checkerboard, size: "${HOME}"}'), [], ["dataset.size", "${HOME}"]),
+    "nfe_beyond_bound": (GOOD.replace("nfe: [4]", "nfe: [1000000000]"), [], ["grid.nfe[0]", "[1, 10000]"]),
+    "repeated_nfe": (GOOD.replace("nfe: [4]", "nfe: [4, 4]"), [], ["grid.nfe", "repeats 4"]),
+    "pairs_beside_path": (GOOD.replace("grid: {", "grid: {pairs: [[ot, fm]], "), [], ["grid.pairs", "grid.path"]),
+    "more_cpus_than_this_machine": (GOOD.replace("batch_size: 32}", f"batch_size: 32, cpus_per_worker: {(os.cpu_count() or 1) + 1}}}"), [], ["train.cpus_per_worker", "this machine has"]),
+    "grid_beyond_limits": (GOOD.replace("nfe: [4]", f"nfe: [4], seed: {list(range(10_001))}"), [], ["grid", "limits.max_trainings"]),
 }
 
 
@@ -91,3 +105,94 @@ def test_cifar10_sweep_without_its_data_folder_is_refused(tmp_path: Path):
     env = fmx_env({"CIFAR10_ROOT": str(tmp_path / "absent")})
     result = run_fmx(["validate", str(REPO / "sweeps" / "cifar10.yaml")], cwd=tmp_path, env=env, timeout=120)
     assert result.returncode == 2 and "dataset.root" in result.stderr and "absent" in result.stderr
+
+
+SWEEP_FILES = {
+    "binary": (lambda p: p.write_bytes(bytes(range(256)) * 8), "binary file"),
+    "latin1": (lambda p: p.write_bytes(GOOD.replace("bad-input", "caf\xe9").encode("latin-1")), "not UTF-8 text"),
+    "directory": (lambda p: p.mkdir(), "is a directory"),
+    "fifo": (lambda p: os.mkfifo(p), "is not a regular file"),  # read, it would block: no writer ever comes
+    "alias_bomb": (lambda p: p.write_text(BILLION_LAUGHS), "aliases"),  # once 187 s and 4 GB before a MemoryError
+}
+
+
+def assert_one_error_line(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    message = result.stderr.strip()
+    assert message.startswith("error:") and "\n" not in message and "Traceback" not in message, message
+    assert all(fragment in message for fragment in fragments), message
+
+
+@pytest.mark.parametrize("case", list(SWEEP_FILES))
+def test_a_sweep_file_that_is_not_a_yaml_text_file_is_one_clear_error(tmp_path: Path, case: str):
+    make, fragment = SWEEP_FILES[case]
+    make(tmp_path / "bad.yaml")
+    result = run_fmx(["sweep", "bad.yaml"], cwd=tmp_path, timeout=60)
+    assert_one_error_line(result, "bad.yaml: ", fragment)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
+
+
+def test_a_gpu_sweep_on_a_machine_without_one_is_refused_before_ray_starts(tmp_path: Path):
+    from orchestrator.preflight import local_gpu_count
+
+    if local_gpu_count() != 0:
+        pytest.skip("this machine has GPUs (or cannot tell)")
+    (tmp_path / "bad.yaml").write_text(GOOD.replace("batch_size: 32}", "batch_size: 32, use_gpu: true}"))
+    result = run_fmx(["sweep", "bad.yaml"], cwd=tmp_path, timeout=60)
+    assert_one_error_line(result, "bad.yaml: train.use_gpu", "this machine has 0")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
+
+
+def test_a_sweep_on_a_corrupt_store_is_refused_before_ray_starts(tmp_path: Path):
+    (tmp_path / "bad.yaml").write_text(GOOD)
+    (tmp_path / "mlflow.db").write_bytes(b"\x00garbage" * 500)
+    result = run_fmx(["sweep", "bad.yaml"], cwd=tmp_path, timeout=60)
+    assert_one_error_line(result, "--tracking-uri", "mlflow.db", "not a sqlite database")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml", "mlflow.db"]
+
+
+def _garbage_store(tmp_path: Path) -> list[str]:
+    (tmp_path / "mlflow.db").write_bytes(b"\x00garbage" * 500)
+    return ["tables", "nosuch"]
+
+
+def _busy_port(tmp_path: Path, held: list[socket.socket]) -> list[str]:
+    make_store(tmp_path / "mlflow.db")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    held.append(listener)
+    return ["ui", "--port", str(listener.getsockname()[1])]
+
+
+READ_ONLY = {  # case: (prepare the folder and give the command, what the message says)
+    "tables_without_store": (lambda p, _: ["tables", "nosuch"], ["no MLflow store at", "mlflow.db", "fmx sweep"]),
+    "report_without_store": (lambda p, _: ["report", "nosuch"], ["no MLflow store at"]),
+    "ui_without_store": (lambda p, _: ["ui"], ["no MLflow store at"]),
+    "tables_on_garbage": (lambda p, _: _garbage_store(p), ["not a sqlite database"]),
+    "ui_on_busy_port": (_busy_port, ["port", "in use", "--port"]),  # mlflow itself exits 0 there
+}
+
+
+@pytest.mark.parametrize("case", list(READ_ONLY))
+def test_read_only_commands_refuse_a_missing_or_broken_store_and_create_nothing(tmp_path: Path, case: str):
+    prepare, fragments = READ_ONLY[case]
+    held: list[socket.socket] = []
+    command = prepare(tmp_path, held)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    try:
+        result = run_fmx(command, cwd=tmp_path, timeout=60)
+    finally:
+        for listener in held:
+            listener.close()
+    assert_one_error_line(result, *fragments)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no mlflow.db, no results/
+
+
+def test_dry_run_of_a_big_plan_prints_a_capped_list(tmp_path: Path):
+    (tmp_path / "big.yaml").write_text(GOOD.replace("nfe: [4]", f"nfe: [4], seed: {list(range(200))}"))
+    result = run_fmx(["sweep", "big.yaml", "--dry-run"], cwd=tmp_path, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "ot-fm-independent-s49" in result.stdout and "ot-fm-independent-s50" not in result.stdout
+    assert "... 150 more" in result.stdout and "200 evaluations" in result.stdout
+    assert len(result.stdout.splitlines()) < 80

@@ -232,3 +232,12 @@ def test_a_trial_that_fails_before_training_is_recorded_as_failed(tmp_path: Path
     (mlflow_run,) = _runs_of(f"sqlite:///{tmp_path / 'mlflow.db'}", "corrupt")
     assert mlflow_run.info.status == "FAILED"
     assert mlflow_run.data.tags["fmx.error"] == runs.loc[0, "error"]
+    # Once the file is mended, --resume retries the trial that failed before its first report.
+    from PIL import Image
+
+    Image.new("L", (8, 8), color=128).save(tmp_path / "images" / "broken.png")
+    _fmx(["sweep", "corrupt.yaml", "--resume"], tmp_path)
+    runs = pd.read_parquet(tmp_path / "results" / "corrupt" / "runs.parquet")
+    assert len(runs) == 1 and runs.loc[0, "status"] == "ok" and runs.loc[0, "train_steps"] == 10, runs.loc[0, "error"]
+    (mlflow_run,) = _runs_of(f"sqlite:///{tmp_path / 'mlflow.db'}", "corrupt")
+    assert mlflow_run.info.status == "FINISHED" and "fmx.error" not in mlflow_run.data.tags

@@ -1,0 +1,70 @@
+"""A full disk, recognised wherever it surfaces (an OSError, sqlite's "database or disk is full", a message
+wrapped by Ray or MLflow), so that it ends a sweep with one line naming the place, not a traceback or a hang."""
+
+from __future__ import annotations
+
+import errno
+import re
+import shutil
+from pathlib import Path
+
+_FULL_TEXT = re.compile(r"no space left on device|database or disk is full|disk quota exceeded", re.IGNORECASE)
+
+
+class DiskFull(RuntimeError):
+    """No space left where fmx (or Ray, or MLflow) had to write. Pickles by its place alone, since Ray
+    re-raises a trial's error in the driver."""
+
+    errno = errno.ENOSPC
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        super().__init__(f"no space left on device ({where})")
+
+    def __reduce__(self) -> tuple[type, tuple[str]]:
+        return (DiskFull, (self.where,))
+
+
+def as_disk_full(err: BaseException, where: str | None = None) -> DiskFull | None:
+    """The DiskFull an error stands for (following its causes), or None when it is about something else."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, DiskFull):
+            return current
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
+            return DiskFull(where or str(current.filename or "unknown path"))
+        if _FULL_TEXT.search(str(current)):
+            return DiskFull(where or _path_in(str(current)) or "unknown path")
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _path_in(text: str) -> str | None:
+    match = re.search(r"'(/[^']+)'", text)
+    return match.group(1) if match else None
+
+
+def free_bytes(path: Path) -> int:
+    """Free space of the filesystem holding `path` (or its nearest existing parent)."""
+    path = path.resolve()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+#: Below this, a write is as good as failed (Ray's and MLflow's files need more than a few pages).
+NEARLY_FULL_BYTES = 1 << 20
+
+
+def full_disk_under(results: Path, tracking_uri: str) -> DiskFull | None:
+    """After an error that did not say why (Tune reports a failed state write as "Aborted."): a DiskFull if
+    the folder of the results or of a local MLflow store is (nearly) out of space."""
+    places = [results]
+    if tracking_uri.startswith("sqlite:///"):
+        places.append(Path(tracking_uri.removeprefix("sqlite:///")).parent)
+    for place in places:
+        if free_bytes(place) < NEARLY_FULL_BYTES:
+            return DiskFull(str(place))
+    return None

@@ -1,0 +1,95 @@
+"""Keep Ray Tune's experiment state restorable through a full disk.
+
+Tune rewrites its state files in place; when the disk fills mid-write they are left truncated, and a later
+`Tuner.restore` then fails and quietly starts a new, empty experiment. fmx keeps the last copy of each state
+file that parsed (written atomically beside Tune's folder), puts it back before `--resume`, and refuses to
+resume from state it cannot read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback
+
+STATE_PATTERNS = ("experiment_state-*.json", "basic-variant-state-*.json")
+BACKUP_DIR = "tune-state-backup"
+
+
+class CorruptTuneState(RuntimeError):
+    """Tune's state is unreadable and no good copy of it is left."""
+
+
+def _backup_dir(tune_path: Path) -> Path:
+    return tune_path.parent / BACKUP_DIR
+
+
+def _parses(path: Path) -> bool:
+    try:
+        json.loads(path.read_text())
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+class StateBackup(Callback):
+    """A Tune callback that copies each state file once it has changed and still parses. Every copy is
+    written to a temporary file first, so a full disk leaves the previous good copy in place."""
+
+    def __init__(self, tune_path: str) -> None:
+        self.tune_path = tune_path
+        self._seen: dict[str, int] = {}
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        self.backup()
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self.backup()
+
+    def backup(self) -> None:
+        folder = Path(self.tune_path)
+        target = _backup_dir(folder)
+        for pattern in STATE_PATTERNS:
+            for path in folder.glob(pattern):
+                try:
+                    stamp = path.stat().st_mtime_ns
+                    if self._seen.get(path.name) == stamp or not _parses(path):
+                        continue
+                    target.mkdir(exist_ok=True)
+                    tmp = target / (path.name + ".tmp")
+                    shutil.copyfile(path, tmp)
+                    os.replace(tmp, target / path.name)
+                    self._seen[path.name] = stamp
+                except OSError:  # a full disk: keep the last good copy and try again next step
+                    continue
+
+
+def repair_tune_state(tune_path: str) -> list[str]:
+    """Before a restore: put back the last good copy of every state file that no longer parses (or drop it
+    where Tune has an older, readable one). Returns the names repaired; raises CorruptTuneState when the
+    experiment state is unreadable and nothing can replace it. Remote storage (URIs) is left to Tune."""
+    if "://" in tune_path:
+        return []
+    folder = Path(tune_path)
+    backup = _backup_dir(folder)
+    repaired = []
+    for pattern in STATE_PATTERNS:
+        for path in sorted(folder.glob(pattern)):
+            if _parses(path):
+                continue
+            good = backup / path.name
+            if good.is_file() and _parses(good):
+                shutil.copyfile(good, path)
+            else:
+                path.unlink()
+            repaired.append(path.name)
+    if not any(_parses(p) for p in folder.glob(STATE_PATTERNS[0])):
+        raise CorruptTuneState(
+            f"the sweep's Ray Tune state under {folder} is unreadable (a full disk while it was written?) and no "
+            f"good copy is left in {backup}; delete the sweep's state ({folder.parent}) to start over"
+        )
+    return repaired
