@@ -125,6 +125,7 @@ def sweep(
         os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     from orchestrator.disk import as_disk_full, full_disk_under
     from orchestrator.sweep import Unschedulable, results_dir, run_sweep, stop_local_ray
+    from orchestrator.tracking import TrackingUnavailable
 
     uri = _tracking(tracking_uri)
     lock = _preflight_sweep(config, file, address, uri, resume)  # held (referenced) until the command returns
@@ -144,6 +145,12 @@ def sweep(
         outcome = run_sweep(config, uri, address=address, resume=resume, console=console, sweep_file=str(file))
     except Unschedulable as err:
         _fail(f"{file}: {err}")
+    except (KeyboardInterrupt, EOFError):  # Ctrl-C outside Tune's own handling (Ray's start, the final writes)
+        console.print(f"[red]interrupted:[/] run `fmx sweep {file} --resume` to continue", highlight=False)
+        raise typer.Exit(130) from None
+    except TrackingUnavailable as err:
+        _fail(f"{err}; what the trials computed is kept in their checkpoints: run `fmx sweep {file} --resume` "
+              "once the store is back", code=1)  # fmt: skip
     except Exception as err:
         full = as_disk_full(err) or full_disk_under(results_dir(config), uri)
         if full is None:
@@ -179,7 +186,7 @@ def _preflight_sweep(config: SweepConfig, file: Path, address: str | None, uri: 
             lock.acquire(config.name)
         check_resume_state(config, resume)
         if resume:
-            check_store_matches(results_dir(config), uri)
+            check_store_matches(results_dir(config), uri, config, file)
         if not lock.held:  # only now may the folder be created: bad input writes nothing
             lock.acquire(config.name)
     except (PreflightError, ResumeError, StoreMismatch, SweepBusy) as err:

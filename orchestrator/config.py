@@ -6,6 +6,7 @@ a worker and nothing is half-written.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import stat
@@ -368,9 +369,12 @@ def _check_dataset(file: str | Path, ds: DatasetConfig, base: Path) -> None:
 def _existing_folder(file: str | Path, key: str, text: str, base: Path) -> Path:
     path = _user_path(file, key, text)
     path = path if path.is_absolute() else base / path
-    if not path.is_dir():
-        raise ConfigError(file, key, f"data folder '{text}' " + ("is not a folder" if path.exists() else "does not exist"))
-    return path.resolve()
+    try:
+        if not path.is_dir():
+            raise ConfigError(file, key, f"data folder '{text}' " + ("is not a folder" if path.exists() else "does not exist"))
+        return path.resolve()
+    except (OSError, ValueError) as err:  # a name too long for the filesystem, a NUL byte
+        raise ConfigError(file, key, f"data folder '{text[:200]}' cannot be used: {getattr(err, 'strerror', None) or err}") from None
 
 
 def _user_path(file: str | Path, key: str, text: str) -> Path:
@@ -384,7 +388,19 @@ def _check_storage_path(file: str | Path, config: SweepConfig) -> None:
     if config.storage_path is not None and "://" not in config.storage_path:
         if not config.storage_path.strip():
             raise ConfigError(file, "storage_path", "must be a folder (or omitted for results/<name>)")
-        _user_path(file, "storage_path", config.storage_path)
+        path = _user_path(file, "storage_path", config.storage_path)
+        try:  # the folder may not exist yet (a sweep creates it), but must be able to
+            if path.exists() and not path.is_dir():
+                raise ConfigError(file, "storage_path", f"'{config.storage_path}' is not a folder")
+            path.resolve()
+            os.lstat(path if path.exists() else path.parent if path.parent.exists() else Path("/"))
+            for part in path.parts:
+                if len(part.encode()) > 255:
+                    raise OSError(errno.ENAMETOOLONG, "File name too long")
+        except (OSError, ValueError) as err:
+            raise ConfigError(
+                file, "storage_path", f"'{config.storage_path[:200]}' cannot be used: {getattr(err, 'strerror', None) or err}"
+            ) from None
 
 
 def _check_grid_keys(file: str | Path, grid: GridConfig) -> None:

@@ -19,7 +19,7 @@ from orchestrator.plan import SweepPlan, TrainingKey
 from orchestrator.progress import last_line
 from orchestrator.records import complete_rows, read_record, trial_params, trial_summary
 from orchestrator.tracking import (
-    TAG_NODE, TAG_SWEEP, TAG_TRIAL, TrialRun, client, log_trial_record, retrying,
+    TAG_NODE, TAG_SWEEP, TAG_TRIAL, TrackingUnavailable, TrialRun, client, log_trial_record, retrying,
 )  # fmt: skip
 
 INTERRUPTED = "interrupted before it finished: continue with `fmx sweep {file} --resume`"
@@ -48,38 +48,70 @@ class Reconciled:
     unrecorded: dict[str, str] = field(default_factory=dict)  # failed without ever creating its MLflow run
 
 
-#: The live Trial objects of this driver's Tune run, by its experiment path (filled by TrialLedger).
-_LIVE_TRIALS: dict[str, list[Any]] = {}
+@dataclass
+class _RunLedger:
+    """What this driver saw of its Tune run: the live Trial objects, the trials that ended during the run,
+    and those that had already ended before it (restored by --resume)."""
+
+    trials: list[Any]
+    ended: dict[str, str] = field(default_factory=dict)  # trial id -> TERMINATED / ERROR
+    ended_before: set[str] = field(default_factory=set)
+
+
+_LEDGERS: dict[str, _RunLedger] = {}  # by Tune experiment path, filled by TrialLedger
+
+
+def _trial_id(trial: Any) -> str:
+    return TrainingKey(**(trial.config or {})["key"]).trial_id
 
 
 class TrialLedger(Callback):
-    """Keeps a reference to the driver's live Trial objects. Tune's saved experiment state can lag behind
-    them: a trial whose worker was killed was seen still RUNNING there after Tune had failed it."""
+    """Tells a trial that ended from one that was stopped. Tune's saved state can lag (a trial whose worker
+    was killed was seen still RUNNING there), and on Ctrl-C Tune marks the trials it stops TERMINATED in
+    memory: only the end events say which trials really completed or failed."""
 
     def __init__(self, tune_path: str) -> None:
         self.tune_path = tune_path
 
-    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
-        _LIVE_TRIALS[self.tune_path] = trials
+    def _ledger(self, trials: list) -> _RunLedger:
+        ledger = _LEDGERS.get(self.tune_path)
+        if ledger is None:
+            done = {_trial_id(t) for t in trials if t.status in ("TERMINATED", "ERROR")}
+            ledger = _LEDGERS[self.tune_path] = _RunLedger(trials, ended_before=done)
+        ledger.trials = trials
+        return ledger
 
-    def on_experiment_end(self, trials: list, **info: Any) -> None:
-        _LIVE_TRIALS[self.tune_path] = trials
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        self._ledger(trials)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._ledger(trials).ended[_trial_id(trial)] = "TERMINATED"
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._ledger(trials).ended[_trial_id(trial)] = "ERROR"
 
 
 def tune_trial_states(tune_path: str) -> dict[str, TrialState]:
-    """Every trial of the Tune run, by fmx trial id (also those that never reported): from the live Trial
-    objects where this driver ran it, else from Tune's saved state."""
-    trials = _LIVE_TRIALS.get(tune_path)
-    if trials is None:
+    """Every trial of the Tune run, by fmx trial id (also those that never reported): from what this driver
+    saw where it ran the trials (a trial that neither ended nor had ended before was interrupted), else
+    from Tune's saved state."""
+    ledger = _LEDGERS.get(tune_path)
+    if ledger is None:
         from ray.tune import ExperimentAnalysis
 
-        trials = ExperimentAnalysis(tune_path).trials
+        trials, status_of = ExperimentAnalysis(tune_path).trials, None
+    else:
+        trials = ledger.trials
+        status_of = {t: ledger.ended.get(t) for t in map(_trial_id, trials)}
     states: dict[str, TrialState] = {}
     for trial in trials:
-        key = TrainingKey(**(trial.config or {})["key"])
-        error = trial.get_error() if trial.status == "ERROR" else None
-        reason = (last_line(str(error)) or "the trial failed") if trial.status == "ERROR" else None
-        states[key.trial_id] = TrialState(trial.status, reason, trial.checkpoint)
+        trial_id = _trial_id(trial)
+        status = trial.status
+        if status_of is not None:
+            status = status_of[trial_id] or (status if trial_id in ledger.ended_before else "INTERRUPTED")
+        error = trial.get_error() if status == "ERROR" else None
+        reason = (last_line(str(error)) or "the trial failed") if status == "ERROR" else None
+        states[trial_id] = TrialState(status, reason, trial.checkpoint)
     return states
 
 
@@ -113,6 +145,7 @@ def reconcile(
     runs = retrying(lambda: mlflow_client.search_runs([experiment_id], filter_string=query, max_results=50000), "list runs")
     run_of = {r.data.tags.get(TAG_TRIAL): r for r in runs if r.data.tags.get(TAG_TRIAL)}
     out = Reconciled()
+    failures: list[TrackingUnavailable] = []
     for key in plan.trainings:
         trial = key.trial_id
         state = states.get(trial, TrialState("PENDING", None, None))
@@ -132,8 +165,14 @@ def reconcile(
         rows = complete_rows(rows, plan.settings, plan.eval_steps, reason)
         if run is None and state.status == "ERROR":
             out.unrecorded[trial] = reason or "the trial failed"
-        _write(config, key, uri, experiment_id, record, rows, reason, interrupted=not state.finished, run=run)
+        try:
+            _write(config, key, uri, experiment_id, record, rows, reason, interrupted=not state.finished, run=run)
+        except TrackingUnavailable as err:  # the others may still get through; this one waits for --resume
+            failures.append(err)
+            continue
         out.repaired[trial] = reason
+    if failures:
+        raise failures[0]
     return out
 
 

@@ -64,8 +64,18 @@ def check_resume_state(config: SweepConfig, resume: bool) -> None:
     """Refuse to silently mix a new sweep into an old one (or to resume nothing)."""
     from ray.tune import Tuner
 
-    tune_path = _join(storage_dir(config), TUNE_DIR)
-    exists = Tuner.can_restore(tune_path)
+    try:
+        storage = storage_dir(config)
+        if "://" not in storage and Path(storage).exists() and not Path(storage).is_dir():
+            raise ResumeError(f"storage_path: {storage} is not a folder")
+        tune_path = _join(storage, TUNE_DIR)
+        exists = Tuner.can_restore(tune_path)
+    except (OSError, ValueError) as err:  # a name too long for the filesystem, a NUL byte, a bad URI
+        raise ResumeError(f"storage_path: {str(config.storage_path)[:200]} cannot be used: {err}") from None
+    except Exception as err:  # pyarrow's errors for a URI it cannot open
+        if type(err).__module__.startswith("pyarrow"):
+            raise ResumeError(f"storage_path: {str(config.storage_path)[:200]} cannot be used: {err}") from None
+        raise
     if resume and not exists:
         raise ResumeError(f"--resume: no earlier run of sweep '{config.name}' under {tune_path}")
     if resume:
@@ -208,7 +218,7 @@ def run_sweep(
         experiment_id = experiment.result()
     check_schedulable(config, address, console)
     if not resume:
-        write_sweep_state(results_dir(config), tracking_uri, experiment_id, config.name)
+        write_sweep_state(results_dir(config), tracking_uri, experiment_id, config)
     trainable = tune.with_resources(training_trial, _trial_resources(config))
     progress = SweepProgress(len(plan.trainings), config.train.steps, console)
     tune_path = _join(storage, TUNE_DIR)

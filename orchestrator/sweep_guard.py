@@ -7,12 +7,16 @@ that was replaced or lost would silently rewrite the tables without the rows it 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock, Timeout
+
+if TYPE_CHECKING:
+    from orchestrator.config import SweepConfig
 
 LOCK_FILE = "sweep.lock"
 STATE_FILE = "sweep-state.json"
@@ -61,10 +65,18 @@ def _read_holder(path: Path) -> str:
         return ""
 
 
-def write_sweep_state(folder: Path, tracking_uri: str, experiment_id: str, sweep: str) -> None:
-    """Remember which store and experiment this sweep logs to (checked by --resume)."""
+def config_digest(config: SweepConfig) -> str:
+    """A fingerprint of everything the sweep file decides: --resume continues the sweep as it was started."""
+    return hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:16]
+
+
+def write_sweep_state(folder: Path, tracking_uri: str, experiment_id: str, config: SweepConfig) -> None:
+    """Remember which store and experiment this sweep logs to, and what it was started with (--resume checks)."""
     folder.mkdir(parents=True, exist_ok=True)
-    state = {"tracking_uri": tracking_uri, "experiment_id": experiment_id, "experiment_name": sweep}
+    state = {
+        "tracking_uri": tracking_uri, "experiment_id": experiment_id, "experiment_name": config.name,
+        "config_digest": config_digest(config),
+    }  # fmt: skip
     tmp = folder / (STATE_FILE + ".tmp")
     tmp.write_text(json.dumps(state, indent=1))
     os.replace(tmp, folder / STATE_FILE)
@@ -77,12 +89,19 @@ def read_sweep_state(folder: Path) -> dict[str, Any] | None:
         return None
 
 
-def check_store_matches(folder: Path, tracking_uri: str) -> None:
-    """Before --resume: the store must be the one the sweep started with, and still hold its experiment."""
+def check_store_matches(folder: Path, tracking_uri: str, config: SweepConfig, file: str | Path) -> None:
+    """Before --resume: the sweep file must be the one the sweep started with (Tune restores the grid it
+    started; a changed file would plan trials Tune never runs), and the store the one it logged to, still
+    holding its experiment."""
     state = read_sweep_state(folder)
     if state is None:  # a sweep from before this check existed: nothing to compare with
         return
     sweep, experiment_id = state["experiment_name"], state["experiment_id"]
+    if state.get("config_digest") not in (None, config_digest(config)):
+        raise StoreMismatch(
+            f"--resume: {file} has changed since sweep '{sweep}' started, and --resume continues the sweep as it "
+            f"was started: restore the file, or give the changed sweep another name"
+        )
     if state["tracking_uri"] != tracking_uri:
         raise StoreMismatch(
             f"--resume: sweep '{sweep}' logs to {state['tracking_uri']}, not {tracking_uri}: "

@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import socket
+import sys
 import tempfile
 import time
 import urllib.error
@@ -69,6 +71,13 @@ def default_artifact_location(uri: str, sweep: str) -> str | None:
 
 def check_tracking_uri(uri: str, timeout: float = 3.0) -> None:
     """Fail fast (seconds, not MLflow's minutes of retries) when the store cannot be reached."""
+    try:
+        _check_tracking_uri(uri, timeout)
+    except (OSError, ValueError) as err:  # a malformed URL, a path too long for the filesystem
+        raise TrackingError(f"unusable tracking URI {uri[:200]}: {getattr(err, 'strerror', None) or err}") from None
+
+
+def _check_tracking_uri(uri: str, timeout: float) -> None:
     parsed = urlparse(uri)
     if parsed.scheme in ("http", "https"):
         try:
@@ -104,8 +113,36 @@ class TrackingUnavailable(RuntimeError):
     """MLflow could not be reached within the retry budget; what was to be written is kept elsewhere."""
 
 
-def _is_permanent(err: Exception) -> bool:
-    return getattr(err, "error_code", None) in _PERMANENT_ERRORS
+#: What an unreachable or busy store says, whichever layer (requests, urllib3, sqlite, MLflow) words it.
+_TRANSIENT_TEXT = re.compile(
+    r"connection (refused|reset|aborted)|max retries exceeded|timed out|temporarily unavailable|database is locked"
+    r"|remote end closed|bad gateway|service unavailable|gateway timeout|failed to establish|broken pipe"
+    r"|name or service not known|response code 50[0234]|status code 50[0234]",
+    re.IGNORECASE,
+)
+_TRANSIENT_TYPES = ("ConnectionError", "Timeout", "ConnectTimeout", "ReadTimeout", "ProtocolError", "NewConnectionError",
+                    "MaxRetryError", "RemoteDisconnected", "ChunkedEncodingError")  # fmt: skip
+
+
+def _is_transient(err: BaseException) -> bool:
+    """An outage that waiting can mend (a server restarting, a locked sqlite file), not a wrong request or a
+    damaged store, which are raised at once instead of being retried for minutes."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if getattr(current, "error_code", None) in _PERMANENT_ERRORS:
+            return False
+        if isinstance(current, (ConnectionError, TimeoutError)) or type(current).__name__ in _TRANSIENT_TYPES:
+            return True
+        if _TRANSIENT_TEXT.search(str(current)):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _to_stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def retry_budget() -> float:
@@ -116,7 +153,7 @@ def retry_budget() -> float:
 
 
 def retrying(
-    call: Callable[[], T], what: str, budget: float | None = None, log: Callable[[str], None] = print, where: str | None = None
+    call: Callable[[], T], what: str, budget: float | None = None, log: Callable[[str], None] = _to_stderr, where: str | None = None
 ) -> T:
     """Run an MLflow call, retrying with back-off (1, 2, 4 ... 30 s) while the store is unreachable (a server
     restarting, a locked sqlite file); gives up with TrackingUnavailable once `budget` seconds have passed.
@@ -128,11 +165,11 @@ def retrying(
         try:
             return call()
         except Exception as err:  # noqa: BLE001 - MLflow raises many kinds for one outage
-            if _is_permanent(err):
-                raise
             full = as_disk_full(err, where)
             if full is not None:  # no wait mends a full disk; say where, at once
                 raise full from err
+            if not _is_transient(err):
+                raise
             left = deadline - time.monotonic()
             reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]
             if left <= 0:
@@ -153,7 +190,12 @@ def ensure_experiment(uri: str, sweep: str) -> str:
             if found.lifecycle_stage == "deleted":
                 mlflow_client.restore_experiment(found.experiment_id)
             return found.experiment_id
-        return mlflow_client.create_experiment(sweep, artifact_location=default_artifact_location(uri, sweep))
+        try:
+            return mlflow_client.create_experiment(sweep, artifact_location=default_artifact_location(uri, sweep))
+        except Exception as err:  # another sweep created it meanwhile: take that one
+            if getattr(err, "error_code", None) != "RESOURCE_ALREADY_EXISTS":
+                raise
+            return ensure()
 
     return retrying(ensure, "create the sweep's experiment", where=store_location(uri))
 

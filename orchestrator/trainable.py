@@ -121,12 +121,13 @@ def _fit_with_torch_trainer(runner: TrialRunner, params: dict[str, Any], storage
         ),
     )
     result = trainer.fit()
+    if result.checkpoint is not None:  # also after a failure: the rows evaluated before it are kept
+        with result.checkpoint.as_directory() as directory:
+            runner.restore(directory)
     if result.error is not None:
         raise result.error
     if result.checkpoint is None:
         raise RuntimeError("Ray Train finished without a checkpoint")
-    with result.checkpoint.as_directory() as directory:
-        runner.restore(directory)
 
 
 def _reason(err: Exception) -> str:
@@ -162,7 +163,8 @@ def run_training_trial(params: dict[str, Any], started_at: float, started: float
         summary["trial_seconds"] = time.perf_counter() - started
         run.log_evaluations([{**row, **ZERO_TOTALS} for row in failed_rows(settings, eval_steps, error)], summary)
         run.finish("FAILED", error)
-        raise
+        # Ray re-raises a trial's error in the driver, which must not unpickle types defined next to PyTorch.
+        raise RuntimeError(error) from None
     resumed_from = runner.step
     summary["resumed_from_step"] = resumed_from
     with tempfile.TemporaryDirectory() as tmp:

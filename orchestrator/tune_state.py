@@ -29,10 +29,17 @@ def _backup_dir(tune_path: Path) -> Path:
 
 
 def _parses(path: Path) -> bool:
+    """experiment_state-*.json is JSON; basic-variant-state-*.json, despite its name, a (cloud)pickle of Tune's
+    search state, which Tune itself loads from this folder on restore."""
     try:
-        json.loads(path.read_text())
+        if path.name.startswith("experiment_state-"):
+            json.loads(path.read_text())
+        else:
+            import cloudpickle
+
+            cloudpickle.loads(path.read_bytes())
         return True
-    except (OSError, ValueError):
+    except Exception:  # noqa: BLE001 - truncated JSON or pickle: any error means unreadable
         return False
 
 
@@ -69,9 +76,9 @@ class StateBackup(Callback):
 
 
 def repair_tune_state(tune_path: str) -> list[str]:
-    """Before a restore: put back the last good copy of every state file that no longer parses (or drop it
-    where Tune has an older, readable one). Returns the names repaired; raises CorruptTuneState when the
-    experiment state is unreadable and nothing can replace it. Remote storage (URIs) is left to Tune."""
+    """Before a restore: put back the last good copy of every state file that no longer parses. Returns the
+    names repaired; raises CorruptTuneState where a file is unreadable and has no good copy (Tune would
+    otherwise start a new, empty experiment, or run the whole grid again). Remote storage is left to Tune."""
     if "://" in tune_path:
         return []
     folder = Path(tune_path)
@@ -82,10 +89,12 @@ def repair_tune_state(tune_path: str) -> list[str]:
             if _parses(path):
                 continue
             good = backup / path.name
-            if good.is_file() and _parses(good):
-                shutil.copyfile(good, path)
-            else:
-                path.unlink()
+            if not (good.is_file() and _parses(good)):
+                raise CorruptTuneState(
+                    f"the sweep's Ray Tune state {path} is unreadable (a full disk while it was written?) and no "
+                    f"good copy of it is in {backup}; delete the sweep's state ({folder.parent}) to start over"
+                )
+            shutil.copyfile(good, path)
             repaired.append(path.name)
     if not any(_parses(p) for p in folder.glob(STATE_PATTERNS[0])):
         raise CorruptTuneState(

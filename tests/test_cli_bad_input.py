@@ -63,6 +63,14 @@ CASES = {
     "repeated_nfe": (GOOD.replace("nfe: [4]", "nfe: [4, 4]"), [], ["grid.nfe", "repeats 4"]),
     "pairs_beside_path": (GOOD.replace("grid: {", "grid: {pairs: [[ot, fm]], "), [], ["grid.pairs", "grid.path"]),
     "more_cpus_than_this_machine": (GOOD.replace("batch_size: 32}", f"batch_size: 32, cpus_per_worker: {(os.cpu_count() or 1) + 1}}}"), [], ["train.cpus_per_worker", "this machine has"]),
+    "data_folder_name_too_long": (
+        GOOD.replace("dataset: {name: checkerboard}", "dataset: {name: image_folder, root: /tmp/" + "d" * 300 + "}").replace("kind: mlp", "kind: unet"),
+        [], ["dataset.root", "cannot be used"],
+    ),
+    "storage_path_is_a_file": (GOOD + "storage_path: /etc/hostname\n", [], ["storage_path", "is not a folder"]),
+    "storage_path_too_long": (GOOD + "storage_path: /tmp/" + "s" * 300 + "\n", [], ["storage_path", "cannot be used"]),
+    "tracking_uri_path_too_long": (GOOD, ["--tracking-uri", "sqlite:////tmp/" + "t" * 300 + "/mlflow.db"], ["--tracking-uri", "unusable tracking URI"]),
+    "tracking_uri_malformed": (GOOD, ["--tracking-uri", "http://[::1"], ["--tracking-uri", "unusable tracking URI"]),
     "grid_beyond_limits": (GOOD.replace("nfe: [4]", f"nfe: [4], seed: {list(range(10_001))}"), [], ["grid", "limits.max_trainings"]),
 }
 

@@ -404,6 +404,13 @@ def test_path_fields_are_expanded_and_their_text_as_written_is_kept(tmp_path: Pa
     assert data["dataset"]["root"] == "${DATA_HOME}/data"  # the caller's mapping is not changed
     again = SweepConfig.model_validate(config.model_dump(mode="json"))
     assert again.written_as == config.written_as and again == config
+    # MLflow shows what the file says, never the value the environment gave it.
+    from orchestrator.plan import plan_sweep
+    from orchestrator.records import trial_params
+
+    params = trial_params(again, plan_sweep(again).trainings[0])
+    assert params["dataset.root"] == "${DATA_HOME}/data" and params["storage_path"] == "${SHARED}/fmx"
+    assert str(tmp_path) not in " ".join(str(v) for v in params.values())
 
 
 @pytest.mark.parametrize(

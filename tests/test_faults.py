@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -65,7 +66,7 @@ class Sweep:
             kill_session(self.proc.pid)
             # What the trials printed (Ray keeps their stdout in its session logs), before those are removed.
             self.worker_output = "".join(
-                f.read_text(errors="replace") for f in Path(self.env["RAY_TMPDIR"]).rglob("worker-*.out")
+                f.read_text(errors="replace") for f in Path(self.env["RAY_TMPDIR"]).rglob("worker-*.*")
             )
             cleanup_ray_tmp(self.env)
         return self.proc.returncode, stdout, self.text()
@@ -142,7 +143,14 @@ def test_a_killed_worker_is_recorded_failed_and_resume_retries_it(tmp_path: Path
     (tmp_path / "faults.yaml").write_text(FAULT_SWEEP)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     sweep = Sweep(tmp_path, ["faults.yaml"])
-    sweep.wait_for(lambda text: f"step 300/{STEPS}" in text, "a trial reached step 300")
+    # Both running trials past a checkpoint, none done: whichever worker is killed has something to resume from.
+    sweep.wait_for(
+        lambda text: len(re.findall(rf"· (\S+) step 200/{STEPS} ", text)) >= 2 and "✓" not in text,
+        "two trials past step 200",
+    )
+    workers = [p for p in _ray_processes(sweep.env) if "training_trial" in p.name() or "ImplicitFunc" in p.name()]
+    assert workers, [p.name() for p in _ray_processes(sweep.env)]
+    workers[0].kill()
 
     listening = []
     for proc in _ray_processes(sweep.env):
@@ -159,9 +167,6 @@ def test_a_killed_worker_is_recorded_failed_and_resume_retries_it(tmp_path: Path
     assert second.returncode == 2 and "already running" in second.stderr, second.stderr
     assert "Traceback" not in second.stderr
 
-    workers = [p for p in _ray_processes(sweep.env) if "training_trial" in p.name() or "ImplicitFunc" in p.name()]
-    assert workers, [p.name() for p in _ray_processes(sweep.env)]
-    workers[0].kill()
     code, stdout, log = sweep.finish()
     assert code == 0, log[-3000:]
     assert "(1 failed, 0 interrupted)" in stdout, stdout
@@ -240,6 +245,12 @@ def test_resume_against_a_lost_or_replaced_store_refuses_or_restores_every_row(t
     before = _rows(tmp_path)
     (tmp_path / "results" / "faults" / "runs.parquet").touch()
     stamp = (tmp_path / "results" / "faults" / "runs.parquet").stat().st_mtime_ns
+
+    text = (tmp_path / "faults.yaml").read_text()
+    (tmp_path / "faults.yaml").write_text(text.replace("nfe: [4]", "nfe: [5]"))  # edited since the start
+    edited = run_fmx(["sweep", "faults.yaml", "--resume"], tmp_path)
+    assert edited.returncode == 2 and "has changed since sweep 'faults' started" in edited.stderr, edited.stderr
+    (tmp_path / "faults.yaml").write_text(text)
 
     db.rename(tmp_path / "lost.db")
     gone = run_fmx(["sweep", "faults.yaml", "--resume"], tmp_path)
