@@ -145,7 +145,10 @@ def sweep(
         outcome = run_sweep(config, uri, address=address, resume=resume, console=console, sweep_file=str(file))
     except Unschedulable as err:
         _fail(f"{file}: {err}")
-    except (KeyboardInterrupt, EOFError):  # Ctrl-C outside Tune's own handling (Ray's start, the final writes)
+    except (KeyboardInterrupt, EOFError) as err:  # Ctrl-C outside Tune's own handling (Ray's start, the end)
+        full = full_disk_under(results_dir(config), uri) if isinstance(err, EOFError) else None
+        if full is not None:  # Tune ends with "Aborted." (an EOFError) when it cannot write its state
+            _fail_disk_full(full, file)
         console.print(f"[red]interrupted:[/] run `fmx sweep {file} --resume` to continue", highlight=False)
         raise typer.Exit(130) from None
     except TrackingUnavailable as err:
@@ -155,11 +158,15 @@ def sweep(
         full = as_disk_full(err) or full_disk_under(results_dir(config), uri)
         if full is None:
             raise
-        _fail(f"{full}: free some space, then run `fmx sweep {file} --resume`", code=1)
+        _fail_disk_full(full, file)
     finally:
         stop_local_ray()
     _report_outcome(outcome, file)
     lock.release()
+
+
+def _fail_disk_full(full: Exception, file: Path) -> NoReturn:
+    _fail(f"{full}: free some space, then run `fmx sweep {file} --resume`", code=1)
 
 
 def _preflight_sweep(config: SweepConfig, file: Path, address: str | None, uri: str, resume: bool):  # -> SweepLock
