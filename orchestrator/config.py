@@ -484,7 +484,10 @@ def load_sweep(file: str | Path) -> SweepConfig:
     """Read and validate a sweep YAML file; every problem is a ConfigError naming the file and key."""
     text = _read_sweep_text(file)
     try:
-        data = yaml.load(text, Loader=_SweepLoader)  # noqa: S506 - a safe loader
+        # _SweepLoader is PyYAML's SafeLoader (C or Python) plus two checks: it builds only plain scalars, lists
+        # and mappings, never Python objects (`!!python/...` tags are refused), so a sweep file from shared
+        # storage cannot run code. Alias bombs are refused after this by counting the expanded tree's size.
+        data = yaml.load(text, Loader=_SweepLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as err:
         raise ConfigError(file, "", f"malformed YAML: {_yaml_problem(err)}") from None
     return parse_sweep(data, file)

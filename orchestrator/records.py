@@ -92,7 +92,7 @@ def trial_params(config: SweepConfig, key: TrainingKey) -> dict[str, Any]:
     params.update({f"model.{k}": v for k, v in config.model.model_dump().items()})
     params.update({f"train.{k}": v for k, v in config.train.model_dump().items()})
     params.update({f"eval.{k}": v for k, v in config.eval.model_dump().items()})
-    params.update(getattr(config, "written_as", None) or {})
+    params.update(config.written_as)
     return params
 
 
@@ -114,7 +114,7 @@ def write_record(directory: str | Path, record: dict[str, Any]) -> Path:
     """Write the record atomically: a checkpoint is either without it or with all of it."""
     path = Path(directory) / RECORD_FILE
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, default=_json_default))
+    tmp.write_text(json.dumps(record, default=json_default))
     os.replace(tmp, path)
     return path
 
@@ -128,7 +128,8 @@ def read_record(directory: str | Path) -> dict[str, Any] | None:
         return None
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
+    """json.dumps' fallback for numpy / torch scalars in rows."""
     if hasattr(value, "item"):  # numpy / torch scalars
         return value.item()
     raise TypeError(f"cannot serialise {type(value).__name__}")

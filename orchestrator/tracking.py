@@ -23,6 +23,7 @@ from urllib.parse import urlparse
 
 from orchestrator.disk import as_disk_full
 from orchestrator.plan import TrainingKey
+from orchestrator.records import json_default
 
 EVALUATIONS_ARTIFACT = "evaluations.json"
 T = TypeVar("T")
@@ -268,7 +269,7 @@ class TrialRun:
         """The rows are the source of truth for the Parquet tables; metrics mirror them for the UI."""
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / EVALUATIONS_ARTIFACT
-            path.write_text(json.dumps({"summary": summary, "rows": rows}, indent=1, default=_json_default))
+            path.write_text(json.dumps({"summary": summary, "rows": rows}, indent=1, default=json_default))
             self._retrying(lambda: self.client.log_artifact(self.run_id, str(path)), "log the evaluation rows")
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
@@ -315,12 +316,6 @@ def find_trial_run(mlflow_client: Any, experiment_id: str, sweep: str, trial_id:
     query = f"tags.`{TAG_SWEEP}` = '{sweep}' and tags.`{TAG_TRIAL}` = '{trial_id}'"
     found = mlflow_client.search_runs([experiment_id], filter_string=query, max_results=1)
     return found[0] if found else None
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "item"):
-        return value.item()
-    raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
 def read_evaluations(uri: str, experiment_id: str) -> list[tuple[Any, dict[str, Any]]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickletools
 import shutil
 from pathlib import Path
 from typing import Any
@@ -29,16 +30,18 @@ def _backup_dir(tune_path: Path) -> Path:
 
 
 def _parses(path: Path) -> bool:
-    """experiment_state-*.json is JSON; basic-variant-state-*.json, despite its name, a (cloud)pickle of Tune's
-    search state, which Tune itself loads from this folder on restore."""
+    """Whether a state file is whole. experiment_state-*.json is JSON; basic-variant-state-*.json, despite its
+    name, is a (cloud)pickle of Tune's search state. That one is never unpickled here (unpickling runs what
+    the file names, and the file sits on storage others may write): pickletools only walks its opcodes,
+    which executes nothing, and a whole pickle ends with STOP."""
     try:
         if path.name.startswith("experiment_state-"):
             json.loads(path.read_text())
-        else:
-            import cloudpickle
-
-            cloudpickle.loads(path.read_bytes())
-        return True
+            return True
+        last = None
+        for last, _, _ in pickletools.genops(path.read_bytes()):
+            pass
+        return last is not None and last.name == "STOP"
     except Exception:  # noqa: BLE001 - truncated JSON or pickle: any error means unreadable
         return False
 

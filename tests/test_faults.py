@@ -342,3 +342,31 @@ def test_two_sweeps_of_one_file_started_at_once_on_a_fresh_folder_one_runs_one_i
     (run,) = _mlflow_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "faults").values()
     history = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}").get_metric_history(run.info.run_id, "train_loss")
     assert len(history) == STEPS // 50  # computed and logged once
+
+
+def test_tune_state_is_checked_without_running_it_and_put_back_from_its_last_good_copy(tmp_path: Path):
+    import pickle
+
+    from orchestrator.tune_state import CorruptTuneState, StateBackup, repair_tune_state
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'payload-ran'}",))
+
+    tune = tmp_path / "ray" / "tune"
+    tune.mkdir(parents=True)
+    experiment, search = tune / "experiment_state-1.json", tune / "basic-variant-state-1.json"
+    experiment.write_text('{"trial_data": []}')
+    search.write_bytes(pickle.dumps({"searcher": Payload()}))
+    StateBackup(str(tune)).backup()  # both whole: copied, and the pickle only walked, never loaded
+    assert not (tmp_path / "payload-ran").exists()
+    good = search.read_bytes()
+    search.write_bytes(good[: len(good) // 2])  # truncated, as a full disk leaves it
+    experiment.write_text('{"trial_da')
+    assert sorted(repair_tune_state(str(tune))) == sorted([experiment.name, search.name])
+    assert search.read_bytes() == good and experiment.read_text() == '{"trial_data": []}'
+    assert not (tmp_path / "payload-ran").exists()
+    experiment.write_text("{")
+    (tmp_path / "ray" / "tune-state-backup" / experiment.name).unlink()
+    with pytest.raises(CorruptTuneState, match="no good copy"):
+        repair_tune_state(str(tune))
