@@ -39,7 +39,7 @@ from fm_core.likelihood import gaussian_log_prob, log_likelihood
 from fm_core.models.mlp import MLP
 from fm_core.objectives import make_objective
 from fm_core.paths import make_path
-from fm_core.sampling import FIXED_STAGES, SolverSpec
+from fm_core.sampling import FIXED_STAGES, SolverSetting
 from fm_core.training import make_optimizer, train_step
 
 try:
@@ -166,10 +166,10 @@ class LikelihoodSetting:
     steps: int | None = None  # fixed grid
     tol: float | None = None  # adaptive
 
-    def fm_core_spec(self) -> SolverSpec:
+    def fm_core_spec(self) -> SolverSetting:
         if self.steps is not None:
-            return SolverSpec(self.method, nfe=self.steps * FIXED_STAGES[self.method])
-        return SolverSpec.adaptive(self.method, self.tol)
+            return SolverSetting(self.method, nfe_budget=self.steps * FIXED_STAGES[self.method])
+        return SolverSetting.adaptive(self.method, self.tol)
 
 
 def fm_core_likelihood(model: Counted, x1: Tensor, setting: LikelihoodSetting) -> Tensor:

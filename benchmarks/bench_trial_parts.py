@@ -65,7 +65,8 @@ def main() -> None:
     from orchestrator.plan import plan_sweep
     from orchestrator.plots import save_loss_curve, save_samples
     from orchestrator.tracking import TrialRun, ensure_experiment
-    from orchestrator.records import metrics_of, trial_params
+    from orchestrator.evaluation_runs import log_evaluation_runs
+    from orchestrator.records import trial_params
     from orchestrator.trial import TrialRunner
 
     torch.set_num_threads(1)  # as in a 1-CPU trial
@@ -98,8 +99,7 @@ def main() -> None:
             np.savez_compressed(work / "samples.npz", **{k: v.numpy() for k, v in samples.items()})
         with watch.part("MLflow metrics, artifacts, evaluations"):
             run.log_history("train_loss", runner.losses)
-            for step, metrics in metrics_of(rows).items():
-                run.log_metrics(metrics, step)
+            log_evaluation_runs(run, rows)
             for file in ("samples.png", "loss.png", "samples.npz"):
                 run.log_artifact(work / file, "plots")
             run.log_evaluations(rows, {"trial_id": key.trial_id})

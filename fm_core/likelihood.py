@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from fm_core.sampling import SolverSpec, odeint_counted
+from fm_core.sampling import SolverSetting, odeint_counted
 
 DIVERGENCES = ("exact", "hutchinson")
 PROBES = ("rademacher", "gaussian")
@@ -70,7 +70,7 @@ def make_probe(like: Tensor, kind: str, generator: torch.Generator | None = None
 def log_likelihood(
     field: Callable[[Tensor, Tensor], Tensor],
     x1: Tensor,
-    solver: SolverSpec,
+    solver: SolverSetting,
     t1: float = 1.0,
     prior_std: float = 1.0,
     divergence: str = "exact",

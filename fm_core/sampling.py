@@ -15,48 +15,10 @@ import torch
 from torch import Tensor
 from torchdiffeq import odeint
 
-from fm_core.names import ADAPTIVE_SOLVERS, FIXED_STAGES, SOLVER_NAMES
+from fm_core.names import FIXED_STAGES
+from fm_core.solvers import SolverSetting
 
-
-@dataclass(frozen=True)
-class SolverSpec:
-    """One solver setting: a fixed-step method with an NFE budget, or an adaptive one with tolerances."""
-
-    method: str = "dopri5"
-    nfe: int | None = None
-    atol: float | None = None
-    rtol: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.method in FIXED_STAGES:
-            if self.nfe is None or self.nfe < FIXED_STAGES[self.method]:
-                raise ValueError(
-                    f"solver '{self.method}' needs an NFE budget of at least {FIXED_STAGES[self.method]}"
-                    f" (its evaluations per step), got {self.nfe}"
-                )
-            if self.atol is not None or self.rtol is not None:
-                raise ValueError(f"solver '{self.method}' is fixed-step: it takes an NFE budget, not a tolerance")
-        elif self.method in ADAPTIVE_SOLVERS:
-            if self.nfe is not None:
-                raise ValueError(f"solver '{self.method}' is adaptive: it takes atol/rtol, not an NFE budget")
-            for key in ("atol", "rtol"):
-                value = getattr(self, key)
-                if value is None or not value > 0:
-                    raise ValueError(f"solver '{self.method}' needs a positive {key}, got {value}")
-        else:
-            raise ValueError(f"unknown solver '{self.method}'; choose one of {', '.join(SOLVER_NAMES)}")
-
-    @property
-    def steps(self) -> int | None:
-        """Steps of a fixed-grid solve (the budget rounded down to whole steps)."""
-        return None if self.nfe is None else self.nfe // FIXED_STAGES[self.method]
-
-    @classmethod
-    def adaptive(cls, method: str = "dopri5", tol: float = 1e-5) -> SolverSpec:
-        return cls(method=method, atol=tol, rtol=tol)
-
-    def label(self) -> str:
-        return f"{self.method}@nfe{self.nfe}" if self.nfe is not None else f"{self.method}@tol{self.atol:g}"
+__all__ = ["FIXED_STAGES", "SolverSetting", "Solution", "odeint_counted", "sample"]
 
 
 class CountingField(torch.nn.Module):
@@ -86,7 +48,7 @@ def odeint_counted(
     state: object,
     t0: float,
     t1: float,
-    solver: SolverSpec,
+    solver: SolverSetting,
     t_eval: Sequence[float] | None = None,
 ) -> tuple[object, int]:
     """Integrate `state` (a tensor or tuple of tensors) from t0 to t1; returns (states, nfe).
@@ -101,20 +63,20 @@ def odeint_counted(
     counted = CountingField(field)
     options: dict[str, object] = {}
     kwargs: dict[str, object] = {}
-    if solver.nfe is not None:
+    if solver.nfe_budget is not None:
         steps = solver.steps
         grid = torch.linspace(t0, t1, steps + 1, dtype=ref.dtype, device=ref.device)
         options["grid_constructor"] = lambda _f, _y0, _t: grid
     else:
         kwargs = {"atol": solver.atol, "rtol": solver.rtol}
-    out = odeint(counted, state, t, method=solver.method, options=options, **kwargs)
+    out = odeint(counted, state, t, method=solver.solver, options=options, **kwargs)
     return out, counted.nfe
 
 
 def sample(
     field: Callable[[Tensor, Tensor], Tensor],
     x0: Tensor,
-    solver: SolverSpec,
+    solver: SolverSetting,
     t_span: tuple[float, float] = (0.0, 1.0),
     t_eval: Sequence[float] | None = None,
 ) -> Solution:

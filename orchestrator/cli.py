@@ -243,8 +243,8 @@ def _show_table(table, markdown: bool) -> None:  # noqa: ANN001 - a pandas DataF
         return
     shown = display_table(table)
     rich_table = Table()
-    for col in shown.columns:
-        rich_table.add_column(str(col))
+    for col in shown.columns:  # labels stay whole (two tolerances must never read alike); numbers and headers wrap
+        rich_table.add_column(str(col), no_wrap=col in ("method", "solver"), overflow="fold")
     for row in shown.itertuples(index=False):
         rich_table.add_row(*(str(v) for v in row))
     out.print(rich_table)
@@ -294,7 +294,7 @@ def report(
     """Markdown tables and PNG plots of a finished sweep, written to disk and logged to MLflow."""
     name, uri, runs = _runs_from_mlflow(sweep_name, tracking_uri)
     from orchestrator.report import build_report, load_samples, load_trajectories
-    from orchestrator.tracking import log_report
+    from orchestrator.tracking import REPORT_EXPERIMENT, log_report
 
     if runs.empty:
         _fail(f"sweep '{name}' has no evaluated rows in MLflow at {uri}")
@@ -302,7 +302,7 @@ def report(
     built = build_report(runs, target, name, load_samples(uri, runs), load_trajectories(uri, runs))
     log_report(uri, name, built.directory)
     out.print(built.markdown.read_text(), highlight=False, markup=False)
-    console.print(f"report: {built.markdown} ({len(built.plots)} plots; also in MLflow run 'report')", highlight=False)
+    console.print(f"report: {built.markdown} ({len(built.plots)} plots; also in MLflow experiment '{REPORT_EXPERIMENT.format(sweep=name)}')", highlight=False)
 
 
 @app.command()
@@ -342,7 +342,8 @@ def evaluate(
     nfe: Annotated[int | None, typer.Option(help="NFE budget for fixed-step solvers")] = None,
 ) -> None:
     """Evaluate a checkpoint from `fmx train` under one solver setting and print its metrics."""
-    from orchestrator.plan import EvalSetting
+    from fm_core.names import ADAPTIVE_SOLVERS
+    from fm_core.solvers import SolverSetting
     from orchestrator.trial import STATE_FILE, CheckpointError, TrialRunner
 
     if not (checkpoint / STATE_FILE).is_file() or not (checkpoint / "trial.txt").is_file():
@@ -357,10 +358,8 @@ def evaluate(
         _fail(f"{checkpoint / 'trial.txt'}: '{trial_id[:100]}' is not a training of its sweep.yaml; one of {', '.join(keys)}")
     key = keys[trial_id]
     try:
-        setting = EvalSetting(solver, tol=tol if nfe is None else None, nfe_budget=nfe)
-        if setting.tol is None and setting.nfe_budget is None:
-            setting = EvalSetting(solver, tol=1e-5)
-        setting.spec()
+        default_tol = 1e-5 if tol is None and nfe is None and solver in ADAPTIVE_SOLVERS else tol
+        setting = SolverSetting(solver, tol=default_tol, nfe_budget=nfe)
     except ValueError as err:
         _fail(f"--solver/--tol/--nfe: {err}")
     runner = TrialRunner(config, key)
@@ -369,71 +368,72 @@ def evaluate(
     except CheckpointError as err:
         _fail(str(err))
     rows, _ = runner.evaluate([setting])
-    for k, v in rows[0].items():
-        out.print(f"{k:>20}: {v}", highlight=False)
+    for k, v in rows[0].as_dict().items():
+        if v is not None and v == v:  # what was measured: fields that do not apply (None, NaN) are left out
+            out.print(f"{k:>20}: {v}", highlight=False)
 
 
 @app.command()
 def ui(
+    sweep_name: Annotated[str | None, typer.Argument(help="sweep name, or its YAML file", show_default=False)] = None,
     tracking_uri: TrackingUri = None,
-    port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 5000,
+    port: Annotated[int, typer.Option(help="port to listen on")] = 5000,
+    host: Annotated[str, typer.Option(help="address to bind (not loopback: reachable from other machines)")] = "127.0.0.1",
 ) -> None:
-    """Start the MLflow UI on 127.0.0.1 for the sweep store and print its address."""
+    """Start a light MLflow UI for the sweep store and, once it answers, print the sweep's runs page."""
+    name = _load(Path(sweep_name)).name if sweep_name and sweep_name.endswith((".yaml", ".yml")) else sweep_name
     uri = _tracking(tracking_uri, existing=True)
     if uri.startswith(("http://", "https://")):
         out.print(f"the tracking server already serves the UI: {uri}")
         return
-    problem = _port_problem(port)
+    problem = _port_problem(port, host)
     if problem:
         _fail(f"--port: {problem}")
-    address = f"http://127.0.0.1:{port}"
-    out.print(f"MLflow UI: {address}  (store: {uri}; Ctrl-C to stop)", highlight=False)
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)]
-    code, served = _serve(cmd, address)
+    from orchestrator import ui as fmx_ui
+
+    exp_id = fmx_ui.experiment_id(uri, name) if name else None
+    if name and exp_id is None:
+        _fail(f"no sweep '{name}' in the MLflow store {uri}")
+    if host not in fmx_ui.LOOPBACK:
+        console.print(f"[yellow]warning:[/] --host {host}: the UI is reachable from other machines, without login")
+    code, served = _serve(uri, host, port, exp_id)
     if code:
         what = "failed" if served else "exited without serving it"
-        _fail(f"the MLflow UI at {address} {what} (exit code {code}); see its output above", code=1)
+        _fail(f"the MLflow UI on {host}:{port} {what} (exit code {code}); see its output above", code=1)
 
 
-def _port_problem(port: int) -> str | None:
-    """Why the UI cannot listen on 127.0.0.1:`port`, found by binding it (as the server would) and letting go."""
-    import socket
+def _port_problem(port: int, host: str = "127.0.0.1") -> str | None:
+    """Why the UI cannot listen on `host`:`port`, found by binding it (as the server would) and letting go."""
+    from orchestrator.ui import port_in_use
 
     if not 1 <= port <= 65535:
         return f"{port} is not a TCP port (1 to 65535)"
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: a closing connection is no user
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return f"port {port} on 127.0.0.1 is in use; pass --port"
+    if port_in_use(host, port):
+        return f"port {port} on {host} is in use; pass another --port"
     return None
 
 
-def _serve(cmd: list[str], address: str, poll: float = 0.5) -> tuple[int, bool]:
-    """Run the UI server until it exits or Ctrl-C stops it; (exit code, whether it ever served `address`).
-    An exit without ever serving counts as a failure even with code 0: MLflow's does that when it cannot bind."""
-    import threading
-    import urllib.request
+def _serve(uri: str, host: str, port: int, exp_id: str | None) -> tuple[int, bool]:
+    """Run the server until it exits or Ctrl-C stops it; print the URL only once it answers.
+    (exit code, whether it ever served); an exit without serving is a failure even with code 0."""
+    from orchestrator import ui as fmx_ui
 
-    served = threading.Event()
-    process = subprocess.Popen(cmd)
-
-    def watch() -> None:
-        while process.poll() is None and not served.is_set():
-            try:
-                with urllib.request.urlopen(f"{address}/health", timeout=poll):
-                    served.set()
-            except OSError:
-                served.wait(poll)
-
-    threading.Thread(target=watch, daemon=True).start()
+    address = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    process = fmx_ui.start_server(uri, host, port)
     try:
+        served = fmx_ui.wait_until_served(address, process)
+        if served:
+            url = fmx_ui.runs_page_url(address, exp_id) if exp_id else address
+            out.print(f"MLflow UI: {url}  (store: {uri}; Ctrl-C to stop)", highlight=False)
         code = process.wait()
-    except KeyboardInterrupt:  # the user stopped it: the server got the same SIGINT
-        process.wait()
-        return 0, served.is_set()
-    return (code or (0 if served.is_set() else 1)), served.is_set()
+    except KeyboardInterrupt:  # Ctrl-C reached the server and its worker too (same process group)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        return 0, True
+    return (code or (0 if served else 1)), served
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from pydantic import (
 
 from fm_core.checks import OPEN_FRACTION, SEEDS, Range, integers, short_repr
 from fm_core.dataset_specs import DATASET_SPECS, OptionError, check_options
+from fm_core.solvers import SolverSetting
 from fm_core.names import (
     ADAPTIVE_SOLVERS, COUPLING_NAMES, DATASET_NAMES, FIXED_STAGES, OBJECTIVE_NAMES, PATH_NAMES, SCORE_OBJECTIVES,
     SOLVER_NAMES,
@@ -39,6 +40,8 @@ MAX_STEPS = 10_000_000
 MAX_BATCH = 100_000
 #: Most NFE of one fixed-step solve: the paper's budgets are up to a few hundred.
 MAX_NFE = 10_000
+#: The paper's likelihood protocol: dopri5 at atol = rtol = 1e-5.
+DEFAULT_LIKELIHOOD_TOL = 1e-5
 
 
 def _number(rng: Range) -> Any:
@@ -122,6 +125,13 @@ class ModelConfig(_Strict):
     dropout: _number(Range(0.0, 1.0, hi_open=True)) = 0.0  # type: ignore[valid-type]
 
 
+#: The model.* fields each kind reads (the others are ignored by it, and not logged on its runs).
+MODEL_FIELDS: dict[str, tuple[str, ...]] = {
+    "mlp": ("hidden", "depth"),
+    "unet": ("model_channels", "num_res_blocks", "channel_mult", "attention_resolutions", "num_heads", "num_head_channels", "dropout"),
+}
+
+
 class TrainConfig(_Strict):
     """Optimisation and Ray Train scaling for every training trial of the sweep."""
 
@@ -151,6 +161,47 @@ class TrainConfig(_Strict):
         return self.num_workers > 1 or self.use_gpu or self.torch_trainer
 
 
+PER_SAMPLE_SOLVER = "per_sample_solver"
+
+
+class LikelihoodConfig(_Strict):
+    """The likelihood protocol. A likelihood is a property of the model, not of the sampler: the paper integrates
+    it once with dopri5 at atol = rtol = 1e-5, and integrating it with an 8-step Euler instead makes a model look
+    better than it is. So it is computed once per evaluated checkpoint unless the file asks otherwise."""
+
+    solver: Literal[(*SOLVER_NAMES, PER_SAMPLE_SOLVER)] = "dopri5"  # type: ignore[valid-type]
+    tol: Tolerance | None = None  # type: ignore[valid-type]
+    nfe: _number(integers(1, MAX_NFE)) | None = None  # type: ignore[valid-type]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_tol(cls, data: Any) -> Any:
+        """An adaptive solver without tol or nfe takes the paper's tolerance."""
+        if isinstance(data, dict) and data.get("solver", "dopri5") in ADAPTIVE_SOLVERS and "tol" not in data and "nfe" not in data:
+            return {**data, "tol": DEFAULT_LIKELIHOOD_TOL}
+        return data
+
+    @model_validator(mode="after")
+    def _one_setting(self) -> LikelihoodConfig:
+        if self.solver == PER_SAMPLE_SOLVER:
+            if self.tol is not None or self.nfe is not None:
+                raise _KeyedError("eval.likelihood", "per_sample_solver takes each sample solver's own tol/nfe: drop tol and nfe")
+            return self
+        try:
+            self.setting()
+        except ValueError as err:
+            raise _KeyedError("eval.likelihood", str(err)) from None
+        return self
+
+    @property
+    def per_sample_solver(self) -> bool:
+        return self.solver == PER_SAMPLE_SOLVER
+
+    def setting(self) -> SolverSetting | None:
+        """The one solver setting every row of a checkpoint shares, or None when each sample solver is used."""
+        return None if self.per_sample_solver else SolverSetting(self.solver, tol=self.tol, nfe_budget=self.nfe)
+
+
 class EvalConfig(_Strict):
     """What each trained checkpoint is measured on, under every solver setting."""
 
@@ -166,7 +217,11 @@ class EvalConfig(_Strict):
         description="dopri5 tolerance of the reference solve from the same noise that ode_error is measured "
         "against; null skips it (no ode_error, no density over t): on images it costs more than the evaluation",
     )
-    likelihood_solver: Literal["same", "dopri5"] = "same"
+    likelihood: LikelihoodConfig = Field(
+        default_factory=lambda: LikelihoodConfig.model_validate({}),
+        description="how NLL / bits per dim is integrated: once per checkpoint with this solver (the paper's "
+        "dopri5 at 1e-5), or `solver: per_sample_solver` to integrate it with each sample solver instead",
+    )
     batch_size: _number(integers(1, MAX_BATCH)) | None = Field(  # type: ignore[valid-type]
         None, description="most points in one ODE solve (sampling and likelihood); unset: all at once"
     )

@@ -9,14 +9,10 @@ from __future__ import annotations
 import itertools
 from collections import Counter
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
 
 from fm_core.names import ADAPTIVE_SOLVERS, FIXED_STAGES
+from fm_core.solvers import SolverSetting
 from orchestrator.config import SweepConfig, is_valid_pair
-
-if TYPE_CHECKING:
-    from fm_core.sampling import SolverSpec
-
 
 @dataclass(frozen=True, order=True)
 class TrainingKey:
@@ -36,41 +32,10 @@ class TrainingKey:
 
 
 @dataclass(frozen=True)
-class EvalSetting:
-    """One solver setting: a fixed-step method at an NFE budget or an adaptive one at a tolerance."""
-
-    solver: str
-    tol: float | None = None
-    nfe_budget: int | None = None
-
-    def spec(self) -> SolverSpec:
-        from fm_core.sampling import SolverSpec  # PyTorch is needed here, not to plan a sweep
-
-        if self.tol is not None:
-            return SolverSpec.adaptive(self.solver, self.tol)
-        return SolverSpec(self.solver, nfe=self.nfe_budget)
-
-    @property
-    def label(self) -> str:
-        """A metric-name-safe label such as `dopri5_tol1e-05`, `dopri5_tol1.4e-04` or `euler_nfe8`: one per value."""
-        return f"{self.solver}_tol{tol_text(self.tol)}" if self.tol is not None else f"{self.solver}_nfe{self.nfe_budget}"
-
-
-def tol_text(tol: float) -> str:
-    """The shortest scientific form that reads back as exactly `tol` (1e-05, 1.4e-04): distinct tolerances
-    get distinct metric names, where a fixed precision would put 1e-4 and 1.4e-4 in one."""
-    for digits in range(16):
-        text = f"{tol:.{digits}e}"
-        if float(text) == tol:
-            return text
-    return f"{tol:.16e}"  # 17 significant digits read back as any double
-
-
-@dataclass(frozen=True)
 class SweepPlan:
     trainings: list[TrainingKey]
     skipped: list[tuple[str, str]]
-    settings: list[EvalSetting]
+    settings: list[SolverSetting]
     eval_steps: list[int]
 
     @property
@@ -78,14 +43,14 @@ class SweepPlan:
         return len(self.trainings) * len(self.settings) * len(self.eval_steps)
 
 
-def eval_settings(config: SweepConfig) -> list[EvalSetting]:
+def eval_settings(config: SweepConfig) -> list[SolverSetting]:
     """Every solver setting of the grid: adaptive x tol, fixed-step x nfe."""
-    out: list[EvalSetting] = []
+    out: list[SolverSetting] = []
     for solver in config.grid.solver:
         if solver in ADAPTIVE_SOLVERS:
-            out += [EvalSetting(solver, tol=t) for t in config.grid.tol]
+            out += [SolverSetting(solver, tol=t) for t in config.grid.tol]
         elif solver in FIXED_STAGES:
-            out += [EvalSetting(solver, nfe_budget=n) for n in config.grid.nfe]
+            out += [SolverSetting(solver, nfe_budget=n) for n in config.grid.nfe]
     return out
 
 

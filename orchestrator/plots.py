@@ -1,57 +1,210 @@
-"""Matplotlib figures logged as MLflow artifacts (headless: the Agg backend)."""
+"""Matplotlib figures logged as MLflow artifacts (headless: the Agg backend), and the sample drawing that the
+sweep report (orchestrator.report) shares, so a trial's MLflow figure and the report's are the same picture.
+
+2-D samples: a Gaussian-smoothed 2-D histogram (or a scatter) over the data's own range, axes x₁/x₂ with ticks.
+Images (N, C, H, W) in [-1, 1]: a grid, in colour for C = 3, gray for C = 1.
+"""
 
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from torch import Tensor  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
+from scipy.ndimage import gaussian_filter  # noqa: E402
+
+DENSITY_BINS = 160
+DENSITY_SIGMA = 2.0  # in bins
+SCATTER_MAX = 3000  # kind="auto": a scatter up to this many points per panel, a smoothed density above
 
 
-def save_loss_curve(losses: list[tuple[int, float]], path: Path, title: str = "") -> Path:
+def _save(fig: plt.Figure, path: Path, dpi: int = 110) -> Path:
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
+def _numpy(x: Any) -> np.ndarray:
+    return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+
+
+# --- 2-D samples ------------------------------------------------------------------------------------------------
+
+
+def data_extent(*arrays: np.ndarray | None, pad: float = 0.08, quantile: float = 0.002) -> tuple[float, float, float, float]:
+    """One window (x0, x1, y0, y1), equal span on both axes, covering all the points given (a few outliers
+    trimmed) with symmetric padding: every panel's samples plus the reference data share it, so panels compare."""
+    parts = [np.asarray(a, dtype=np.float64).reshape(-1, 2) for a in arrays if a is not None]
+    points = np.concatenate(parts) if parts else np.zeros((0, 2))
+    points = points[np.isfinite(points).all(axis=1)]
+    if len(points) == 0:
+        return -1.0, 1.0, -1.0, 1.0
+    lo, hi = np.quantile(points, quantile, axis=0), np.quantile(points, 1 - quantile, axis=0)
+    centre = (lo + hi) / 2
+    half = max(float((hi - lo).max()) / 2, 1e-3) * (1 + 2 * pad)
+    return centre[0] - half, centre[0] + half, centre[1] - half, centre[1] + half
+
+
+def smoothed_density(x: np.ndarray, extent: tuple[float, float, float, float], bins: int = DENSITY_BINS) -> np.ndarray:
+    """A 2-D histogram of `x` over `extent` (x0, x1, y0, y1), Gaussian-smoothed and normalised to a density."""
+    x0, x1, y0, y1 = extent
+    counts, _, _ = np.histogram2d(x[:, 0], x[:, 1], bins=bins, range=[[x0, x1], [y0, y1]])
+    smooth = gaussian_filter(counts, DENSITY_SIGMA, mode="constant")
+    cell = (x1 - x0) * (y1 - y0) / bins**2
+    return smooth.T / max(len(x) * cell, 1e-12)  # rows = y
+
+
+def draw_2d(ax: plt.Axes, x: np.ndarray, extent: tuple[float, float, float, float], kind: str = "auto") -> None:
+    """One 2-D panel: smoothed density or small-alpha scatter, labelled axes with ticks, equal aspect."""
+    kind = ("scatter" if len(x) <= SCATTER_MAX else "density") if kind == "auto" else kind
+    if kind == "scatter":
+        ax.scatter(x[:, 0], x[:, 1], s=2, alpha=0.35, lw=0, color="tab:blue", rasterized=True)
+    else:
+        density = smoothed_density(x, extent)
+        ax.imshow(density, origin="lower", extent=extent, cmap="magma", interpolation="bilinear", aspect="equal")
+    ax.set_xlim(extent[0], extent[1])
+    ax.set_ylim(extent[2], extent[3])
+    ax.set_aspect("equal")
+    ax.set_xlabel("x₁")
+    ax.set_ylabel("x₂")
+    ax.tick_params(labelsize=7)
+    ax.locator_params(nbins=5)
+
+
+# --- images -----------------------------------------------------------------------------------------------------
+
+
+def image_grid(x: np.ndarray, max_images: int = 64, pad: int = 1) -> np.ndarray:
+    """(N, C, H, W) in [-1, 1] -> an (rows*H, cols*W, 3) RGB grid in [0, 1] (C = 1 repeated: gray)."""
+    x = np.asarray(x, dtype=np.float32)
+    n = min(max_images, x.shape[0])
+    side = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / side)
+    c, h, w = x.shape[1:]
+    grid = np.ones((rows * (h + pad) + pad, side * (w + pad) + pad, 3), dtype=np.float32)
+    images = (np.clip(x[:n], -1, 1) + 1) / 2
+    images = np.repeat(images, 3, axis=1) if c == 1 else images[:, :3]
+    for i in range(n):
+        r, col = divmod(i, side)
+        top, left = pad + r * (h + pad), pad + col * (w + pad)
+        grid[top : top + h, left : left + w] = images[i].transpose(1, 2, 0)
+    return grid
+
+
+# --- the sample figure ------------------------------------------------------------------------------------------
+
+
+def panel_title(label: str, nfe: float | None = None) -> str:
+    if nfe is None or nfe != nfe:
+        return label
+    return f"{label}\nNFE {int(round(nfe))}"
+
+
+def figure_title(method: str | None = None, step: int | None = None, title: str = "") -> str:
+    parts = [p for p in (method, title) if p]
+    if step is not None:
+        parts.append(f"training step {int(step)}")
+    return " · ".join(parts)
+
+
+def draw_samples(
+    panels: Mapping[str, Any],
+    *,
+    titles: Mapping[str, str] | None = None,
+    suptitle: str = "",
+    reference: Any = None,
+    kind: str = "auto",
+    max_images: int = 64,
+) -> plt.Figure:
+    """One panel per entry of `panels` (numpy arrays or tensors, keyed by panel name); `titles` overrides a
+    panel's title (default: its key). 2-D panels share a window fitted to all samples and `reference`."""
+    names = list(panels)
+    arrays = {k: _numpy(panels[k]) for k in names}
+    is_2d = all(a.ndim == 2 for a in arrays.values())
+    n = len(names)
+    size = 2.6 if is_2d else 2.9
+    fig, axes = plt.subplots(1, n, figsize=(size * n + 0.4, size + 0.9), squeeze=False, layout="constrained")
+    extent = None
+    if is_2d:
+        extent = data_extent(*arrays.values(), None if reference is None else _numpy(reference))
+    for i, (ax, name) in enumerate(zip(axes[0], names, strict=True)):
+        x = arrays[name]
+        if x.ndim == 2:
+            draw_2d(ax, x, extent, kind)
+            if i > 0:
+                ax.set_ylabel("")
+        else:
+            ax.imshow(image_grid(x, max_images), interpolation="nearest")
+            ax.set_axis_off()
+        ax.set_title((titles or {}).get(name, name), fontsize=8)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10)
+    return fig
+
+
+def save_samples(
+    samples: Mapping[str, Any],
+    path: Path,
+    title: str = "",
+    max_images: int = 64,
+    *,
+    step: int | None = None,
+    method: str | None = None,
+    nfe: Mapping[str, float] | None = None,
+    reference: Any = None,
+    kind: str = "auto",
+) -> Path:
+    """One panel per solver setting (keyed by SolverSetting.label), titled with the label and its NFE if
+    given; the figure names the method and the training step (`title="step N"` is read as the step)."""
+    match = re.fullmatch(r"step (\d+)", title.strip())
+    if step is None and match:
+        step, title = int(match.group(1)), ""
+    titles = {k: panel_title(k, (nfe or {}).get(k)) for k in samples}
+    fig = draw_samples(
+        samples, titles=titles, suptitle=figure_title(method, step, title), reference=reference, kind=kind,
+        max_images=max_images,
+    )  # fmt: skip
+    return _save(fig, path)
+
+
+# --- the loss curve ---------------------------------------------------------------------------------------------
+
+
+def readable_log_axis(ax: plt.Axes, axis: str = "y") -> None:
+    """Log ticks a reader can read. Over a wide range: decades (10^k). Over under ~1.5 decades, where a log
+    axis would show one or no labelled tick: labelled ticks at 1..9 x 10^k, written plainly (1.2, 0.003)."""
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    lo, hi = sorted(ax.get_ylim() if axis == "y" else ax.get_xlim())
+    if lo <= 0 or hi / lo >= 10**1.5:
+        return
+    plain = FuncFormatter(lambda v, _: f"{v:.3g}")
+    subs = (1.0, 2.0, 5.0) if hi / lo >= 4 else tuple(np.arange(1, 10, dtype=float))
+    target.set_major_locator(LogLocator(base=10, subs=subs, numticks=15))
+    target.set_major_formatter(plain)
+    if len([t for t in target.get_majorticklocs() if lo <= t <= hi]) < 2:  # a very narrow range: linear ticks
+        target.set_major_locator(MaxNLocator(nbins=5))
+    target.set_minor_formatter(NullFormatter())
+
+
+def save_loss_curve(losses: list[tuple[int, float]], path: Path, title: str = "", ylabel: str = "training loss") -> Path:
+    """The training loss against the step (log y only when every loss is positive); titled with the trial."""
     steps, values = zip(*losses, strict=True)
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    fig, ax = plt.subplots(figsize=(5.2, 3.4), layout="constrained")
     ax.plot(steps, values, lw=1)
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss")
-    ax.set_yscale("log" if min(values) > 0 else "linear")
-    ax.set_title(title)
-    fig.subplots_adjust(left=0.14, right=0.97, bottom=0.15, top=0.9)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-def save_samples(samples: dict[str, Tensor], path: Path, title: str = "", max_images: int = 64) -> Path:
-    """One panel per solver setting: a density image for 2-D data, an image grid for images."""
-    labels = list(samples)
-    fig, axes = plt.subplots(1, len(labels), figsize=(2.3 * len(labels), 2.7), squeeze=False)
-    for ax, label in zip(axes[0], labels, strict=True):
-        x = samples[label]
-        if x.ndim == 2 and x.shape[1] == 2:
-            # A density image renders in a fraction of a scatter's time (plots are drawn inside each trial).
-            counts, _, _ = np.histogram2d(x[:, 0].numpy(), x[:, 1].numpy(), bins=90, range=[[-4.5, 4.5], [-4.5, 4.5]])
-            ax.imshow(counts.T, origin="lower", extent=(-4.5, 4.5, -4.5, 4.5), cmap="viridis", interpolation="nearest")
-        elif x.ndim == 4:
-            n = min(max_images, x.shape[0])
-            side = math.ceil(math.sqrt(n))
-            c, h, w = x.shape[1:]
-            grid = x.new_full((c, side * h, side * w), -1.0)
-            for i in range(n):
-                r, col = divmod(i, side)
-                grid[:, r * h : (r + 1) * h, col * w : (col + 1) * w] = x[i]
-            image = ((grid.clamp(-1, 1) + 1) / 2).permute(1, 2, 0).squeeze(-1).numpy()
-            ax.imshow(image, cmap="gray" if c == 1 else None, vmin=0, vmax=1)
-        ax.set_title(label, fontsize=8)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.suptitle(title)
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.02, top=0.84, wspace=0.05)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    ax.set_xlabel("training step")
+    ax.set_ylabel(f"{ylabel} (objective's units)")
+    if min(values) > 0:
+        ax.set_yscale("log")
+        readable_log_axis(ax, "y")
+    ax.tick_params(labelsize=8, which="both")
+    ax.grid(alpha=0.3, which="both")
+    ax.set_title(title, fontsize=9)
+    return _save(fig, path)

@@ -10,6 +10,7 @@ row with the reason for every evaluation it never reached, the loss curve, and a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
@@ -18,8 +19,10 @@ from orchestrator.config import SweepConfig
 from orchestrator.plan import SweepPlan, TrainingKey
 from orchestrator.progress import last_line
 from orchestrator.records import complete_rows, read_record, trial_params, trial_summary
+from orchestrator.rows import EvalRow, rows_from_dicts
 from orchestrator.tracking import (
     TAG_NODE, TAG_SWEEP, TAG_TRIAL, TrackingUnavailable, TrialRun, client, log_trial_record, retrying,
+    search_all,
 )  # fmt: skip
 
 INTERRUPTED = "interrupted before it finished: continue with `fmx sweep {file} --resume`"
@@ -125,6 +128,19 @@ def _record_of(checkpoint: Any | None) -> dict[str, Any]:
         return {}
 
 
+def train_run_record(storage: str, trial_id: str) -> dict[str, Any]:
+    """The newest record of a TorchTrainer trial's own Ray Train run. Its workers report checkpoints to Ray
+    Train, not to Tune, so Tune's trial holds none: a trial killed mid-way is recovered from there instead.
+    Local (or mounted) storage only; a cloud URI gives nothing to read without PyTorch's helpers."""
+    from orchestrator.sweep import TRAIN_DIR
+
+    if "://" in storage:
+        return {}
+    folder = Path(storage) / TRAIN_DIR / f"train-{trial_id}"
+    records = [r for r in map(read_record, sorted(p.parent for p in folder.glob("checkpoint_*/record.json"))) if r]
+    return max(records, key=lambda r: (int(r.get("step", 0)), len(r.get("rows", []))), default={})
+
+
 def _rows_complete(content: dict[str, Any] | None, plan: SweepPlan) -> bool:
     return content is not None and len(content.get("rows", [])) >= len(plan.settings) * len(plan.eval_steps)
 
@@ -140,9 +156,12 @@ def reconcile(
 ) -> Reconciled:
     """Write the record of every planned trial whose run is missing, not ended, or short of rows.
     `evaluations` is what MLflow already holds (trial id -> (run, evaluations.json))."""
+    from orchestrator.sweep import storage_dir
+
+    storage = storage_dir(config)
     mlflow_client = client(uri)
     query = f"tags.`{TAG_SWEEP}` = '{config.name}'"
-    runs = retrying(lambda: mlflow_client.search_runs([experiment_id], filter_string=query, max_results=50000), "list runs")
+    runs = retrying(lambda: search_all(mlflow_client, experiment_id, query), "list runs")
     run_of = {r.data.tags.get(TAG_TRIAL): r for r in runs if r.data.tags.get(TAG_TRIAL)}
     out = Reconciled()
     failures: list[TrackingUnavailable] = []
@@ -158,8 +177,8 @@ def reconcile(
         reason = state.error if state.status == "ERROR" else None
         if not state.finished:
             reason = INTERRUPTED.format(file=sweep_file)
-        record = _record_of(state.checkpoint)
-        rows = record.get("rows", [])
+        record = _record_of(state.checkpoint) or (train_run_record(storage, trial) if config.train.uses_torch_trainer else {})
+        rows = rows_from_dicts(record.get("rows", []))
         if reason is None and len(rows) < len(plan.settings) * len(plan.eval_steps):
             reason = "the trial ended without a record of this evaluation (see its Ray logs)"
         rows = complete_rows(rows, plan.settings, plan.eval_steps, reason)
@@ -182,7 +201,7 @@ def _write(
     uri: str,
     experiment_id: str,
     record: dict[str, Any],
-    rows: list[dict[str, Any]],
+    rows: list[EvalRow],
     reason: str | None,
     interrupted: bool,
     run: Any | None,
@@ -191,5 +210,5 @@ def _write(
     node = None if run is None else run.data.tags.get(TAG_NODE)
     summary = {**trial_summary(config, key, node, None), "error": reason, "trial_seconds": None}
     log_trial_record(trial_run, summary, rows, record, resumed_from=0)
-    ok = reason is None and all(r["status"] == "ok" for r in rows)
+    ok = reason is None and all(r.ok for r in rows)
     trial_run.finish("FINISHED" if ok else "FAILED", reason, interrupted=interrupted)

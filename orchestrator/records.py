@@ -9,99 +9,68 @@ lives here, where both the trial and the driver can use it.
 from __future__ import annotations
 
 import json
-import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.plan import EvalSetting, TrainingKey
+from fm_core.solvers import SolverSetting
+from orchestrator.plan import TrainingKey
+from orchestrator.rows import EvalRow
 
 if TYPE_CHECKING:
     from orchestrator.config import SweepConfig
 
 RECORD_FILE = "record.json"
-#: Totals every row carries (the trial's, not the evaluation's), zero when the trial never trained.
-ZERO_TOTALS: dict[str, Any] = {"train_steps": 0, "train_seconds": 0.0, "compute_seconds": 0.0}
 
 
-def eval_row(setting: EvalSetting, step: int, **values: Any) -> dict[str, Any]:
-    """One evaluation's row with every field present (NaN / None where it was not measured)."""
-    base: dict[str, Any] = {
-        "train_step": step,
-        "solver": setting.solver,
-        "tol": setting.tol,
-        "nfe_budget": setting.nfe_budget,
-        "nfe": None,
-        "nll": math.nan,
-        "nll_unit": None,
-        "nll_nfe": None,
-        "dequant_draws": None,
-        "sample_metric": math.nan,
-        "sample_metric_name": None,
-        "ode_error": math.nan,
-        "eval_seconds": 0.0,
-        "status": "ok",
-        "error": None,
-    }
-    base.update(values)
-    return base
-
-
-def failed_rows(settings: list[EvalSetting], steps: list[int], reason: str) -> list[dict[str, Any]]:
+def failed_rows(settings: list[SolverSetting], steps: list[int], reason: str) -> list[EvalRow]:
     """Rows recording that these evaluations could not run, with why."""
-    return [eval_row(s, step, status="failed", error=reason) for step in steps for s in settings]
+    return [EvalRow.of(s, step, status="failed", error=reason) for step in steps for s in settings]
 
 
-def complete_rows(
-    rows: list[dict[str, Any]], settings: list[EvalSetting], eval_steps: list[int], reason: str | None
-) -> list[dict[str, Any]]:
+def complete_rows(rows: list[EvalRow], settings: list[SolverSetting], eval_steps: list[int], reason: str | None) -> list[EvalRow]:
     """The rows a trial ends with: those it evaluated, plus a failed row (with `reason`) for every evaluation
     step it never reached, so that every planned evaluation has exactly one row."""
     if reason is None:
         return list(rows)
-    done = {int(r["train_step"]) for r in rows}
+    done = {int(r.train_step) for r in rows if r.train_step is not None}
     return list(rows) + failed_rows(settings, [s for s in eval_steps if s not in done], reason)
 
 
-def setting_of(row: dict[str, Any]) -> EvalSetting:
-    return EvalSetting(row["solver"], row["tol"], row["nfe_budget"])
+def _applies(model_kind: str) -> Callable[[str], bool]:
+    """Which model.* fields a run of this kind shows: an MLP run carries no U-Net settings, and vice versa."""
+    from orchestrator.config import MODEL_FIELDS
 
-
-def metrics_of(rows: list[dict[str, Any]]) -> dict[int, dict[str, float]]:
-    """Per training step, MLflow metrics named `<quantity>/<solver setting>`."""
-    out: dict[int, dict[str, float]] = {}
-    for row in rows:
-        if row["status"] != "ok":
-            continue
-        label = setting_of(row).label
-        step = out.setdefault(int(row["train_step"]), {})
-        step[f"nfe/{label}"] = row["nfe"]
-        step[f"ode_error/{label}"] = row["ode_error"]
-        draws = row.get("dequant_draws")
-        step[f"nll/{label}" + (f"_k{draws}" if draws is not None else "")] = row["nll"]
-        if row["sample_metric_name"]:
-            step[f"{row['sample_metric_name']}/{label}"] = row["sample_metric"]
-    return out
+    own = MODEL_FIELDS[model_kind]
+    return lambda name: name == "kind" or name in own
 
 
 def trial_params(config: SweepConfig, key: TrainingKey) -> dict[str, Any]:
-    """The MLflow params of a run: identical names in every run so the compare view lines up. Values that
-    the sweep file took from the environment are logged as written (`${VAR}`), never expanded."""
+    """The MLflow params of a training (parent) run: the training configuration, only fields that apply to its
+    model kind, identical names in every run of the sweep. Values that the sweep file took from the environment
+    are logged as written (`${VAR}`), never expanded."""
+    applies = _applies(config.model.kind)
     params: dict[str, Any] = {**key.as_dict(), "sweep": config.name, "dataset": config.dataset.name}
     params.update({f"dataset.{k}": v for k, v in config.dataset.options.items()})
-    params.update({f"model.{k}": v for k, v in config.model.model_dump().items()})
+    params.update({f"model.{k}": v for k, v in config.model.model_dump().items() if applies(k)})
     params.update({f"train.{k}": v for k, v in config.train.model_dump().items()})
-    params.update({f"eval.{k}": v for k, v in config.eval.model_dump().items()})
-    params.update(config.written_as)
+    evaluation = config.eval.model_dump()
+    likelihood = evaluation.pop("likelihood")
+    params.update({f"eval.{k}": v for k, v in evaluation.items()})
+    params.update({f"eval.likelihood.{k}": v for k, v in likelihood.items()})
+    params.update({k: v for k, v in config.written_as.items() if k in params or k == "storage_path"})
     return params
 
 
+def trial_identity(config: SweepConfig, key: TrainingKey) -> dict[str, Any]:
+    """What was trained, as every row of the trial says it."""
+    return {"sweep": config.name, "trial_id": key.trial_id, "dataset": config.dataset.name, "model": config.model.kind, **key.as_dict()}
+
+
 def trial_summary(config: SweepConfig, key: TrainingKey, node_id: str | None, started_at: float | None) -> dict[str, Any]:
-    """The columns every row of a trial shares (evaluations.json's `summary`)."""
-    return {
-        "sweep": config.name, "trial_id": key.trial_id, "dataset": config.dataset.name, "model": config.model.kind,
-        **key.as_dict(), "node_id": node_id, "resumed_from_step": 0, "trial_started_at": started_at,
-    }  # fmt: skip
+    """The fields every row of a trial shares (row.replace(**summary))."""
+    return {**trial_identity(config, key), "node_id": node_id, "resumed_from_step": 0, "trial_started_at": started_at}
 
 
 def totals_of(record: dict[str, Any]) -> dict[str, Any]:
@@ -133,3 +102,8 @@ def json_default(value: Any) -> Any:
     if hasattr(value, "item"):  # numpy / torch scalars
         return value.item()
     raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def setting_of(row: dict[str, Any]) -> SolverSetting:
+    """The setting a row was evaluated with (for callers holding a plain dict)."""
+    return SolverSetting.of(row)

@@ -17,7 +17,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from orchestrator.plots import data_extent, draw_2d, draw_samples, figure_title, panel_title, readable_log_axis  # noqa: E402
+from orchestrator.records import setting_of  # noqa: E402
 from orchestrator.tables import method_label, summarize, to_markdown  # noqa: E402
+
+ODE_ERROR_LABEL = "ODE error (MSE vs reference solve)"
 
 
 @dataclass
@@ -35,7 +39,7 @@ def _methods(frame: pd.DataFrame) -> pd.Series:
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
-    fig.tight_layout()
+    """Figures are made with layout="constrained": nothing clipped, outside legends given room."""
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
@@ -50,6 +54,21 @@ def _lines(ax: plt.Axes, frame: pd.DataFrame, x: str, y: str, by: list[str]) -> 
         ax.fill_between(stats.index, stats["min"], stats["max"], alpha=0.15)
 
 
+def _finish(fig: plt.Figure, axes: list[plt.Axes], log_y: bool = False) -> None:
+    """Readable log ticks on every log axis, and one legend outside the panels (never over the data)."""
+    for ax in axes:
+        ax.grid(alpha=0.3, which="major")
+        ax.tick_params(labelsize=8, which="both")
+        ax.autoscale_view()
+        if ax.get_xscale() == "log":
+            readable_log_axis(ax, "x")
+        if ax.get_yscale() == "log":
+            readable_log_axis(ax, "y")
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside right upper", fontsize=7, frameon=False)
+
+
 def error_and_quality_vs_nfe(runs: pd.DataFrame, out: Path) -> list[Path]:
     fixed = runs[runs["nfe_budget"].notna() & (runs["status"] == "ok")].copy()
     if fixed["nfe_budget"].nunique() < 2:
@@ -58,21 +77,23 @@ def error_and_quality_vs_nfe(runs: pd.DataFrame, out: Path) -> list[Path]:
     fixed["nfe"] = fixed["nfe"].astype(float)
     paths = []
     for column, ylabel, name in (
-        ("ode_error", "ODE error (MSE vs reference)", "error_vs_nfe.png"),
-        ("sample_metric", str(fixed["sample_metric_name"].dropna().iloc[0]), "quality_vs_nfe.png"),
+        ("ode_error", ODE_ERROR_LABEL, "error_vs_nfe.png"),
+        ("sample_metric", _metric_label(fixed), "quality_vs_nfe.png"),
     ):
         if fixed[column].isna().all():  # no reference solve (eval.reference_tol: null) or no sample metric
             continue
         solvers = sorted(fixed["solver"].unique())
-        fig, axes = plt.subplots(1, len(solvers), figsize=(4.2 * len(solvers), 3.4), squeeze=False, sharey=True)
+        fig, axes = plt.subplots(
+            1, len(solvers), figsize=(3.8 * len(solvers) + 1.4, 3.4), squeeze=False, sharey=True, layout="constrained"
+        )
         for ax, solver in zip(axes[0], solvers, strict=True):
             _lines(ax, fixed[fixed["solver"] == solver], "nfe", column, ["method"])
             ax.set_xscale("log")
             ax.set_yscale("log")
-            ax.set_title(solver)
-            ax.set_xlabel("NFE")
+            ax.set_title(f"{solver} (fixed step)", fontsize=9)
+            ax.set_xlabel("NFE (function evaluations)")
         axes[0][0].set_ylabel(ylabel)
-        axes[0][-1].legend(fontsize=7)
+        _finish(fig, list(axes[0]))
         paths.append(_save(fig, out / name))
     return paths
 
@@ -84,18 +105,22 @@ def nfe_vs_tolerance(runs: pd.DataFrame, out: Path) -> list[Path]:
     adaptive["method"] = _methods(adaptive)
     adaptive["nfe"] = adaptive["nfe"].astype(float)
     with_error = not adaptive["ode_error"].isna().all()  # no reference solve: the NFE panel alone
-    fig, axes = plt.subplots(1, 2 if with_error else 1, figsize=(9 if with_error else 4.5, 3.4), squeeze=False)
+    fig, axes = plt.subplots(
+        1, 2 if with_error else 1, figsize=(10 if with_error else 5.6, 3.4), squeeze=False, layout="constrained"
+    )
     axes = axes[0]
     _lines(axes[0], adaptive, "tol", "nfe", ["method", "solver"])
-    axes[0].set_ylabel("NFE")
+    axes[0].set_ylabel("NFE (function evaluations)")
+    axes[0].set_title("cost of an adaptive solve", fontsize=9)
     if with_error:
         _lines(axes[1], adaptive, "tol", "ode_error", ["method", "solver"])
-        axes[1].set_ylabel("ODE error")
+        axes[1].set_ylabel(ODE_ERROR_LABEL)
         axes[1].set_yscale("log")
+        axes[1].set_title("its error", fontsize=9)
     for ax in axes:
         ax.set_xscale("log")
-        ax.set_xlabel("atol = rtol")
-    axes[0].legend(fontsize=7)
+        ax.set_xlabel("tolerance (atol = rtol)")
+    _finish(fig, list(axes))
     return [_save(fig, out / "nfe_vs_tolerance.png")]
 
 
@@ -111,41 +136,60 @@ def quality_vs_step(runs: pd.DataFrame, out: Path) -> list[Path]:
         adaptive = ok
     first_tol = adaptive["tol"].min() if adaptive["tol"].notna().any() else None
     chosen = adaptive[adaptive["tol"] == first_tol] if first_tol is not None else adaptive
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4), layout="constrained")
     _lines(axes[0], chosen, "train_step", "sample_metric", ["method"])
-    axes[0].set_ylabel(str(chosen["sample_metric_name"].dropna().iloc[0]))
+    axes[0].set_ylabel(_metric_label(chosen))
     _lines(axes[1], chosen, "train_step", "nfe", ["method"])
-    axes[1].set_ylabel(f"NFE ({chosen['solver'].iloc[0]}, tol {first_tol:g})" if first_tol else "NFE")
+    axes[1].set_ylabel("NFE (function evaluations)")
+    setting = setting_of(chosen.iloc[0].to_dict()).label
     for ax in axes:
         ax.set_xlabel("training step")
+        ax.set_title(setting, fontsize=9)
     axes[0].set_yscale("log")
-    axes[0].legend(fontsize=7)
+    _finish(fig, list(axes))
     return [_save(fig, out / "quality_vs_step.png")]
 
 
-def samples_per_method(samples: dict[str, np.ndarray], out: Path) -> list[Path]:
+def _metric_label(frame: pd.DataFrame) -> str:
+    names = frame["sample_metric_name"].dropna()
+    name = str(names.iloc[0]) if len(names) else "sample metric"
+    return {"sliced_w2": "sliced W₂ to data (lower is better)", "classifier_fd": "classifier FD (lower is better)"}.get(
+        name, name
+    ) + f" [{name}]" * (name in ("sliced_w2", "classifier_fd"))
+
+
+def _nfe_of(runs: pd.DataFrame | None, method: str, label: str) -> float | None:
+    """The NFE the report's rows give the final-step, first-seed evaluation of `method` at setting `label`."""
+    if runs is None or runs.empty:
+        return None
+    final = runs[(runs["train_step"] == runs["train_step"].max()) & (runs["seed"] == runs["seed"].min())]
+    final = final[_methods(final) == method] if not final.empty else final
+    for _, row in final.iterrows():
+        if setting_of(row.to_dict()).label == label and pd.notna(row.get("nfe")):
+            return float(row["nfe"])
+    return None
+
+
+def samples_per_method(
+    samples: dict[str, np.ndarray | dict[str, np.ndarray]], out: Path, runs: pd.DataFrame | None = None
+) -> list[Path]:
+    """The final-step samples, one panel per method: the same drawing as a trial's MLflow figure
+    (orchestrator.plots.draw_samples). A value may be {setting label: array} (the panel names the setting and,
+    given `runs`, its NFE) or a bare array."""
     if not samples:
         return []
     names = sorted(samples)
-    fig, axes = plt.subplots(1, len(names), figsize=(2.6 * len(names), 2.9), squeeze=False)
-    for ax, name in zip(axes[0], names, strict=True):
-        x = samples[name]
-        if x.ndim == 2:
-            bins = int(np.clip(np.sqrt(len(x)) / 1.5, 30, 150))
-            ax.hist2d(x[:, 0], x[:, 1], bins=bins, range=[[-4.5, 4.5], [-4.5, 4.5]], cmap="viridis")
-            ax.set_aspect("equal")
-        else:
-            n = min(36, x.shape[0])
-            side = int(np.ceil(np.sqrt(n)))
-            h, w = x.shape[-2:]
-            grid = -np.ones((side * h, side * w))
-            for i in range(n):
-                r, c = divmod(i, side)
-                grid[r * h : (r + 1) * h, c * w : (c + 1) * w] = x[i, 0]
-            ax.imshow((np.clip(grid, -1, 1) + 1) / 2, cmap="gray", vmin=0, vmax=1)
-        ax.set_title(name, fontsize=8)
-        ax.set_xticks([])
-        ax.set_yticks([])
+    panels, titles = {}, {}
+    for name in names:
+        value = samples[name]
+        label = None
+        if isinstance(value, dict):
+            label = next((k for k in sorted(value) if "tol" in k), next(iter(sorted(value))))
+            value = value[label]
+        panels[name] = value
+        titles[name] = name if label is None else f"{name} · " + panel_title(label, _nfe_of(runs, name, label))
+    step = int(runs["train_step"].max()) if runs is not None and not runs.empty else None
+    fig = draw_samples(panels, titles=titles, suptitle=figure_title("final samples", step), max_images=36)
     return [_save(fig, out / "samples_per_method.png")]
 
 
@@ -168,13 +212,13 @@ def _final_artifacts(tracking_uri: str, runs: pd.DataFrame, prefix: str) -> dict
     return out
 
 
-def load_samples(tracking_uri: str, runs: pd.DataFrame) -> dict[str, np.ndarray]:
+def load_samples(tracking_uri: str, runs: pd.DataFrame) -> dict[str, dict[str, np.ndarray]]:
     """Final-step samples of seed-0 trials (the best-tolerance adaptive setting), from MLflow artifacts."""
     out: dict[str, np.ndarray] = {}
     for method, data in _final_artifacts(tracking_uri, runs, "samples").items():
         label = next((k for k in sorted(data) if "tol" in k), next(iter(sorted(data)), None))
         if label is not None:
-            out[method] = data[label]
+            out[method] = {label: data[label]}  # the setting label travels with the array (the panel names it)
     return out
 
 
@@ -184,24 +228,27 @@ def load_trajectories(tracking_uri: str, runs: pd.DataFrame) -> dict[str, dict[s
 
 
 def density_over_t(trajectories: dict[str, dict[str, np.ndarray]], out: Path) -> list[Path]:
-    """One row per method, one column per time: how each path carries noise to data (2-D only)."""
+    """One row per method, one column per time: how each path carries noise to data (2-D only). Smoothed
+    densities (the sample figure's drawing), one window per row fitted to all its times."""
     if not trajectories:
         return []
     names = sorted(trajectories)
     columns = len(next(iter(trajectories.values()))["t"])
-    fig, axes = plt.subplots(len(names), columns, figsize=(1.9 * columns, 1.9 * len(names)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(names), columns, figsize=(2.0 * columns + 0.6, 2.1 * len(names) + 0.4), squeeze=False, layout="constrained"
+    )
     for r, name in enumerate(names):
         times, states = trajectories[name]["t"], trajectories[name]["x"]
+        extent = data_extent(*states[:columns])
         for c in range(columns):
             ax = axes[r][c]
-            x = states[c]
-            ax.hist2d(x[:, 0], x[:, 1], bins=80, range=[[-4.5, 4.5], [-4.5, 4.5]], cmap="viridis")
-            ax.set_aspect("equal")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0:
-                ax.set_title(f"t = {times[c]:.2f}", fontsize=9)
-        axes[r][0].set_ylabel(name, fontsize=8)
+            draw_2d(ax, states[c], extent, kind="density")
+            ax.set_title(f"{name}, t = {times[c]:.2f}" if c == 0 else f"t = {times[c]:.2f}", fontsize=8)
+            if c > 0:
+                ax.set_ylabel("")
+            if r < len(names) - 1:
+                ax.set_xlabel("")
+    fig.suptitle("density over t (reference solve, final training step)", fontsize=10)
     return [_save(fig, out / "density_over_t.png")]
 
 
@@ -214,7 +261,7 @@ def build_report(
 ) -> Report:
     out_dir.mkdir(parents=True, exist_ok=True)
     plots: list[Path] = []
-    plots += samples_per_method(samples or {}, out_dir)
+    plots += samples_per_method(samples or {}, out_dir, runs)
     plots += density_over_t(trajectories or {}, out_dir)
     plots += error_and_quality_vs_nfe(runs, out_dir)
     plots += nfe_vs_tolerance(runs, out_dir)

@@ -22,6 +22,8 @@ from orchestrator.tracking import TAG_TRIAL, ensure_experiment, find_experiment,
 from orchestrator.trial_entry import training_trial
 
 TUNE_DIR = "tune"
+#: Where a TorchTrainer trial's Ray Train run keeps its checkpoints (`<storage>/train/train-<trial id>/`).
+TRAIN_DIR = "train"
 
 
 class ResumeError(RuntimeError):
@@ -213,7 +215,7 @@ def run_sweep(
     # Ray's start-up is the longest pole (~3-5 s here, mostly waiting for its processes); MLflow's first
     # start (imports, schema migrations) runs meanwhile. The driver never imports PyTorch (trial_entry).
     with ThreadPoolExecutor(max_workers=1) as pool:
-        experiment = pool.submit(ensure_experiment, tracking_uri, config.name)
+        experiment = pool.submit(ensure_experiment, tracking_uri, config.name, config.description.strip() or None)
         init_ray(address)
         experiment_id = experiment.result()
     check_schedulable(config, address, console)
@@ -271,11 +273,11 @@ def _param_space(
     return {
         "config": config.model_dump(mode="json"),
         "key": tune.grid_search([k.as_dict() for k in plan.trainings]),
-        "settings": [{"solver": s.solver, "tol": s.tol, "nfe_budget": s.nfe_budget} for s in plan.settings],
+        "settings": [s.as_dict() for s in plan.settings],
         "eval_steps": plan.eval_steps,
         "tracking_uri": tracking_uri,
         "experiment_id": experiment_id,
-        "storage_path": _join(storage, "train"),
+        "storage_path": _join(storage, TRAIN_DIR),
     }
 
 

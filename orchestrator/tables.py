@@ -8,37 +8,32 @@ from typing import Any
 
 import pandas as pd
 
-RUN_COLUMNS = [
-    "sweep", "trial_id", "mlflow_run_id", "dataset", "model", "path", "objective", "coupling", "seed",
-    "train_step", "solver", "tol", "nfe_budget", "nfe", "nll", "nll_unit", "nll_nfe", "dequant_draws", "sample_metric",
-    "sample_metric_name", "ode_error", "train_steps", "train_seconds", "eval_seconds", "compute_seconds", "status", "error", "node_id",
-    "resumed_from_step", "trial_started_at", "trial_seconds",
-]  # fmt: skip
-GROUP_COLUMNS = ["dataset", "path", "objective", "coupling", "train_step", "solver", "tol", "nfe_budget", "dequant_draws"]
-VALUE_COLUMNS = ["nll", "sample_metric", "nfe", "ode_error"]
+from fm_core.solvers import SolverSetting
+from orchestrator.rows import PER_SAMPLE_SOLVER, EvalRow, columns_with_role, parquet_columns, parquet_dtypes
+
+RUN_COLUMNS = parquet_columns()
+#: One table row per method x evaluation setting, averaged over seeds.
+GROUP_COLUMNS = [c for c in columns_with_role("method", "setting") if c != "model"]
+VALUE_COLUMNS = columns_with_role("value")
+#: How each group's values were measured (units, the likelihood's protocol): shown beside them, not averaged.
+PROTOCOL_COLUMNS = columns_with_role("protocol")
+SORT_COLUMNS = [c for c in columns_with_role("method", "seed", "setting") if c not in ("dataset", "model")]
 
 
 def rows_from_mlflow(evaluations: list[tuple[Any, dict[str, Any]]]) -> pd.DataFrame:
-    """Flatten each run's evaluations.json into runs.parquet's rows (sorted, so rebuilds are identical)."""
-    records: list[dict[str, Any]] = []
+    """Flatten each run's evaluations.json into runs.parquet's rows (sorted, so rebuilds are identical). Rows
+    written before rows carried their trial's fields get them from the file's summary."""
+    rows: list[EvalRow] = []
     for run, content in evaluations:
-        summary = content["summary"]
-        for row in content["rows"]:
-            record = {**summary, **row, "mlflow_run_id": run.info.run_id}
-            records.append(record)
-    frame = pd.DataFrame.from_records(records, columns=RUN_COLUMNS)
-    frame = frame.astype(
-        {"seed": "Int64", "train_step": "Int64", "dequant_draws": "Int64", "nfe_budget": "Int64", "nfe": "Int64", "nll_nfe": "Int64",
-         "train_steps": "Int64", "tol": "float64", "nll": "float64", "sample_metric": "float64",
-         "ode_error": "float64", "train_seconds": "float64", "eval_seconds": "float64",
-         "compute_seconds": "float64", "resumed_from_step": "Int64", "trial_started_at": "float64",
-         "trial_seconds": "float64"}
-    )  # fmt: skip
-    for col in ("sweep", "trial_id", "mlflow_run_id", "dataset", "model", "path", "objective", "coupling", "solver",
-                "nll_unit", "sample_metric_name", "status", "error", "node_id"):  # fmt: skip
-        frame[col] = frame[col].astype("string")
-    order = ["path", "objective", "coupling", "seed", "train_step", "solver", "tol", "nfe_budget", "dequant_draws"]
-    return frame.sort_values(order, na_position="first", kind="stable").reset_index(drop=True)
+        summary = {k: v for k, v in content.get("summary", {}).items() if k != "error"}  # a row's error is its own
+        rows += [EvalRow.from_dict({**summary, **row, "mlflow_run_id": run.info.run_id}) for row in content["rows"]]
+    return rows_frame(rows)
+
+
+def rows_frame(rows: list[EvalRow]) -> pd.DataFrame:
+    """runs.parquet's frame: EvalRow's columns and dtypes, in a stable order."""
+    frame = pd.DataFrame.from_records([row.as_dict() for row in rows], columns=RUN_COLUMNS).astype(parquet_dtypes())
+    return frame.sort_values(SORT_COLUMNS, na_position="first", kind="stable").reset_index(drop=True)
 
 
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
@@ -54,7 +49,7 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     table = keys.merge(stats, on=GROUP_COLUMNS, how="left").merge(failed, on=GROUP_COLUMNS, how="left")
     table["seeds"] = table["seeds"].fillna(0).astype("int64")
     table["failed"] = table["failed"].fillna(0).astype("int64")
-    units = runs.groupby(GROUP_COLUMNS, dropna=False)[["nll_unit", "sample_metric_name"]].first().reset_index()
+    units = runs.groupby(GROUP_COLUMNS, dropna=False)[PROTOCOL_COLUMNS].first().reset_index()
     table = table.merge(units, on=GROUP_COLUMNS, how="left")
     return table.sort_values(GROUP_COLUMNS, na_position="first", kind="stable").reset_index(drop=True)
 
@@ -123,15 +118,12 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
     ]
     if table["train_step"].nunique() > 1:
         out["step"] = table["train_step"]
-    out["solver"] = [
-        f"{s} tol={t:g}" if pd.notna(t) else f"{s} nfe={int(n)}"
-        for s, t, n in zip(table["solver"], table["tol"], table["nfe_budget"], strict=True)
-    ]
+    out["solver"] = [SolverSetting.of(row).label for row in table[["solver", "tol", "nfe_budget"]].to_dict("records")]
     if table["dequant_draws"].nunique() > 1:
         out["K"] = table["dequant_draws"]
     unit = next((u for u in table["nll_unit"] if isinstance(u, str)), None)
     metric = next((m for m in table["sample_metric_name"] if isinstance(m, str)), None)
-    out[f"NLL ({unit})" if unit else "NLL"] = [_fmt(m, s) for m, s in zip(table["nll_mean"], table["nll_std"], strict=True)]
+    out[_nll_header(table, unit)] = [_fmt(m, s) for m, s in zip(table["nll_mean"], table["nll_std"], strict=True)]
     if metric:
         out[metric] = [_fmt(m, s) for m, s in zip(table["sample_metric_mean"], table["sample_metric_std"], strict=True)]
     out["NFE"] = [_fmt(m, s) for m, s in zip(table["nfe_mean"], table["nfe_std"], strict=True)]
@@ -141,6 +133,17 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
     if int(table["failed"].sum()):
         out["failed"] = table["failed"]
     return out
+
+
+def _nll_header(table: pd.DataFrame, unit: str | None) -> str:
+    """Says how the likelihood was integrated: with one solver for every row (its label), or with each row's."""
+    protocols = set(table["nll_protocol"].dropna())
+    if not unit:
+        return "NLL"
+    if protocols == {PER_SAMPLE_SOLVER}:
+        return f"NLL ({unit}, at each sample solver)"
+    solvers = sorted(set(table["nll_solver"].dropna()))
+    return f"NLL ({unit}, {', '.join(solvers)})" if solvers else f"NLL ({unit})"
 
 
 def to_markdown(table: pd.DataFrame) -> str:

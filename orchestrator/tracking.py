@@ -24,6 +24,7 @@ from urllib.parse import urlparse
 from orchestrator.disk import as_disk_full
 from orchestrator.plan import TrainingKey
 from orchestrator.records import json_default
+from orchestrator.rows import FIELD_NAMES, EvalRow
 
 EVALUATIONS_ARTIFACT = "evaluations.json"
 T = TypeVar("T")
@@ -32,6 +33,9 @@ TAG_TRIAL = "fmx.trial_id"
 TAG_ERROR = "fmx.error"
 TAG_NODE = "fmx.node_id"
 TAG_INTERRUPTED = "fmx.interrupted"
+TAG_NOTE = "mlflow.note.content"  # MLflow's description of an experiment or run
+#: Where `fmx report` logs, apart from the trial comparisons (a sweep name cannot contain "/").
+REPORT_EXPERIMENT = "{sweep}/report"
 #: How long a trial (or the driver) keeps retrying MLflow before it gives up; an outage of minutes loses nothing.
 RETRY_SECONDS_ENV = "FMX_MLFLOW_RETRY_SECONDS"
 DEFAULT_RETRY_SECONDS = 600.0
@@ -181,8 +185,9 @@ def retrying(
             delay *= 2
 
 
-def ensure_experiment(uri: str, sweep: str) -> str:
-    """The sweep's experiment id, creating it (with an absolute artifact folder) the first time."""
+def ensure_experiment(uri: str, sweep: str, description: str | None = None) -> str:
+    """The sweep's experiment id, creating it (with an absolute artifact folder) the first time; the sweep
+    file's description becomes the experiment's description (MLflow's note) in the UI."""
     mlflow_client = client(uri)
 
     def ensure() -> str:
@@ -190,9 +195,13 @@ def ensure_experiment(uri: str, sweep: str) -> str:
         if found is not None:
             if found.lifecycle_stage == "deleted":
                 mlflow_client.restore_experiment(found.experiment_id)
+            if description and found.tags.get(TAG_NOTE) != description:
+                mlflow_client.set_experiment_tag(found.experiment_id, TAG_NOTE, description)
             return found.experiment_id
         try:
-            return mlflow_client.create_experiment(sweep, artifact_location=default_artifact_location(uri, sweep))
+            tags = {TAG_NOTE: description} if description else None
+            folder = default_artifact_location(uri, sweep.replace("/", "-"))
+            return mlflow_client.create_experiment(sweep, artifact_location=folder, tags=tags)
         except Exception as err:  # another sweep created it meanwhile: take that one
             if getattr(err, "error_code", None) != "RESOURCE_ALREADY_EXISTS":
                 raise
@@ -217,20 +226,20 @@ class TrialRun:
         self, uri: str, experiment_id: str, sweep: str, key: TrainingKey, params: dict[str, Any], mark_running: bool = True
     ) -> None:
         self.client = client(uri)
-        self.key, self.where = key, store_location(uri)
-        existing = self._retrying(lambda: find_trial_run(self.client, experiment_id, sweep, key.trial_id), "find the trial's run")
+        self.key, self.where, self.experiment_id = key, store_location(uri), experiment_id
+        existing = self.retrying(lambda: find_trial_run(self.client, experiment_id, sweep, key.trial_id), "find the trial's run")
         if existing is not None:
             self.run_id, self.start_ms = existing.info.run_id, int(existing.info.start_time)
             self.tags = dict(existing.data.tags)
             if mark_running:
-                self._retrying(lambda: self.client.update_run(self.run_id, status="RUNNING"), "mark the run running")
+                self.retrying(lambda: self.client.update_run(self.run_id, status="RUNNING"), "mark the run running")
         else:
             tags = {TAG_SWEEP: sweep, TAG_TRIAL: key.trial_id, "mlflow.runName": key.trial_id}
-            info = self._retrying(lambda: self.client.create_run(experiment_id, tags=tags, run_name=key.trial_id).info, "create a run")
+            info = self.retrying(lambda: self.client.create_run(experiment_id, tags=tags, run_name=key.trial_id).info, "create a run")
             self.run_id, self.start_ms, self.tags = info.run_id, int(info.start_time), tags
             self._log_params(params)
 
-    def _retrying(self, call: Callable[[], T], what: str) -> T:
+    def retrying(self, call: Callable[[], T], what: str) -> T:
         return retrying(call, what, where=self.where)
 
     def _log_params(self, params: dict[str, Any]) -> None:
@@ -239,11 +248,11 @@ class TrialRun:
         items = [Param(k, str(v)) for k, v in sorted(params.items())]
         for i in range(0, len(items), 100):
             batch = items[i : i + 100]
-            self._retrying(lambda batch=batch: self.client.log_batch(self.run_id, params=batch), "log params")
+            self.retrying(lambda batch=batch: self.client.log_batch(self.run_id, params=batch), "log params")
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         for k, v in tags.items():
-            self._retrying(lambda k=k, v=v: self.client.set_tag(self.run_id, k, str(v)), "set a tag")
+            self.retrying(lambda k=k, v=v: self.client.set_tag(self.run_id, k, str(v)), "set a tag")
             self.tags[k] = str(v)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
@@ -263,17 +272,18 @@ class TrialRun:
         ]
         for i in range(0, len(items), 1000):
             batch = items[i : i + 1000]
-            self._retrying(lambda batch=batch: self.client.log_batch(self.run_id, metrics=batch), "log metrics")
+            self.retrying(lambda batch=batch: self.client.log_batch(self.run_id, metrics=batch), "log metrics")
 
-    def log_evaluations(self, rows: list[dict[str, Any]], summary: dict[str, Any]) -> None:
-        """The rows are the source of truth for the Parquet tables; metrics mirror them for the UI."""
+    def log_evaluations(self, rows: list[EvalRow], summary: dict[str, Any]) -> None:
+        """evaluations.json: the rows, source of truth for the Parquet tables (the child runs mirror them)."""
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / EVALUATIONS_ARTIFACT
-            path.write_text(json.dumps({"summary": summary, "rows": rows}, indent=1, default=json_default))
-            self._retrying(lambda: self.client.log_artifact(self.run_id, str(path)), "log the evaluation rows")
+            content = {"summary": summary, "rows": [row.as_dict() for row in rows]}
+            path.write_text(json.dumps(content, indent=1, default=json_default))
+            self.retrying(lambda: self.client.log_artifact(self.run_id, str(path)), "log the evaluation rows")
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        self._retrying(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path), f"log {Path(path).name}")
+        self.retrying(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path), f"log {Path(path).name}")
 
     def finish(self, status: str, error: str | None = None, interrupted: bool = False) -> None:
         """End the run FINISHED or FAILED, with its reason; a run that succeeds on a retry loses the old reason."""
@@ -283,32 +293,35 @@ class TrialRun:
             self.set_tags({TAG_INTERRUPTED: "1"})
         for stale in [t for t in (TAG_ERROR, TAG_INTERRUPTED) if t in self.tags]:
             if (stale == TAG_ERROR and not error) or (stale == TAG_INTERRUPTED and not interrupted):
-                self._retrying(lambda stale=stale: self.client.delete_tag(self.run_id, stale), "clear an old failure tag")
+                self.retrying(lambda stale=stale: self.client.delete_tag(self.run_id, stale), "clear an old failure tag")
                 self.tags.pop(stale, None)
-        self._retrying(lambda: self.client.set_terminated(self.run_id, status=status), "end the run")
+        self.retrying(lambda: self.client.set_terminated(self.run_id, status=status), "end the run")
 
 
 def log_trial_record(
-    run: TrialRun, summary: dict[str, Any], rows: list[dict[str, Any]], record: dict[str, Any], resumed_from: int
-) -> None:
-    """Everything a trial's run shows but its plots: the loss curve, per-setting metrics, timings and the rows
-    (evaluations.json, the tables' source). Shared by the trial and by the driver repairing a trial's record."""
-    from orchestrator.records import metrics_of, totals_of
+    run: TrialRun, summary: dict[str, Any], rows: list[EvalRow], record: dict[str, Any], resumed_from: int
+) -> list[EvalRow]:
+    """Everything a trial's runs show but its plots: the training run's loss curve and timings, one child run per
+    evaluation, and the rows (evaluations.json, the tables' source). Shared by the trial and by the driver
+    repairing a trial's record. Returns the rows as recorded."""
+    from orchestrator.evaluation_runs import log_evaluation_runs
+    from orchestrator.records import totals_of
 
     totals = totals_of(record)
     summary = {**summary, **totals, "resumed_from_step": resumed_from}
-    rows = [{**row, **totals} for row in rows]
+    shared = {k: v for k, v in summary.items() if k in FIELD_NAMES and k != "error"}  # a row keeps its own error
+    rows = [row.replace(**shared) for row in rows]
     losses = [(int(s), float(v)) for s, v in record.get("losses", [])]
     step = totals["train_steps"]
     run.log_metrics({"train_loss_final": losses[-1][1]} if losses else {}, step)
     run.log_history("train_loss", losses)
-    for at, metrics in metrics_of(rows).items():
-        run.log_metrics(metrics, at)
     run.log_metrics(
         {"train_seconds": totals["train_seconds"], "compute_seconds": totals["compute_seconds"], "resumed_from_step": resumed_from},
         step,
     )
+    log_evaluation_runs(run, rows)
     run.log_evaluations(rows, summary)
+    return rows
 
 
 def find_trial_run(mlflow_client: Any, experiment_id: str, sweep: str, trial_id: str) -> Any | None:
@@ -318,12 +331,24 @@ def find_trial_run(mlflow_client: Any, experiment_id: str, sweep: str, trial_id:
     return found[0] if found else None
 
 
+def search_all(mlflow_client: Any, experiment_id: str, filter_string: str, page: int = 1000) -> list[Any]:
+    """Every run matching the filter, page by page (one search returns at most `page` runs)."""
+    out: list[Any] = []
+    token: str | None = None
+    while True:
+        found = mlflow_client.search_runs([experiment_id], filter_string=filter_string, max_results=page, page_token=token)
+        out.extend(found)
+        token = getattr(found, "token", None)
+        if not token:
+            return out
+
+
 def read_evaluations(uri: str, experiment_id: str) -> list[tuple[Any, dict[str, Any]]]:
     """(run, evaluations.json content) for every fmx run of the experiment that has logged its rows. An
     unreachable store is retried, then raises: it must never read as 'no rows'."""
     mlflow_client = client(uri)
     runs = retrying(
-        lambda: mlflow_client.search_runs([experiment_id], filter_string=f"tags.`{TAG_TRIAL}` != ''", max_results=50000),
+        lambda: search_all(mlflow_client, experiment_id, f"tags.`{TAG_TRIAL}` != ''"),
         "list the sweep's runs",
         where=store_location(uri),
     )
@@ -346,9 +371,10 @@ def _load_text(mlflow_client: Any, run: Any) -> str | None:
 
 
 def log_report(uri: str, sweep: str, directory: Path) -> str:
-    """One 'report' run per sweep (replaced on every report) holding the Markdown and the plots."""
+    """One 'report' run per sweep (replaced on every report) holding the Markdown and the plots, in an experiment
+    of its own so it never shows among the trials being compared."""
     mlflow_client = client(uri)
-    experiment_id = ensure_experiment(uri, sweep)
+    experiment_id = ensure_experiment(uri, REPORT_EXPERIMENT.format(sweep=sweep), f"`fmx report {sweep}`: tables and plots")
     query = f"tags.`{TAG_SWEEP}` = '{sweep}' and tags.`fmx.report` = '1'"
     for old in mlflow_client.search_runs([experiment_id], filter_string=query):
         mlflow_client.delete_run(old.info.run_id)

@@ -21,9 +21,11 @@ import ray.tune
 import torch
 
 from orchestrator.config import SweepConfig
-from orchestrator.plan import EvalSetting, TrainingKey
+from fm_core.solvers import SolverSetting
+from orchestrator.plan import TrainingKey
 from orchestrator.plots import save_loss_curve, save_samples
-from orchestrator.records import ZERO_TOTALS, complete_rows, failed_rows, setting_of, trial_params, trial_summary
+from orchestrator.records import complete_rows, failed_rows, trial_params, trial_summary
+from orchestrator.rows import EvalRow
 from orchestrator.tracking import TAG_NODE, TrialRun, log_trial_record
 from orchestrator.trial import TrialRunner
 
@@ -33,25 +35,25 @@ def _boundaries(config: SweepConfig, eval_steps: list[int]) -> list[int]:
     return sorted(set(range(every, config.train.steps + 1, every)) | set(eval_steps) | {config.train.steps})
 
 
-def _eval_progress(index: int, total: int, row: dict[str, Any]) -> dict[str, Any]:
+def _eval_progress(index: int, total: int, row: EvalRow) -> dict[str, Any]:
     """A metrics-only Tune result saying which evaluation just finished (the terminal shows it live)."""
-    label = setting_of(row).label
-    out: dict[str, Any] = {"step": row["train_step"], "evaluated": index + 1, "evaluations": total, "setting": label}
-    out.update({k: row[k] for k in ("nfe", "nll", "sample_metric", "sample_metric_name", "error") if row.get(k) is not None})
+    out: dict[str, Any] = {"step": row.train_step, "evaluated": index + 1, "evaluations": total, "setting": row.setting.label}
+    values = {k: getattr(row, k) for k in ("nfe", "nll", "sample_metric", "sample_metric_name", "error")}
+    out.update({k: v for k, v in values.items() if v is not None})
     return out
 
 
 def _advance(
     runner: TrialRunner,
     config: SweepConfig,
-    settings: list[EvalSetting],
+    settings: list[SolverSetting],
     eval_steps: list[int],
     report: Any,
     train_model: torch.nn.Module | None = None,
     batch_size: int | None = None,
     is_chief: bool = True,
     samples_dir: Path | None = None,
-    on_row: Callable[[int, dict[str, Any]], None] | None = None,
+    on_row: Callable[[int, EvalRow], None] | None = None,
 ) -> None:
     """Train through every checkpoint/evaluation boundary not yet reached, evaluating where asked."""
     for boundary in _boundaries(config, eval_steps):
@@ -80,7 +82,7 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train's per-worker loop: DDP over the workers, rank 0 checkpoints and evaluates."""
     config = SweepConfig.model_validate(loop_config["config"])
     key = TrainingKey(**loop_config["key"])
-    settings = [EvalSetting(**s) for s in loop_config["settings"]]
+    settings = [SolverSetting(**s) for s in loop_config["settings"]]
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     torch.set_num_threads(max(1, int(config.train.cpus_per_worker)))
@@ -144,7 +146,7 @@ def run_training_trial(params: dict[str, Any], started_at: float, started: float
     end is never only in this process: if the trial dies, the driver finishes its record from there."""
     config = SweepConfig.model_validate(params["config"])
     key = TrainingKey(**params["key"])
-    settings = [EvalSetting(**s) for s in params["settings"]]
+    settings = [SolverSetting(**s) for s in params["settings"]]
     eval_steps: list[int] = params["eval_steps"]
     torch.set_num_threads(max(1, int(config.train.cpus_per_worker)))
     run = TrialRun(params["tracking_uri"], params["experiment_id"], config.name, key, trial_params(config, key))
@@ -159,9 +161,8 @@ def run_training_trial(params: dict[str, Any], started_at: float, started: float
                 runner.restore(directory)
     except Exception as err:  # e.g. an unreadable image in a data folder: record it like any failed trial
         error = _reason(err)
-        summary.update(ZERO_TOTALS, error=error)
-        summary["trial_seconds"] = time.perf_counter() - started
-        run.log_evaluations([{**row, **ZERO_TOTALS} for row in failed_rows(settings, eval_steps, error)], summary)
+        summary.update(error=error, trial_seconds=time.perf_counter() - started)
+        log_trial_record(run, summary, failed_rows(settings, eval_steps, error), {}, resumed_from=0)
         run.finish("FAILED", error)
         # Ray re-raises a trial's error in the driver, which must not unpickle types defined next to PyTorch.
         raise RuntimeError(error) from None

@@ -24,11 +24,13 @@ from fm_core.models.mlp import MLP
 from fm_core.models.unet import UNet
 from fm_core.objectives import Objective, make_objective
 from fm_core.paths import AffinePath, make_path
-from fm_core.sampling import SolverSpec, sample
+from fm_core.sampling import SolverSetting, sample
 from fm_core.training import NonFiniteLossError, make_optimizer, train_step
 from orchestrator.config import ModelConfig, SweepConfig
-from orchestrator.plan import EvalSetting, TrainingKey
-from orchestrator.records import RECORD_FILE, eval_row, read_record, write_record
+from fm_core.solvers import SolverSetting
+from orchestrator.plan import TrainingKey
+from orchestrator.records import RECORD_FILE, read_record, trial_identity, write_record
+from orchestrator.rows import PER_SAMPLE_SOLVER, SHARED, EvalRow
 
 STATE_FILE = "state.pt"
 
@@ -91,7 +93,7 @@ class TrialRunner:
     losses: list[tuple[int, float]] = field(init=False, default_factory=list)
     train_seconds: float = field(init=False, default=0.0)
     eval_seconds: float = field(init=False, default=0.0)
-    rows: list[dict[str, Any]] = field(init=False, default_factory=list)
+    rows: list[EvalRow] = field(init=False, default_factory=list)
     # (times, states of shape (T, N, 2)) of the last evaluation's reference solve; 2-D data only.
     trajectory: tuple[list[float], Tensor] | None = field(init=False, default=None)
 
@@ -130,7 +132,7 @@ class TrialRunner:
             "losses": self.losses,
             "train_seconds": self.train_seconds,
             "eval_seconds": self.eval_seconds,
-            "rows": self.rows,
+            "rows": [row.as_dict() for row in self.rows],
         }
 
     def load_state_dict(self, state: dict[str, Any], record: dict[str, Any]) -> None:
@@ -142,7 +144,7 @@ class TrialRunner:
         self.losses = [(int(s), float(v)) for s, v in record.get("losses", [])]
         self.train_seconds = float(record.get("train_seconds", 0.0))
         self.eval_seconds = float(record.get("eval_seconds", 0.0))
-        self.rows = list(record.get("rows", []))
+        self.rows = [EvalRow.from_dict(row) for row in record.get("rows", [])]
 
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)
@@ -204,8 +206,8 @@ class TrialRunner:
     # --- evaluation ----------------------------------------------------------------------------
 
     def evaluate(
-        self, settings: list[EvalSetting], on_row: Callable[[int, dict[str, Any]], None] | None = None
-    ) -> tuple[list[dict[str, Any]], dict[str, Tensor]]:
+        self, settings: list[SolverSetting], on_row: Callable[[int, EvalRow], None] | None = None
+    ) -> tuple[list[EvalRow], dict[str, Tensor]]:
         """Rows for every setting at the current step, and the samples drawn (by setting label).
 
         `on_row(i, row)` is called as each setting finishes: long evaluations report progress through it."""
@@ -221,8 +223,8 @@ class TrialRunner:
         return self.train_seconds + self.eval_seconds
 
     def _evaluate(
-        self, settings: list[EvalSetting], on_row: Callable[[int, dict[str, Any]], None] | None
-    ) -> tuple[list[dict[str, Any]], dict[str, Tensor]]:
+        self, settings: list[SolverSetting], on_row: Callable[[int, EvalRow], None] | None
+    ) -> tuple[list[EvalRow], dict[str, Tensor]]:
         cfg = self.config.eval
         self.model.eval()
         field_fn = self.objective.vector_field(self.model)
@@ -232,36 +234,20 @@ class TrialRunner:
         noise = noise.to(self.device)
         is_image = isinstance(self.dataset, ImageDataset)
         reference_data = self.dataset.reference(cfg.samples, seed=cfg.seed)
-        # For 2-D data the reference solve also keeps a few intermediate states: the density-over-t plot.
-        times = None
-        if self.dataset.dim == 2 and not is_image:
-            times = [t_span[0] + (t_span[1] - t_span[0]) * i / (TRAJECTORY_POINTS - 1) for i in range(TRAJECTORY_POINTS)]
-            times[-1] = t_span[1]
-        ode_reference: Tensor | None = None
-        self.trajectory = None
-        if cfg.reference_tol is not None:
-            reference_spec = SolverSpec.adaptive("dopri5", cfg.reference_tol)
-            with torch.no_grad():
-                reference_path, _ = self._solve_in_batches(
-                    lambda chunk: sample(field_fn, chunk, reference_spec, t_span, times),
-                    noise,
-                    lambda sol: sol.x.unsqueeze(1) if sol.trajectory is None else sol.trajectory.transpose(0, 1),
-                )
-            ode_reference = reference_path[:, -1].cpu()
-            self.trajectory = None if times is None else (times, reference_path.transpose(0, 1).detach().cpu())
+        ode_reference = self._reference_solve(field_fn, noise, t_span, is_image)
         metric_name = "classifier_fd" if self.dataset.name == "digits" else ("sliced_w2" if not is_image else None)
-        divergence = cfg.divergence
-        if divergence == "auto":
-            divergence = "exact" if self.dataset.dim <= 16 else "hutchinson"
+        likelihood = _Likelihood(self, field_fn, is_image)
+        shared = cfg.likelihood.setting()
+        shared_nll = likelihood.measure(shared, SHARED) if shared is not None else None  # once per checkpoint
+        identity = trial_identity(self.config, self.key)
 
-        rows: list[dict[str, Any]] = []
+        rows: list[EvalRow] = []
         samples: dict[str, Tensor] = {}
         for index, setting in enumerate(settings):
             start = time.perf_counter()
             try:
-                spec = setting.spec()
                 with torch.no_grad():
-                    x, nfe = self._solve_in_batches(lambda chunk: sample(field_fn, chunk, spec, t_span), noise)
+                    x, nfe = self._solve_in_batches(lambda chunk: sample(field_fn, chunk, setting, t_span), noise)
                 x = x.detach().cpu()
                 if not bool(torch.isfinite(x).all()):
                     raise FloatingPointError("the ODE solution has non-finite values")
@@ -271,57 +257,47 @@ class TrialRunner:
                     metric = sliced_wasserstein(x, reference_data)
                 elif metric_name == "classifier_fd":
                     metric = classifier_frechet_distance(x, reference_data)
-                nlls, unit, nll_nfe = self._nll(field_fn, spec, divergence, is_image)
+                nll = shared_nll if shared_nll is not None else likelihood.measure(setting, PER_SAMPLE_SOLVER)
                 error = math.nan if ode_reference is None else ode_solution_error(x, ode_reference)
                 seconds = time.perf_counter() - start
-                for draws, nll in nlls:  # one row per dequantization K (a single row for vectors)
+                for draws, value in nll.values:  # one row per dequantization K (a single row for vectors)
                     rows.append(
-                        eval_row(
-                            setting, self.step, nfe=nfe, nll=nll, nll_unit=unit, nll_nfe=nll_nfe,
-                            dequant_draws=draws, sample_metric=metric, sample_metric_name=metric_name,
-                            ode_error=error, eval_seconds=seconds,
+                        EvalRow.of(
+                            setting, self.step, **identity, nfe=nfe, nll=value, dequant_draws=draws, **nll.protocol,
+                            sample_metric=metric, sample_metric_name=metric_name, ode_error=error, eval_seconds=seconds,
+                            error=nll.error,
                         )
                     )  # fmt: skip
             except Exception as err:  # one bad setting must not lose the others
                 reason = f"{type(err).__name__}: {err}".splitlines()[0]
-                rows.append(eval_row(setting, self.step, status="failed", error=reason, eval_seconds=time.perf_counter() - start))
+                seconds = time.perf_counter() - start
+                rows.append(EvalRow.of(setting, self.step, **identity, status="failed", error=reason, eval_seconds=seconds))
             if on_row is not None:
                 on_row(index, rows[-1])
         return rows, samples
 
-    def _nll(
-        self, field_fn: Callable[[Tensor, Tensor], Tensor], spec: SolverSpec, divergence: str, is_image: bool
-    ) -> tuple[list[tuple[int | None, float]], str | None, int | None]:
-        """Mean negative log-likelihood of held-out data: nats for vectors, bits/dim for 8-bit images
-        (one value per dequantization K, all from the same max(K) draws)."""
-        cfg = self.config.eval
-        if cfg.likelihood_points == 0:
-            return [(None, math.nan)], None, None
-        g = torch.Generator().manual_seed(cfg.seed + 1)
-
-        def log_prob(x: Tensor) -> tuple[Tensor, int]:
-            def one(chunk: Tensor) -> LikelihoodResult:
-                return log_likelihood(
-                    field_fn, chunk.to(self.device), spec, t1=self.path.t_max, prior_std=self.path.prior_std,
-                    divergence=divergence, probe=cfg.probe, generator=g,
-                )  # fmt: skip
-
-            values, nfe = self._solve_in_batches(one, x, lambda r: r.log_prob)
-            return values.detach().cpu(), nfe
-
-        if is_image:
-            assert isinstance(self.dataset, ImageDataset)
-            images = self.dataset.images_heldout_uint8[self.dataset.reference_indices(cfg.likelihood_points, cfg.seed)]
-            k_max = max(cfg.dequant_draws)
-            # All K dequantized copies go through one batched solve: K solves' worth of work at one solve's NFE.
-            copies = torch.cat([uniform_dequantize(images, g) for _ in range(k_max)])
-            flat, nfe = log_prob(copies)
-            draws = flat.reshape(k_max, len(images))
-            values = [(k, float(bits_per_dim_from_draws(draws[:k], self.dataset.dim).mean())) for k in cfg.dequant_draws]
-            return values, "bits/dim", nfe
-        points = self.dataset.reference(cfg.likelihood_points, seed=cfg.seed + 1)
-        values, nfe = log_prob(points)
-        return [(None, float(-values.mean()))], "nats", nfe
+    def _reference_solve(
+        self, field_fn: Callable[[Tensor, Tensor], Tensor], noise: Tensor, t_span: tuple[float, float], is_image: bool
+    ) -> Tensor | None:
+        """The dopri5 solve at eval.reference_tol from the same noise that ode_error is measured against; for
+        2-D data it also keeps a few intermediate states (the density-over-t plot) in self.trajectory."""
+        self.trajectory = None
+        tol = self.config.eval.reference_tol
+        if tol is None:
+            return None
+        times = None
+        if self.dataset.dim == 2 and not is_image:
+            times = [t_span[0] + (t_span[1] - t_span[0]) * i / (TRAJECTORY_POINTS - 1) for i in range(TRAJECTORY_POINTS)]
+            times[-1] = t_span[1]
+        reference = SolverSetting.adaptive("dopri5", tol)
+        with torch.no_grad():
+            states, _ = self._solve_in_batches(
+                lambda chunk: sample(field_fn, chunk, reference, t_span, times),
+                noise,
+                lambda sol: sol.x.unsqueeze(1) if sol.trajectory is None else sol.trajectory.transpose(0, 1),
+            )
+        self.trajectory = None if times is None else (times, states.transpose(0, 1).detach().cpu())
+        return states[:, -1].cpu()
 
     def _solve_in_batches(
         self, solve: Callable[[Tensor], Any], inputs: Tensor, value: Callable[[Any], Tensor] = lambda r: r.x
@@ -332,3 +308,69 @@ class TrialRunner:
         results = [solve(chunk) for chunk in inputs.split(size)]
         nfe = round(sum(r.nfe for r in results) / len(results))
         return torch.cat([value(r) for r in results]), nfe
+
+
+@dataclass
+class Likelihoods:
+    """A checkpoint's mean NLL of held-out data (one value per dequantization K) and how it was measured."""
+
+    values: list[tuple[int | None, float]]
+    protocol: dict[str, Any]
+    error: str | None = None
+
+
+class _Likelihood:
+    """Integrates the log-likelihood of held-out data under one solver setting: nats for vectors, bits/dim for
+    8-bit images (every K from the same max(K) dequantized draws, in one batched solve)."""
+
+    def __init__(self, runner: TrialRunner, field_fn: Callable[[Tensor, Tensor], Tensor], is_image: bool) -> None:
+        self.runner, self.field_fn, self.is_image = runner, field_fn, is_image
+        cfg = runner.config.eval
+        self.divergence = cfg.divergence if cfg.divergence != "auto" else ("exact" if runner.dataset.dim <= 16 else "hutchinson")
+
+    def measure(self, setting: SolverSetting, protocol: str) -> Likelihoods:
+        cfg = self.runner.config.eval
+        draws: list[int | None] = list(cfg.dequant_draws) if self.is_image else [None]
+        if cfg.likelihood_points == 0:
+            return Likelihoods([(None, math.nan)], {})
+        meta = {
+            "nll_unit": "bits/dim" if self.is_image else "nats", "nll_protocol": protocol, "nll_solver": setting.label,
+            "nll_divergence": self.divergence, "nll_probe": cfg.probe if self.divergence == "hutchinson" else None,
+            "nll_points": cfg.likelihood_points,
+        }  # fmt: skip
+        try:
+            values, nfe = self._integrate(setting)
+        except Exception as err:  # the samples' rows stand without it; say why it is missing
+            reason = f"likelihood: {type(err).__name__}: {err}".splitlines()[0]
+            return Likelihoods([(k, math.nan) for k in draws], meta, reason)
+        return Likelihoods(values, {**meta, "nll_nfe": nfe})
+
+    def _integrate(self, setting: SolverSetting) -> tuple[list[tuple[int | None, float]], int]:
+        runner, cfg = self.runner, self.runner.config.eval
+        g = torch.Generator().manual_seed(cfg.seed + 1)
+
+        def log_prob(x: Tensor) -> tuple[Tensor, int]:
+            def one(chunk: Tensor) -> LikelihoodResult:
+                return log_likelihood(
+                    self.field_fn, chunk.to(runner.device), setting, t1=runner.path.t_max, prior_std=runner.path.prior_std,
+                    divergence=self.divergence, probe=cfg.probe, generator=g,
+                )  # fmt: skip
+
+            values, nfe = runner._solve_in_batches(one, x, lambda r: r.log_prob)
+            return values.detach().cpu(), nfe
+
+        if self.is_image:
+            dataset = runner.dataset
+            assert isinstance(dataset, ImageDataset)
+            images = dataset.images_heldout_uint8[dataset.reference_indices(cfg.likelihood_points, cfg.seed)]
+            k_max = max(cfg.dequant_draws)
+            # All K dequantized copies go through one batched solve: K solves' worth of work at one solve's NFE.
+            copies = torch.cat([uniform_dequantize(images, g) for _ in range(k_max)])
+            flat, nfe = log_prob(copies)
+            draws = flat.reshape(k_max, len(images))
+            return [(k, float(bits_per_dim_from_draws(draws[:k], dataset.dim).mean())) for k in cfg.dequant_draws], nfe
+        points = runner.dataset.reference(cfg.likelihood_points, seed=cfg.seed + 1)
+        values, nfe = log_prob(points)
+        if not bool(torch.isfinite(values).all()):
+            raise FloatingPointError("non-finite log-likelihoods")
+        return [(None, float(-values.mean()))], nfe

@@ -12,6 +12,8 @@ from pathlib import Path
 
 FMX = str(Path(sys.executable).with_name("fmx"))
 REPO = Path(__file__).resolve().parent.parent
+#: An MLflow filter for the training (parent) runs of a sweep, leaving out its evaluation (child) runs.
+TRAINING_RUNS = "tags.`fmx.trial_id` != ''"
 
 
 def fmx_env(extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -20,7 +20,8 @@ import pytest
 import yaml
 
 from orchestrator.config import ConfigError, SweepConfig, load_sweep, parse_sweep
-from orchestrator.plan import EvalSetting, plan_sweep
+from fm_core.solvers import SolverSetting
+from orchestrator.plan import plan_sweep
 from tests.bad_inputs import BILLION_LAUGHS, make_store
 from tests.cli_helpers import REPO
 
@@ -138,6 +139,12 @@ OUT_OF_RANGE = {
     "samples_zero": ({"eval.samples": 0}, "eval.samples", "[1, 100000]"),
     "samples_huge": ({"eval.samples": 10**9}, "eval.samples", "[1, 100000]"),
     "likelihood_points_negative": ({"eval.likelihood_points": -1}, "eval.likelihood_points", "[0, 100000]"),
+    "likelihood_fixed_without_nfe": ({"eval.likelihood": {"solver": "rk4"}}, "eval.likelihood", "NFE budget of at least 4"),
+    "likelihood_adaptive_with_nfe": ({"eval.likelihood": {"solver": "dopri5", "nfe": 8}}, "eval.likelihood", "not an NFE budget"),
+    "likelihood_per_solver_with_tol": ({"eval.likelihood": {"solver": "per_sample_solver", "tol": 1e-3}}, "eval.likelihood", "drop tol"),
+    "likelihood_unknown_solver": ({"eval.likelihood": {"solver": "leapfrog"}}, "eval.likelihood.solver", "per_sample_solver"),
+    "likelihood_unknown_key": ({"eval.likelihood": {"solver": "dopri5", "atol": 1e-3}}, "eval.likelihood.atol", "unknown key"),
+    "likelihood_tol_zero": ({"eval.likelihood": {"tol": 0}}, "eval.likelihood.tol", ""),
     "eval_batch_zero": ({"eval.batch_size": 0}, "eval.batch_size", "[1, 100000]"),
     "dequant_zero": ({"eval.dequant_draws": [0]}, "eval.dequant_draws[0]", "[1, 1000]"),
     "dequant_huge": ({"eval.dequant_draws": 10**6}, "eval.dequant_draws[0]", "[1, 1000]"),
@@ -245,12 +252,12 @@ def test_a_repeated_list_value_is_refused_and_named(case: str):
     ("tol", "text"), [(1e-5, "1e-05"), (1e-3, "1e-03"), (1.4e-4, "1.4e-04"), (0.5, "5e-01"), (2.5e-7, "2.5e-07")]
 )
 def test_tolerance_labels_are_exact_and_keep_the_documented_form(tol: float, text: str):
-    assert EvalSetting("dopri5", tol=tol).label == f"dopri5_tol{text}"
-    assert EvalSetting("euler", nfe_budget=8).label == "euler_nfe8"
+    assert SolverSetting("dopri5", tol=tol).label == f"dopri5_tol{text}"
+    assert SolverSetting("euler", nfe_budget=8).label == "euler_nfe8"
 
 
 def test_every_float_gets_a_label_that_reads_back_as_itself():
-    from orchestrator.plan import tol_text
+    from fm_core.solvers import tol_text
 
     rng = random.Random(0)
     for _ in range(2000):
@@ -570,12 +577,16 @@ def test_existing_store_for_read_only_commands(tmp_path: Path):
 
 
 def test_ui_counts_a_server_that_never_served_as_failed():
+    import subprocess
     import sys
 
-    from orchestrator.cli import _port_problem, _serve
+    from orchestrator.cli import _port_problem
+    from orchestrator.ui import wait_until_served
 
-    assert _serve([sys.executable, "-c", "pass"], "http://127.0.0.1:9", poll=0.05) == (1, False)
-    assert _serve([sys.executable, "-c", "raise SystemExit(3)"], "http://127.0.0.1:9", poll=0.05) == (3, False)
+    for code in ("pass", "raise SystemExit(3)"):  # a server that exits without ever answering did not serve
+        process = subprocess.Popen([sys.executable, "-c", code])
+        assert wait_until_served("http://127.0.0.1:9", process, timeout=30) is False
+        process.wait()
     assert "not a TCP port" in _port_problem(70000)
 
 

@@ -19,7 +19,7 @@ import psutil
 import pytest
 from mlflow import MlflowClient
 
-from tests.cli_helpers import FMX, cleanup_ray_tmp, fmx_env, kill_session, run_fmx
+from tests.cli_helpers import TRAINING_RUNS, FMX, cleanup_ray_tmp, fmx_env, kill_session, run_fmx
 from tests.mlflow_server import MlflowServer
 
 pytestmark = pytest.mark.slow
@@ -88,7 +88,7 @@ def _mlflow_runs(uri: str, sweep: str) -> dict[str, object]:
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name(sweep)
     assert experiment is not None
-    return {r.data.tags["fmx.trial_id"]: r for r in client.search_runs([experiment.experiment_id])}
+    return {r.data.tags["fmx.trial_id"]: r for r in client.search_runs([experiment.experiment_id], TRAINING_RUNS)}
 
 
 @pytest.fixture
@@ -286,15 +286,15 @@ def test_resume_against_a_lost_or_replaced_store_refuses_or_restores_every_row(t
 def test_tables_are_never_replaced_by_fewer_rows_unsaid(tmp_path: Path):
     from types import SimpleNamespace
 
-    from orchestrator.plan import EvalSetting
-    from orchestrator.records import eval_row
+    from fm_core.solvers import SolverSetting
+    from orchestrator.rows import EvalRow
     from orchestrator.tables import FewerRowsError, rows_from_mlflow, write_tables
 
     def rows(n: int) -> pd.DataFrame:
         content = {
             "summary": {"sweep": "s", "trial_id": "ot-fm-independent-s0", "path": "ot", "objective": "fm",
                         "coupling": "independent", "seed": 0, "dataset": "moons"},
-            "rows": [eval_row(EvalSetting("euler", nfe_budget=4 + i), 10, nfe=4 + i, nll=1.0) for i in range(n)],
+            "rows": [EvalRow.of(SolverSetting("euler", nfe_budget=4 + i), 10, nfe=4 + i, nll=1.0).as_dict() for i in range(n)],
         }  # fmt: skip
         return rows_from_mlflow([(SimpleNamespace(info=SimpleNamespace(run_id="r")), content)])
 

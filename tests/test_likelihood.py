@@ -10,7 +10,7 @@ import torch
 from fm_core.analytic import GaussianData
 from fm_core.likelihood import bits_per_dim, gaussian_log_prob, log_likelihood
 from fm_core.paths import OTPath
-from fm_core.sampling import FIXED_STAGES, SolverSpec
+from fm_core.sampling import FIXED_STAGES, SolverSetting
 
 
 def _points(gaussian: GaussianData, n: int = 256, seed: int = 0) -> torch.Tensor:
@@ -20,7 +20,7 @@ def _points(gaussian: GaussianData, n: int = 256, seed: int = 0) -> torch.Tensor
 
 def test_exact_likelihood_matches_closed_form_at_tight_tolerance(gaussian_2d, float64):
     x1 = _points(gaussian_2d)
-    res = log_likelihood(gaussian_2d.vector_field(OTPath(0.0)), x1, SolverSpec.adaptive("dopri5", 1e-10))
+    res = log_likelihood(gaussian_2d.vector_field(OTPath(0.0)), x1, SolverSetting.adaptive("dopri5", 1e-10))
     assert float((res.log_prob - gaussian_2d.log_prob(x1)).abs().max()) < 1e-6
     # The noise end is where the flow's inverse sends the data: (x - mu) / s.
     torch.testing.assert_close(res.x0, (x1 - gaussian_2d.mu) / gaussian_2d.std, atol=1e-6, rtol=0)
@@ -29,7 +29,7 @@ def test_exact_likelihood_matches_closed_form_at_tight_tolerance(gaussian_2d, fl
 @pytest.mark.parametrize(("method", "nfe", "max_err"), [("euler", 100, 0.3), ("midpoint", 20, 1e-2), ("rk4", 20, 3e-3)])
 def test_fixed_step_likelihood_within_expected_error_and_counts(gaussian_2d, float64, method, nfe, max_err):
     x1 = _points(gaussian_2d)
-    res = log_likelihood(gaussian_2d.vector_field(OTPath(0.0)), x1, SolverSpec(method, nfe=nfe))
+    res = log_likelihood(gaussian_2d.vector_field(OTPath(0.0)), x1, SolverSetting(method, nfe_budget=nfe))
     assert res.nfe == (nfe // FIXED_STAGES[method]) * FIXED_STAGES[method]
     assert float((res.log_prob - gaussian_2d.log_prob(x1)).abs().max()) < max_err
 
@@ -38,7 +38,7 @@ def test_sigma_min_changes_the_end_marginal(gaussian_2d, float64):
     """With sigma_min > 0 the OT path ends at N(mu, s^2 + sigma_min^2), not N(mu, s^2)."""
     path = OTPath(sigma_min=0.3)
     x1 = _points(gaussian_2d)
-    res = log_likelihood(gaussian_2d.vector_field(path), x1, SolverSpec.adaptive("dopri5", 1e-10))
+    res = log_likelihood(gaussian_2d.vector_field(path), x1, SolverSetting.adaptive("dopri5", 1e-10))
     std_end = gaussian_2d.marginal_std(path, 1.0)
     assert math.isclose(std_end, math.sqrt(0.25 + 0.09), rel_tol=1e-12)
     assert float((res.log_prob - gaussian_2d.log_prob(x1, std=std_end)).abs().max()) < 1e-6
@@ -50,7 +50,7 @@ def test_hutchinson_agrees_with_exact_in_expectation(float64, probe):
     net = torch.nn.Sequential(torch.nn.Linear(4, 32), torch.nn.Tanh(), torch.nn.Linear(32, 3)).double()
     field = lambda t, x: net(torch.cat([x, t.expand(x.shape[0], 1)], dim=1))  # noqa: E731
     x1 = torch.randn(4, 3, dtype=torch.float64)
-    solver = SolverSpec("rk4", nfe=40)
+    solver = SolverSetting("rk4", nfe_budget=40)
     exact = log_likelihood(field, x1, solver).log_prob
     g = torch.Generator().manual_seed(1)
     # 200 copies of the points in one batch: each row gets its own probe (a fixed-step solver treats rows alike).
@@ -65,7 +65,7 @@ def test_hutchinson_agrees_with_exact_in_expectation(float64, probe):
 def test_float32_works(gaussian_2d):
     g32 = GaussianData(gaussian_2d.mu.float(), gaussian_2d.std)
     x1 = _points(g32)
-    res = log_likelihood(g32.vector_field(OTPath()), x1, SolverSpec.adaptive("dopri5", 1e-5))
+    res = log_likelihood(g32.vector_field(OTPath()), x1, SolverSetting.adaptive("dopri5", 1e-5))
     assert res.log_prob.dtype == torch.float32
     assert float((res.log_prob - g32.log_prob(x1)).abs().max()) < 1e-3
 
@@ -75,7 +75,7 @@ def test_image_shaped_input(float64, divergence):
     gaussian = GaussianData(mu=torch.linspace(-1, 1, 16, dtype=torch.float64).reshape(1, 4, 4), std=0.3)
     x1 = _points(gaussian, n=8)
     assert x1.shape == (8, 1, 4, 4)
-    res = log_likelihood(gaussian.vector_field(OTPath()), x1, SolverSpec.adaptive("dopri5", 1e-9), divergence=divergence)
+    res = log_likelihood(gaussian.vector_field(OTPath()), x1, SolverSetting.adaptive("dopri5", 1e-9), divergence=divergence)
     # The field's Jacobian is a multiple of I, so even one Rademacher probe gives the exact trace.
     assert res.log_prob.shape == (8,)
     assert float((res.log_prob - gaussian.log_prob(x1)).abs().max()) < 1e-5

@@ -28,7 +28,7 @@ import pytest
 from mlflow import MlflowClient
 
 from orchestrator.plan import TrainingKey
-from tests.cli_helpers import FMX, cleanup_ray_tmp, fmx_env
+from tests.cli_helpers import TRAINING_RUNS, FMX, cleanup_ray_tmp, fmx_env
 from tests.mlflow_server import free_port, mlflow_server
 
 pytestmark = pytest.mark.slow
@@ -106,7 +106,7 @@ def cluster_and_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tup
 def _mlflow_runs(uri: str, sweep: str) -> list:
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name(sweep)
-    return [] if experiment is None else client.search_runs([experiment.experiment_id])
+    return [] if experiment is None else client.search_runs([experiment.experiment_id], TRAINING_RUNS)
 
 
 def _checkpointed_steps(tune_dir: Path) -> dict[str, int]:

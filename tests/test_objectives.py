@@ -8,7 +8,7 @@ from torch import nn
 
 from fm_core.objectives import OBJECTIVE_NAMES, make_objective
 from fm_core.paths import _expand_like, make_path
-from fm_core.sampling import SolverSpec, sample
+from fm_core.sampling import SolverSetting, sample
 
 
 class _Exact(nn.Module):
@@ -82,5 +82,5 @@ def test_fm_field_samples_through_the_solver(gaussian_2d, float64):
     path = make_path("ot", sigma_min=0.0)
     field = make_objective("fm", path).vector_field(_Exact(_exact_network("fm", path, gaussian_2d)))
     x0 = torch.randn(512, 2, dtype=torch.float64)
-    sol = sample(field, x0, SolverSpec.adaptive("dopri5", 1e-8), (0.0, path.t_max))
+    sol = sample(field, x0, SolverSetting.adaptive("dopri5", 1e-8), (0.0, path.t_max))
     torch.testing.assert_close(sol.x, gaussian_2d.mu + gaussian_2d.std * x0, atol=1e-5, rtol=0)

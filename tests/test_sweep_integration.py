@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from tests.cli_helpers import FMX, REPO, cleanup_ray_tmp, fmx_env, kill_session, leftover_ray_processes, run_fmx
+from tests.cli_helpers import FMX, REPO, TRAINING_RUNS, cleanup_ray_tmp, fmx_env, kill_session, leftover_ray_processes, run_fmx
 from tests.mlflow_server import mlflow_server
 
 pytestmark = pytest.mark.slow
@@ -35,11 +35,15 @@ def _fmx(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.Complet
     return result
 
 
-def _runs_of(uri: str, sweep: str) -> list:
+def _runs_of(uri: str, sweep: str, filter_string: str = "") -> list:
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name(sweep)
     assert experiment is not None
-    return client.search_runs([experiment.experiment_id])
+    return client.search_runs([experiment.experiment_id], filter_string=filter_string, max_results=1000)
+
+
+CHILD_PARAMS = {"path", "objective", "coupling", "seed", "solver", "tol", "nfe_budget", "train_step", "dequant_draws", "weights"}
+CHILD_METRICS = {"nfe", "nll_nats", "sliced_w2", "ode_error", "eval_seconds", "nll_nfe"}
 
 
 def _check_smoke_outputs(workdir: Path, uri: str) -> pd.DataFrame:
@@ -56,18 +60,33 @@ def _check_smoke_outputs(workdir: Path, uri: str) -> pd.DataFrame:
     assert (runs.loc[runs["solver"] == "dopri5", "nfe"] > 8).all()
     assert runs["nll"].notna().all() and (runs["nll_unit"] == "nats").all()
     assert (runs["sample_metric_name"] == "sliced_w2").all() and (runs["sample_metric"] > 0).all()
+    # The likelihood protocol at its default: one NLL per trained checkpoint, integrated with dopri5 at 1e-5.
+    protocol = ["nll", "nll_protocol", "nll_solver", "nll_nfe", "nll_divergence", "nll_points"]
+    assert (runs.groupby(["trial_id", "train_step"])[protocol].nunique(dropna=False) == 1).all().all()
+    assert (runs["nll_protocol"] == "shared").all() and (runs["nll_solver"] == "dopri5_tol1e-05").all()
     assert len(table) == 6 and (table["seeds"] == 1).all()
-    # MLflow: exactly one run per training trial, with consistent params and per-setting metrics.
+    # MLflow: one parent run per training (training params and curves only), one child per evaluation.
     mlflow_runs = _runs_of(uri, "smoke")
-    assert sorted(r.data.tags["fmx.trial_id"] for r in mlflow_runs) == sorted(SMOKE_TRIALS)
-    for run in mlflow_runs:
+    parents = [r for r in mlflow_runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in mlflow_runs if "mlflow.parentRunId" in r.data.tags]
+    assert sorted(r.data.tags["fmx.trial_id"] for r in parents) == sorted(SMOKE_TRIALS)
+    parent_of = {r.info.run_id: r.data.tags["fmx.trial_id"] for r in parents}
+    for run in parents:
         assert run.info.status == "FINISHED"
         assert {"path", "objective", "coupling", "seed", "train.steps", "model.hidden"} <= set(run.data.params)
-        assert {"nfe/euler_nfe8", "nfe/dopri5_tol1e-05", "sliced_w2/dopri5_tol1e-05", "nll/euler_nfe8"} <= set(
-            run.data.metrics
-        )
-        assert run.data.metrics["nfe/euler_nfe8"] == 8
-    assert {r.info.run_id for r in mlflow_runs} == set(runs["mlflow_run_id"])
+        assert not {k for k in run.data.params if k.startswith("model.")} & {"model.model_channels", "model.num_heads"}
+        assert "solver" not in run.data.params and {"train_loss", "train_loss_final"} <= set(run.data.metrics)
+    assert {r.info.run_id for r in parents} == set(runs["mlflow_run_id"])
+    assert len(children) == len(runs)
+    for run in children:
+        assert run.info.status == "FINISHED"
+        assert set(run.data.params) == CHILD_PARAMS and set(run.data.metrics) == CHILD_METRICS
+        trial = parent_of[run.data.tags["mlflow.parentRunId"]]
+        row = runs[(runs["trial_id"] == trial) & (runs["solver"] == run.data.params["solver"])].iloc[0]
+        assert run.data.metrics["nfe"] == row["nfe"] and run.data.metrics["nll_nats"] == pytest.approx(row["nll"], rel=1e-3)
+    # A filter on child params finds exactly those evaluations.
+    found = _runs_of(uri, "smoke", "params.solver = 'dopri5' and params.path = 'ot'")
+    assert [r.data.params["objective"] for r in found] == ["fm"] and found[0].data.params["tol"] == "1e-05"
     return runs
 
 
@@ -75,10 +94,15 @@ def test_smoke_sweep_with_the_embedded_defaults_and_tables_rebuilt_from_mlflow(t
     result = _fmx(["sweep", str(REPO / "sweeps" / "smoke.yaml")], tmp_path)
     assert "mlflow.db" in result.stderr  # the store's location is printed
     assert "FM-OT" in result.stdout
-    runs = _check_smoke_outputs(tmp_path, f"sqlite:///{tmp_path / 'mlflow.db'}")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    runs = _check_smoke_outputs(tmp_path, uri)
     # The Tune experiment ran exactly one trial per training configuration.
     trial_dirs = [p for p in (tmp_path / "results" / "smoke" / "ray" / "tune").iterdir() if p.is_dir()]
     assert len(trial_dirs) == 3
+    # A resumed sweep that has nothing left to do adds no run.
+    before_ids = sorted(r.info.run_id for r in _runs_of(uri, "smoke"))
+    _fmx(["sweep", str(REPO / "sweeps" / "smoke.yaml"), "--resume"], tmp_path)
+    assert sorted(r.info.run_id for r in _runs_of(uri, "smoke")) == before_ids
     # `fmx tables` rebuilds both files, identical, from MLflow alone.
     shutil.copytree(tmp_path / "results", tmp_path / "before")
     shutil.rmtree(tmp_path / "results")
@@ -118,7 +142,7 @@ def test_a_trial_whose_loss_goes_nan_is_recorded_as_failed_and_the_sweep_complet
     failed = runs.loc["vp-fm-independent-s0"]
     assert failed["status"] == "failed"
     assert "NonFiniteLossError" in failed["error"] and "step 60" in failed["error"]
-    by_trial = {r.data.tags["fmx.trial_id"]: r for r in _runs_of(f"sqlite:///{tmp_path / 'mlflow.db'}", "nan")}
+    by_trial = {r.data.tags["fmx.trial_id"]: r for r in _runs_of(f"sqlite:///{tmp_path / 'mlflow.db'}", "nan", TRAINING_RUNS)}
     assert by_trial["vp-fm-independent-s0"].info.status == "FAILED"
     assert "step 60" in by_trial["vp-fm-independent-s0"].data.tags["fmx.error"]
     assert by_trial["ot-fm-independent-s0"].info.status == "FINISHED"
@@ -168,7 +192,10 @@ def test_a_sweep_whose_driver_is_killed_resumes_with_every_row_once(tmp_path: Pa
     # Trials that were mid-way went on from a checkpoint instead of starting over.
     assert (runs["resumed_from_step"] > 0).any()
     mlflow_runs = _runs_of(uri, "resume")
-    assert len(mlflow_runs) == 6 and all(r.info.status == "FINISHED" for r in mlflow_runs)
+    assert all(r.info.status == "FINISHED" for r in mlflow_runs)
+    parents = [r for r in mlflow_runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [(r.data.tags["mlflow.parentRunId"], r.data.tags["fmx.evaluation"]) for r in mlflow_runs if r not in parents]
+    assert len(parents) == 6 and len(children) == len(set(children)) == len(runs)  # no evaluation twice
 
 
 DDP_SWEEP = """\
@@ -186,6 +213,12 @@ def test_a_two_worker_trial_trains_with_ray_train_ddp(tmp_path: Path):
     _fmx(["sweep", "ddp.yaml"], tmp_path)
     runs = pd.read_parquet(tmp_path / "results" / "ddp" / "runs.parquet")
     assert len(runs) == 1 and runs.loc[0, "status"] == "ok" and runs.loc[0, "train_steps"] == 60
+    # Its checkpoints live in its Ray Train run, not in Tune's trial: the driver finds the newest there when
+    # it must finish the record of a trial that was killed.
+    from orchestrator.reconcile import train_run_record
+
+    record = train_run_record(str(tmp_path / "results" / "ddp" / "ray"), "ot-fm-independent-s0")
+    assert record["step"] == 60 and len(record["rows"]) == 1 and record["rows"][0]["nfe"] == runs.loc[0, "nfe"]
     assert runs.loc[0, "nfe"] == 8
     # Ray Train kept its own run (and checkpoints) under the sweep's storage.
     train_dirs = list((tmp_path / "results" / "ddp" / "ray" / "train").glob("train-ot-fm-independent-s0*"))
@@ -229,7 +262,7 @@ def test_a_trial_that_fails_before_training_is_recorded_as_failed(tmp_path: Path
     runs = pd.read_parquet(tmp_path / "results" / "corrupt" / "runs.parquet")
     assert len(runs) == 1 and runs.loc[0, "status"] == "failed" and runs.loc[0, "train_steps"] == 0
     assert runs.loc[0, "error"].startswith("UnidentifiedImageError") and "broken.png" in runs.loc[0, "error"]
-    (mlflow_run,) = _runs_of(f"sqlite:///{tmp_path / 'mlflow.db'}", "corrupt")
+    (mlflow_run,) = _runs_of(f"sqlite:///{tmp_path / 'mlflow.db'}", "corrupt", TRAINING_RUNS)
     assert mlflow_run.info.status == "FAILED"
     assert mlflow_run.data.tags["fmx.error"] == runs.loc[0, "error"]
     # Once the file is mended, --resume retries the trial that failed before its first report.
@@ -239,5 +272,5 @@ def test_a_trial_that_fails_before_training_is_recorded_as_failed(tmp_path: Path
     _fmx(["sweep", "corrupt.yaml", "--resume"], tmp_path)
     runs = pd.read_parquet(tmp_path / "results" / "corrupt" / "runs.parquet")
     assert len(runs) == 1 and runs.loc[0, "status"] == "ok" and runs.loc[0, "train_steps"] == 10, runs.loc[0, "error"]
-    (mlflow_run,) = _runs_of(f"sqlite:///{tmp_path / 'mlflow.db'}", "corrupt")
+    (mlflow_run,) = _runs_of(f"sqlite:///{tmp_path / 'mlflow.db'}", "corrupt", TRAINING_RUNS)
     assert mlflow_run.info.status == "FINISHED" and "fmx.error" not in mlflow_run.data.tags

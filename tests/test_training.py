@@ -10,7 +10,7 @@ from fm_core.metrics import sliced_wasserstein
 from fm_core.models.mlp import MLP
 from fm_core.objectives import make_objective
 from fm_core.paths import make_path
-from fm_core.sampling import SolverSpec, sample
+from fm_core.sampling import SolverSetting, sample
 from fm_core.training import NonFiniteLossError, fit, lr_lambda, make_optimizer, train_step
 
 
@@ -18,7 +18,7 @@ def _samples(model, n: int = 2000) -> torch.Tensor:
     field = make_objective("fm", make_path("ot")).vector_field(model)
     x0 = torch.randn(n, 2, generator=torch.Generator().manual_seed(7))
     with torch.no_grad():
-        return sample(field, x0, SolverSpec("midpoint", nfe=40)).x
+        return sample(field, x0, SolverSetting("midpoint", nfe_budget=40)).x
 
 
 def test_short_cfm_training_lowers_loss_and_improves_sliced_wasserstein():

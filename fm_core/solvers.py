@@ -1,0 +1,92 @@
+"""The one solver-setting type: what sampling integrates with, what a sweep plans, what rows and MLflow name.
+
+Torch-free, so that validation, planning, tables and the MLflow layout share it with the ODE code without
+importing PyTorch. Its `label` is the only spelling of a setting anywhere (metric names, table cells, plot
+titles, sample artifacts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from fm_core.names import ADAPTIVE_SOLVERS, FIXED_STAGES, SOLVER_NAMES
+
+
+def tol_text(tol: float) -> str:
+    """The shortest scientific form that reads back as exactly `tol` (1e-05, 1.4e-04): distinct tolerances
+    get distinct labels, where a fixed precision would put 1e-4 and 1.4e-4 in one."""
+    for digits in range(16):
+        text = f"{tol:.{digits}e}"
+        if float(text) == tol:
+            return text
+    return f"{tol:.16e}"  # 17 significant digits read back as any double
+
+
+@dataclass(frozen=True)
+class SolverSetting:
+    """A fixed-step method at an NFE budget, or an adaptive one at a tolerance (atol = rtol = tol)."""
+
+    solver: str = "dopri5"
+    tol: float | None = None
+    nfe_budget: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.solver in FIXED_STAGES:
+            stages = FIXED_STAGES[self.solver]
+            if self.tol is not None:
+                raise ValueError(f"solver '{self.solver}' is fixed-step: it takes an NFE budget, not a tolerance")
+            if self.nfe_budget is None or self.nfe_budget < stages:
+                raise ValueError(
+                    f"solver '{self.solver}' needs an NFE budget of at least {stages} (its evaluations per step),"
+                    f" got {self.nfe_budget}"
+                )
+        elif self.solver in ADAPTIVE_SOLVERS:
+            if self.nfe_budget is not None:
+                raise ValueError(f"solver '{self.solver}' is adaptive: it takes a tolerance, not an NFE budget")
+            if self.tol is None or not self.tol > 0:
+                raise ValueError(f"solver '{self.solver}' needs a positive tolerance, got {self.tol}")
+        else:
+            raise ValueError(f"unknown solver '{self.solver}'; choose one of {', '.join(SOLVER_NAMES)}")
+
+    @classmethod
+    def adaptive(cls, solver: str = "dopri5", tol: float = 1e-5) -> SolverSetting:
+        return cls(solver, tol=tol)
+
+    @classmethod
+    def fixed(cls, solver: str, nfe_budget: int) -> SolverSetting:
+        return cls(solver, nfe_budget=nfe_budget)
+
+    @classmethod
+    def of(cls, row: Mapping[str, Any]) -> SolverSetting:
+        """The setting a row (or a dict with these three keys) was evaluated with."""
+        tol, budget = row.get("tol"), row.get("nfe_budget")
+        tol = None if tol is None or tol != tol else float(tol)  # NaN from a Parquet column reads as None
+        budget = None if budget is None or budget != budget else int(budget)
+        return cls(str(row["solver"]), tol=tol, nfe_budget=budget)
+
+    @property
+    def is_adaptive(self) -> bool:
+        return self.tol is not None
+
+    @property
+    def atol(self) -> float | None:
+        return self.tol
+
+    @property
+    def rtol(self) -> float | None:
+        return self.tol
+
+    @property
+    def steps(self) -> int | None:
+        """Steps of a fixed-grid solve (the budget rounded down to whole steps)."""
+        return None if self.nfe_budget is None else self.nfe_budget // FIXED_STAGES[self.solver]
+
+    @property
+    def label(self) -> str:
+        """`dopri5_tol1e-05`, `dopri5_tol1.4e-04`, `euler_nfe8`: safe in MLflow metric names, one per value."""
+        return f"{self.solver}_tol{tol_text(self.tol)}" if self.tol is not None else f"{self.solver}_nfe{self.nfe_budget}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"solver": self.solver, "tol": self.tol, "nfe_budget": self.nfe_budget}

@@ -1,0 +1,63 @@
+"""One MLflow child run per evaluation, nested under its training run through MLflow's own parent-run tag.
+
+Each child carries the same param names (path, objective, coupling, seed, solver, tol, nfe_budget, train_step,
+dequant_draws, weights) and metric names (nfe, nll_nats or bits_per_dim, the sample metric, ode_error, ...),
+all from `EvalRow`, so that the runs table, the compare view and its parallel-coordinates plot line up methods
+against solver settings, and a filter like `params.solver = 'dopri5' and params.path = 'ot'` finds exactly
+those evaluations. A child is found again by its evaluation key, so resumes and retries never double it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from orchestrator.rows import EvalRow
+
+if TYPE_CHECKING:
+    from orchestrator.tracking import TrialRun
+
+TAG_PARENT = "mlflow.parentRunId"  # MLflow's own nesting tag
+TAG_EVALUATION = "fmx.evaluation"  # the row's evaluation_key, unique within its training run
+TAG_OF_TRIAL = "fmx.of_trial"
+
+
+def log_evaluation_runs(parent: TrialRun, rows: list[EvalRow]) -> dict[str, str]:
+    """Create (or complete) the child run of every row; returns evaluation key -> child run id."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    from orchestrator.tracking import TAG_ERROR, TAG_SWEEP, search_all
+
+    client = parent.client
+    query = f"tags.`{TAG_PARENT}` = '{parent.run_id}'"
+    existing = parent.retrying(lambda: search_all(client, parent.experiment_id, query), "list the evaluation runs")
+    children = {run.data.tags.get(TAG_EVALUATION): run for run in existing}
+    out: dict[str, str] = {}
+    for row in rows:
+        key = row.evaluation_key
+        status = "FINISHED" if row.ok else "FAILED"
+        child = children.get(key)
+        if child is not None and child.info.status == status:  # already complete: a resume adds nothing
+            out[key] = child.info.run_id
+            continue
+        if child is None:
+            tags = {TAG_PARENT: parent.run_id, TAG_EVALUATION: key, TAG_OF_TRIAL: row.trial_id or "", "mlflow.runName": row.child_name()}
+            tags.update({k: v for k, v in parent.tags.items() if k == TAG_SWEEP})
+            info = parent.retrying(
+                lambda tags=tags: client.create_run(parent.experiment_id, tags=tags, run_name=tags["mlflow.runName"]).info,
+                "create an evaluation run",
+            )
+            run_id, start_ms = info.run_id, int(info.start_time)
+            params = [Param(k, v) for k, v in row.child_params().items()]
+            parent.retrying(lambda: client.log_batch(run_id, params=params), "log an evaluation's params")
+        else:  # written before (by the driver's repair, say) with another outcome: bring it up to date
+            run_id, start_ms = child.info.run_id, int(child.info.start_time)
+            if row.ok and TAG_ERROR in child.data.tags:
+                parent.retrying(lambda: client.delete_tag(run_id, TAG_ERROR), "clear an evaluation's old failure")
+        step = int(row.train_step or 0)
+        metrics = [Metric(k, v, start_ms + step, step) for k, v in row.child_metrics().items() if math.isfinite(v)]
+        tags_out = [RunTag(TAG_ERROR, row.error[:4000])] if row.error else []
+        parent.retrying(lambda: client.log_batch(run_id, metrics=metrics, tags=tags_out), "log an evaluation's metrics")
+        parent.retrying(lambda: client.set_terminated(run_id, status=status), "end an evaluation run")
+        out[key] = run_id
+    return out

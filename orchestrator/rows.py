@@ -1,0 +1,180 @@
+"""The evaluation row: one typed record per (training, solver setting, checkpoint step, dequantization K).
+
+Everything that shows a result derives from this one class, torch-free: the Parquet columns and their dtypes
+(`parquet_dtypes`), the MLflow child run of each evaluation (`child_params`, `child_metrics`, `child_name`),
+the tables' grouping and value columns (`columns_with_role`), the report. A field's role says where it goes:
+
+- `method`: what was trained (the table's row labels; child params);
+- `seed`: averaged over in tables (a child param);
+- `setting`: how the checkpoint was evaluated (table groups; child params);
+- `value`: what was measured (mean/std in tables; child metrics);
+- `protocol`: how a value was measured (units, the likelihood's solver and estimator; shared per group);
+- `trial`: the trial's bookkeeping (timings, node, status).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from fm_core.solvers import SolverSetting, tol_text
+
+#: What a child run's params show where a setting does not apply (tol of a fixed-step solver): every child
+#: carries the same param names, so the runs table and the parallel-coordinates plot line up.
+NOT_APPLICABLE = "none"
+#: The MLflow metric each unit's likelihood is logged under; one name per unit in every child of a sweep.
+NLL_METRIC = {"nats": "nll_nats", "bits/dim": "bits_per_dim"}
+#: The likelihood protocols: integrated once per checkpoint with one solver, or with each sample solver.
+SHARED, PER_SAMPLE_SOLVER = "shared", "per_sample_solver"
+#: Significant digits of the metrics child runs show; evaluations.json and Parquet keep every digit.
+METRIC_DIGITS = 4
+
+
+def _col(dtype: str, role: str, default: Any = None, mlflow: str | None = None) -> Any:
+    """A row field with its Parquet dtype, its role, and whether it is an MLflow child 'param' or 'metric'."""
+    return field(default=default, metadata={"dtype": dtype, "role": role, "mlflow": mlflow})
+
+
+@dataclass(frozen=True)
+class EvalRow:
+    """One evaluation of one trained checkpoint (NaN / None where a quantity was not measured)."""
+
+    # What was trained: the same in every row of a trial.
+    sweep: str | None = _col("string", "trial")
+    trial_id: str | None = _col("string", "trial")
+    dataset: str | None = _col("string", "method")
+    model: str | None = _col("string", "method")
+    path: str | None = _col("string", "method", mlflow="param")
+    objective: str | None = _col("string", "method", mlflow="param")
+    coupling: str | None = _col("string", "method", mlflow="param")
+    seed: int | None = _col("Int64", "seed", mlflow="param")
+    # How it was evaluated.
+    train_step: int | None = _col("Int64", "setting", mlflow="param")
+    solver: str | None = _col("string", "setting", mlflow="param")
+    tol: float | None = _col("float64", "setting", mlflow="param")
+    nfe_budget: int | None = _col("Int64", "setting", mlflow="param")
+    dequant_draws: int | None = _col("Int64", "setting", mlflow="param")
+    weights: str = _col("string", "setting", "model", mlflow="param")
+    # What was measured.
+    nfe: int | None = _col("Int64", "value", mlflow="metric")
+    nll: float = _col("float64", "value", math.nan, mlflow="metric")
+    sample_metric: float = _col("float64", "value", math.nan, mlflow="metric")
+    ode_error: float = _col("float64", "value", math.nan, mlflow="metric")
+    # How it was measured.
+    nll_unit: str | None = _col("string", "protocol")
+    nll_protocol: str | None = _col("string", "protocol")
+    nll_solver: str | None = _col("string", "protocol")
+    nll_nfe: int | None = _col("Int64", "protocol", mlflow="metric")
+    nll_divergence: str | None = _col("string", "protocol")
+    nll_probe: str | None = _col("string", "protocol")
+    nll_points: int | None = _col("Int64", "protocol")
+    sample_metric_name: str | None = _col("string", "protocol")
+    eval_seconds: float = _col("float64", "trial", 0.0, mlflow="metric")
+    status: str = _col("string", "trial", "ok")
+    error: str | None = _col("string", "trial")
+    # The trial's totals and bookkeeping (filled in when the trial's record is written).
+    train_steps: int = _col("Int64", "trial", 0)
+    train_seconds: float = _col("float64", "trial", 0.0)
+    compute_seconds: float = _col("float64", "trial", 0.0)
+    node_id: str | None = _col("string", "trial")
+    resumed_from_step: int = _col("Int64", "trial", 0)
+    trial_started_at: float | None = _col("float64", "trial")
+    trial_seconds: float | None = _col("float64", "trial")
+    mlflow_run_id: str | None = _col("string", "trial")
+
+    # --- building and reading back ---------------------------------------------------------------
+
+    @classmethod
+    def of(cls, setting: SolverSetting, step: int, **values: Any) -> EvalRow:
+        return cls(train_step=step, **setting.as_dict(), **values)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EvalRow:
+        """A row from JSON (record.json, evaluations.json); keys it does not know (an older layout) are dropped."""
+        names = FIELD_NAMES
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **values: Any) -> EvalRow:
+        return dataclasses.replace(self, **values)
+
+    @property
+    def setting(self) -> SolverSetting:
+        return SolverSetting.of(self.as_dict())
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    # --- MLflow: one child run per evaluation --------------------------------------------------
+
+    @property
+    def evaluation_key(self) -> str:
+        """Identifies the evaluation within its trial: found again on resume, so children are never doubled."""
+        parts = [f"step{self.train_step}", self.setting.label, self.weights]
+        if self.dequant_draws is not None:
+            parts.append(f"k{self.dequant_draws}")
+        return "/".join(parts)
+
+    def child_name(self) -> str:
+        """`ot-fm-independent-s0 · dopri5_tol1e-05 · step 2000` (and `· K 4` for several dequantizations)."""
+        name = f"{self.trial_id} · {self.setting.label} · step {self.train_step}"
+        return name + (f" · K {self.dequant_draws}" if self.dequant_draws is not None else "")
+
+    def child_params(self) -> dict[str, str]:
+        """The same names in every child: tolerances spelled as in labels, 'none' where a field does not apply."""
+        out: dict[str, str] = {}
+        for f in FIELDS:
+            if f.metadata["mlflow"] != "param":
+                continue
+            value = getattr(self, f.name)
+            if value is None:
+                out[f.name] = NOT_APPLICABLE
+            elif f.name == "tol":
+                out[f.name] = tol_text(float(value))
+            else:
+                out[f.name] = str(value)
+        return out
+
+    def child_metrics(self) -> dict[str, float]:
+        """nfe, the likelihood under its unit's name (`_sample_solver` when integrated with the sample solver),
+        the sample metric under its own name, ode_error, nll_nfe, eval_seconds; absent where not measured;
+        rounded to METRIC_DIGITS so that the runs table reads at a glance."""
+        named: dict[str, Any] = {"nfe": self.nfe, "ode_error": self.ode_error, "nll_nfe": self.nll_nfe, "eval_seconds": self.eval_seconds}
+        if self.nll_unit:
+            suffix = "_sample_solver" if self.nll_protocol == PER_SAMPLE_SOLVER else ""
+            named[NLL_METRIC.get(self.nll_unit, "nll") + suffix] = self.nll
+        if self.sample_metric_name:
+            named[self.sample_metric_name] = self.sample_metric
+        return {k: _readable(float(v)) for k, v in named.items() if v is not None and math.isfinite(float(v))}
+
+
+def _readable(value: float) -> float:
+    """Four significant digits: what a runs table can show at a glance (the rows keep full precision)."""
+    return float(f"{value:.{METRIC_DIGITS}g}")
+
+
+FIELDS: tuple[dataclasses.Field, ...] = dataclasses.fields(EvalRow)
+FIELD_NAMES: frozenset[str] = frozenset(f.name for f in FIELDS)
+
+
+def columns_with_role(*roles: str) -> list[str]:
+    """The row's columns of these roles, in the row's order."""
+    return [f.name for f in FIELDS if f.metadata["role"] in roles]
+
+
+def parquet_columns() -> list[str]:
+    return [f.name for f in FIELDS]
+
+
+def parquet_dtypes() -> dict[str, str]:
+    return {f.name: f.metadata["dtype"] for f in FIELDS}
+
+
+def rows_from_dicts(items: Iterable[Mapping[str, Any]]) -> list[EvalRow]:
+    return [EvalRow.from_dict(item) for item in items]
