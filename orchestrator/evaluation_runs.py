@@ -9,7 +9,6 @@ those evaluations. A child is found again by its evaluation key, so resumes and 
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.rows import EvalRow
@@ -55,7 +54,7 @@ def log_evaluation_runs(parent: TrialRun, rows: list[EvalRow]) -> dict[str, str]
             if row.ok and TAG_ERROR in child.data.tags:
                 parent.retrying(lambda: client.delete_tag(run_id, TAG_ERROR), "clear an evaluation's old failure")
         step = int(row.train_step or 0)
-        metrics = [Metric(k, v, start_ms + step, step) for k, v in row.child_metrics().items() if math.isfinite(v)]
+        metrics = [Metric(k, v, start_ms + step, step) for k, v in row.child_metrics().items()]
         tags_out = [RunTag(TAG_ERROR, row.error[:4000])] if row.error else []
         parent.retrying(lambda: client.log_batch(run_id, metrics=metrics, tags=tags_out), "log an evaluation's metrics")
         parent.retrying(lambda: client.set_terminated(run_id, status=status), "end an evaluation run")

@@ -103,7 +103,3 @@ def json_default(value: Any) -> Any:
         return value.item()
     raise TypeError(f"cannot serialise {type(value).__name__}")
 
-
-def setting_of(row: dict[str, Any]) -> SolverSetting:
-    """The setting a row was evaluated with (for callers holding a plain dict)."""
-    return SolverSetting.of(row)

@@ -17,8 +17,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from fm_core.solvers import SolverSetting  # noqa: E402
 from orchestrator.plots import data_extent, draw_2d, draw_samples, figure_title, panel_title, readable_log_axis  # noqa: E402
-from orchestrator.records import setting_of  # noqa: E402
 from orchestrator.tables import method_label, summarize, to_markdown  # noqa: E402
 
 ODE_ERROR_LABEL = "ODE error (MSE vs reference solve)"
@@ -141,7 +141,7 @@ def quality_vs_step(runs: pd.DataFrame, out: Path) -> list[Path]:
     axes[0].set_ylabel(_metric_label(chosen))
     _lines(axes[1], chosen, "train_step", "nfe", ["method"])
     axes[1].set_ylabel("NFE (function evaluations)")
-    setting = setting_of(chosen.iloc[0].to_dict()).label
+    setting = SolverSetting.of(chosen.iloc[0].to_dict()).label
     for ax in axes:
         ax.set_xlabel("training step")
         ax.set_title(setting, fontsize=9)
@@ -165,7 +165,7 @@ def _nfe_of(runs: pd.DataFrame | None, method: str, label: str) -> float | None:
     final = runs[(runs["train_step"] == runs["train_step"].max()) & (runs["seed"] == runs["seed"].min())]
     final = final[_methods(final) == method] if not final.empty else final
     for _, row in final.iterrows():
-        if setting_of(row.to_dict()).label == label and pd.notna(row.get("nfe")):
+        if SolverSetting.of(row.to_dict()).label == label and pd.notna(row.get("nfe")):
             return float(row["nfe"])
     return None
 
@@ -206,7 +206,10 @@ def _final_artifacts(tracking_uri: str, runs: pd.DataFrame, prefix: str) -> dict
         try:
             with tempfile.TemporaryDirectory() as tmp:
                 local = mlflow_client.download_artifacts(row["mlflow_run_id"], f"samples/{prefix}_step{final}.npz", tmp)
-                out[method_label(row["path"], row["objective"], row["coupling"])] = dict(np.load(local))
+                # allow_pickle=False (numpy's default, said here on purpose): an artifact from a shared store
+                # yields plain arrays only; one holding pickled objects raises instead of running anything.
+                with np.load(local, allow_pickle=False) as arrays:
+                    out[method_label(row["path"], row["objective"], row["coupling"])] = dict(arrays)
         except Exception:  # an older run, or a failed trial, has no such artifact
             continue
     return out

@@ -24,7 +24,7 @@ from fm_core.models.mlp import MLP
 from fm_core.models.unet import UNet
 from fm_core.objectives import Objective, make_objective
 from fm_core.paths import AffinePath, make_path
-from fm_core.sampling import SolverSetting, sample
+from fm_core.sampling import sample
 from fm_core.training import NonFiniteLossError, make_optimizer, train_step
 from orchestrator.config import ModelConfig, SweepConfig
 from fm_core.solvers import SolverSetting
