@@ -250,15 +250,15 @@ def _show_table(table, markdown: bool) -> None:  # noqa: ANN001 - a pandas DataF
     out.print(rich_table)
 
 
-def _runs_from_mlflow(sweep_name: str, tracking_uri: str | None):  # -> (name, uri, DataFrame)
+def _runs_from_mlflow(sweep_name: str, tracking_uri: str | None, publish_view: bool = False):  # -> (name, uri, DataFrame)
     """A sweep named directly or by its YAML file, and its rows rebuilt from MLflow (the store checked first,
-    before the seconds of importing what reads it)."""
+    before the seconds of importing what reads it); `publish_view`: the UI's comparison view rewritten too."""
     name = _load(Path(sweep_name)).name if sweep_name.endswith((".yaml", ".yml")) else sweep_name
     uri = _tracking(tracking_uri, existing=True)
     from orchestrator.sweep import collect_runs
 
     try:
-        return name, uri, collect_runs(uri, name)
+        return name, uri, collect_runs(uri, name, publish_view=publish_view)
     except LookupError as err:
         _fail(str(err))
 
@@ -274,7 +274,7 @@ def tables(
     ] = False,
 ) -> None:
     """Rebuild runs.parquet and table.parquet from MLflow alone, and print the summary."""
-    name, uri, runs = _runs_from_mlflow(sweep_name, tracking_uri)
+    name, uri, runs = _runs_from_mlflow(sweep_name, tracking_uri, publish_view=True)
     from orchestrator.tables import FewerRowsError, summarize, write_tables
 
     try:
@@ -394,6 +394,10 @@ def ui(
     exp_id = fmx_ui.experiment_id(uri, name) if name else None
     if name and exp_id is None:
         _fail(f"no sweep '{name}' in the MLflow store {uri}")
+    if name:  # stores written before the view existed get it now; a current one is rewritten identically
+        from orchestrator.sweep import collect_runs
+
+        collect_runs(uri, name, publish_view=True)
     if host not in fmx_ui.LOOPBACK:
         console.print(f"[yellow]warning:[/] --host {host}: the UI is reachable from other machines, without login")
     code, served = _serve(uri, host, port, exp_id)
@@ -423,8 +427,11 @@ def _serve(uri: str, host: str, port: int, exp_id: str | None) -> tuple[int, boo
     try:
         served = fmx_ui.wait_until_served(address, process)
         if served:
-            url = fmx_ui.runs_page_url(address, exp_id) if exp_id else address
-            out.print(f"MLflow UI: {url}  (store: {uri}; Ctrl-C to stop)", highlight=False)
+            if exp_id:
+                out.print(f"MLflow UI: {fmx_ui.runs_page_url(address, exp_id)}  (store: {uri}; Ctrl-C to stop)", highlight=False)
+                out.print(f"parallel coordinates: {fmx_ui.runs_page_url(address, exp_id, charts=True)}", highlight=False)
+            else:
+                out.print(f"MLflow UI: {address}  (store: {uri}; Ctrl-C to stop)", highlight=False)
         code = process.wait()
     except KeyboardInterrupt:  # Ctrl-C reached the server and its worker too (same process group)
         try:

@@ -25,6 +25,9 @@ from fm_core.solvers import SolverSetting, tol_text
 #: What a child run's params show where a setting does not apply (tol of a fixed-step solver): every child
 #: carries the same param names, so the runs table and the parallel-coordinates plot line up.
 NOT_APPLICABLE = "none"
+# The solver setting's label as one more child param: tol is "none" for fixed-step solvers and nfe_budget for
+# adaptive ones, so neither lines all evaluations up on one axis of a parallel-coordinates plot; the label does.
+SETTING_PARAM = "setting"
 #: The MLflow metric each unit's likelihood is logged under; one name per unit in every child of a sweep.
 NLL_METRIC = {"nats": "nll_nats", "bits/dim": "bits_per_dim"}
 #: The likelihood protocols: integrated once per checkpoint with one solver, or with each sample solver.
@@ -127,7 +130,8 @@ class EvalRow:
         return name + (f" · K {self.dequant_draws}" if self.dequant_draws is not None else "")
 
     def child_params(self) -> dict[str, str]:
-        """The same names in every child: tolerances spelled as in labels, 'none' where a field does not apply."""
+        """The same names in every child: tolerances spelled as in labels, 'none' where a field does not apply,
+        and the setting's label (`SETTING_PARAM`)."""
         out: dict[str, str] = {}
         for f in FIELDS:
             if f.metadata["mlflow"] != "param":
@@ -139,6 +143,8 @@ class EvalRow:
                 out[f.name] = tol_text(float(value))
             else:
                 out[f.name] = str(value)
+            if f.name == "nfe_budget" and self.solver is not None:  # one categorical axis for every solver
+                out[SETTING_PARAM] = self.setting.label
         return out
 
     def child_metrics(self) -> dict[str, float]:

@@ -17,7 +17,8 @@ from orchestrator.plan import SweepPlan, TrainingKey, plan_sweep
 from orchestrator.reconcile import TrialLedger, reconcile, tune_trial_states
 from orchestrator.sweep_guard import write_sweep_state
 from orchestrator.tune_state import CorruptTuneState, StateBackup, repair_tune_state
-from orchestrator.tables import FewerRowsError, rows_from_mlflow, write_tables
+from orchestrator.rows import EvalRow
+from orchestrator.tables import FewerRowsError, evaluation_rows, rows_frame, write_tables
 from orchestrator.tracking import TAG_TRIAL, ensure_experiment, find_experiment, read_evaluations
 from orchestrator.trial_entry import training_trial
 
@@ -248,7 +249,7 @@ def run_sweep(
     states = tune_trial_states(tune_path)
     evaluations = {run.data.tags[TAG_TRIAL]: (run, content) for run, content in read_evaluations(tracking_uri, experiment_id)}
     fixed = reconcile(config, plan, tracking_uri, experiment_id, states, sweep_file, evaluations)
-    outcome_runs = collect_runs(tracking_uri, config.name)
+    outcome_runs = collect_runs(tracking_uri, config.name, publish_view=True)
     runs_path: Path | None
     table_path: Path | None
     try:
@@ -281,9 +282,29 @@ def _param_space(
     }
 
 
-def collect_runs(tracking_uri: str, sweep: str) -> pd.DataFrame:
-    """runs.parquet's rows, rebuilt from the MLflow experiment alone."""
+def collect_rows(tracking_uri: str, sweep: str) -> tuple[str, list[EvalRow]]:
+    """The sweep's experiment id and its evaluation rows, rebuilt from the MLflow experiment alone."""
     experiment_id = find_experiment(tracking_uri, sweep)
     if experiment_id is None:
         raise LookupError(f"no MLflow experiment named '{sweep}' at {tracking_uri}")
-    return rows_from_mlflow(read_evaluations(tracking_uri, experiment_id))
+    return experiment_id, evaluation_rows(read_evaluations(tracking_uri, experiment_id))
+
+
+def collect_runs(tracking_uri: str, sweep: str, publish_view: bool = False) -> pd.DataFrame:
+    """runs.parquet's rows, rebuilt from the MLflow experiment alone; `publish_view` also (re)writes the
+    experiment's comparison view in the MLflow UI from them (orchestrator.views)."""
+    experiment_id, rows = collect_rows(tracking_uri, sweep)
+    if publish_view:
+        publish_comparison_view(tracking_uri, experiment_id, rows)
+    return rows_frame(rows)
+
+
+def publish_comparison_view(tracking_uri: str, experiment_id: str, rows: list[EvalRow]) -> None:
+    """The view is a convenience of the UI: a store that refuses it (an outage at this moment) costs a warning,
+    never the sweep's tables."""
+    from orchestrator.views import save_comparison_view
+
+    try:
+        save_comparison_view(tracking_uri, experiment_id, rows)
+    except Exception as err:  # noqa: BLE001 - MlflowException, OSError, sqlite errors: all only a warning here
+        Console(stderr=True).print(f"[yellow]warning:[/] the MLflow comparison view was not saved: {err}", highlight=False)

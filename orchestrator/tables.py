@@ -20,14 +20,19 @@ PROTOCOL_COLUMNS = columns_with_role("protocol")
 SORT_COLUMNS = [c for c in columns_with_role("method", "seed", "setting") if c not in ("dataset", "model")]
 
 
-def rows_from_mlflow(evaluations: list[tuple[Any, dict[str, Any]]]) -> pd.DataFrame:
-    """Flatten each run's evaluations.json into runs.parquet's rows (sorted, so rebuilds are identical). Rows
-    written before rows carried their trial's fields get them from the file's summary."""
+def evaluation_rows(evaluations: list[tuple[Any, dict[str, Any]]]) -> list[EvalRow]:
+    """Flatten each run's evaluations.json into rows. Rows written before rows carried their trial's fields get
+    them from the file's summary."""
     rows: list[EvalRow] = []
     for run, content in evaluations:
         summary = {k: v for k, v in content.get("summary", {}).items() if k != "error"}  # a row's error is its own
         rows += [EvalRow.from_dict({**summary, **row, "mlflow_run_id": run.info.run_id}) for row in content["rows"]]
-    return rows_frame(rows)
+    return rows
+
+
+def rows_from_mlflow(evaluations: list[tuple[Any, dict[str, Any]]]) -> pd.DataFrame:
+    """runs.parquet's rows from the runs' evaluations.json (sorted, so rebuilds are identical)."""
+    return rows_frame(evaluation_rows(evaluations))
 
 
 def rows_frame(rows: list[EvalRow]) -> pd.DataFrame:

@@ -64,7 +64,9 @@ def _advance(
             rows, samples = runner.evaluate(settings, on_row)
             runner.rows += rows
             if samples_dir is not None and samples:
-                save_samples(samples, samples_dir / f"samples_step{boundary}.png", title=f"step {boundary}")
+                nfe = {r.setting.label: r.nfe for r in rows if r.nfe is not None}
+                save_samples(samples, samples_dir / f"samples_step{boundary}.png", step=boundary,
+                             method=runner.key.trial_id, nfe=nfe)  # fmt: skip
                 np.savez_compressed(samples_dir / f"samples_step{boundary}.npz", **{k: v.numpy() for k, v in samples.items()})
             if samples_dir is not None and runner.trajectory is not None:
                 times, states = runner.trajectory

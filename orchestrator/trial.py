@@ -166,7 +166,15 @@ class TrialRunner:
             raise CheckpointError(
                 f"{directory}: the checkpoint is of trial '{record['trial_id']}', not '{self.key.trial_id}'"
             )
-        self.load_state_dict(state, record)
+        try:
+            self.load_state_dict(state, record)
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError, AttributeError) as err:
+            # A model of other shapes (sweep.yaml edited since), a missing or mistyped entry: never a traceback.
+            what = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+            raise CheckpointError(
+                f"{directory}: the checkpoint does not fit this trial's model and optimizer ({type(err).__name__}: {what});"
+                " was its sweep.yaml changed after training?"
+            ) from None
 
     # --- training ------------------------------------------------------------------------------
 

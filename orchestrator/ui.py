@@ -74,10 +74,13 @@ def experiment_id(tracking_uri: str, name: str) -> str | None:
     return found.experiment_id if found else None
 
 
-def runs_page_url(address: str, exp_id: str) -> str:
-    """The experiment's runs table: MLflow 3 opens `#/experiments/<id>` on its GenAI traces tab for some
-    experiments; `/runs` is the route of the runs table (found in the UI bundle's routes)."""
-    return f"{address}/#/experiments/{exp_id}/runs"
+def runs_page_url(address: str, exp_id: str, charts: bool = False) -> str:
+    """The experiment's runs table opened on fmx's comparison view (orchestrator.views), or its chart tab
+    with the parallel-coordinates plot (`charts`). MLflow 3 opens `#/experiments/<id>` on its GenAI traces
+    tab for some experiments; `/runs` is the route of the runs table (found in the UI bundle's routes)."""
+    from orchestrator.views import VIEW_KEY
+
+    return f"{address}/#/experiments/{exp_id}/runs?viewStateShareKey={VIEW_KEY}" + ("&compareRunsMode=CHART" if charts else "")
 
 
 def stop_server(process: subprocess.Popen, grace: float = 20.0) -> None:

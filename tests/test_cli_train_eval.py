@@ -70,3 +70,37 @@ def test_eval_refuses_checkpoints_that_are_not_fmx_data(tmp_path: Path):
     with pytest.raises(CheckpointError, match="refused to load"):
         TrialRunner(config, key).restore(checkpoint)
     assert not marker.exists()
+
+
+def test_eval_of_a_checkpoint_that_does_not_fit_its_sweep_file_is_one_line_and_exit_2(tmp_path: Path):
+    """Every way a checkpoint can disagree with the model its sweep.yaml builds (other layer sizes, a missing
+    or mistyped entry) ends in one line naming the folder, exit 2, no traceback."""
+    trained = run_fmx(["train", str(REPO / "sweeps" / "smoke.yaml"), "--trial", "vp-fm-independent-s0"], tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    checkpoint = tmp_path / "checkpoints" / "vp-fm-independent-s0"
+    args = ["eval", str(checkpoint), "--solver", "euler", "--nfe", "4"]
+    original_yaml, original_state = (checkpoint / "sweep.yaml").read_text(), (checkpoint / "state.pt").read_bytes()
+    config = load_sweep(checkpoint / "sweep.yaml")
+    hidden = config.model.hidden
+    (checkpoint / "sweep.yaml").write_text(original_yaml.replace(f"hidden: {hidden}", f"hidden: {hidden * 2}"))
+    assert (checkpoint / "sweep.yaml").read_text() != original_yaml
+
+    def broken(edit) -> None:
+        state = torch.load(checkpoint / "state.pt", weights_only=True)
+        edit(state)
+        torch.save(state, checkpoint / "state.pt")
+
+    results = {"wider model": run_fmx(args, tmp_path)}
+    (checkpoint / "sweep.yaml").write_text(original_yaml)
+    for name, edit in {
+        "no scheduler": lambda s: s.pop("scheduler"),
+        "step not a number": lambda s: s.update(step="many"),
+        "model entry renamed": lambda s: s.update(model={f"x.{k}": v for k, v in s["model"].items()}),
+    }.items():
+        (checkpoint / "state.pt").write_bytes(original_state)
+        broken(edit)
+        results[name] = run_fmx(args, tmp_path)
+    for name, r in results.items():
+        assert r.returncode == 2, (name, r.stderr)
+        assert "does not fit" in r.stderr and str(checkpoint) in r.stderr, (name, r.stderr)
+        assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, (name, r.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import time
@@ -42,7 +43,7 @@ def _runs_of(uri: str, sweep: str, filter_string: str = "") -> list:
     return client.search_runs([experiment.experiment_id], filter_string=filter_string, max_results=1000)
 
 
-CHILD_PARAMS = {"path", "objective", "coupling", "seed", "solver", "tol", "nfe_budget", "train_step", "dequant_draws", "weights"}
+CHILD_PARAMS = {"path", "objective", "coupling", "seed", "solver", "tol", "nfe_budget", "setting", "train_step", "dequant_draws", "weights"}
 CHILD_METRICS = {"nfe", "nll_nats", "sliced_w2", "ode_error", "eval_seconds", "nll_nfe"}
 
 
@@ -87,7 +88,27 @@ def _check_smoke_outputs(workdir: Path, uri: str) -> pd.DataFrame:
     # A filter on child params finds exactly those evaluations.
     found = _runs_of(uri, "smoke", "params.solver = 'dopri5' and params.path = 'ot'")
     assert [r.data.params["objective"] for r in found] == ["fm"] and found[0].data.params["tol"] == "1e-05"
+    _check_comparison_view(uri, children)
     return runs
+
+
+def _check_comparison_view(uri: str, children: list) -> None:
+    """The experiment's saved UI view names only columns the children have, every child param and metric among
+    them; its filter finds exactly the children; its chart's axes are params and metrics that exist."""
+    from orchestrator.views import VIEW_TAG
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("smoke")
+    view = json.loads(exp.tags[VIEW_TAG])
+    columns = {f"params.`{p}`" for p in CHILD_PARAMS} | {f"metrics.`{m}`" for m in CHILD_METRICS}
+    assert set(view["selectedColumns"]) == columns and view["columnOrder"] == view["selectedColumns"]
+    assert view["selectedColumns"][:7] == ["params.`path`", "params.`objective`", "params.`coupling`",
+                                           "params.`solver`", "params.`tol`", "params.`nfe_budget`", "metrics.`nfe`"]  # fmt: skip
+    filtered = _runs_of(uri, "smoke", view["searchFilter"])
+    assert sorted(r.info.run_id for r in filtered) == sorted(r.info.run_id for r in children)
+    (chart,) = view["compareRunCharts"]
+    assert chart["type"] == "PARALLEL" and chart["selectedParams"] == ["path", "objective", "setting"]
+    assert chart["selectedMetrics"] == ["nfe", "nll_nats", "sliced_w2"]
 
 
 def test_smoke_sweep_with_the_embedded_defaults_and_tables_rebuilt_from_mlflow(tmp_path: Path):

@@ -80,7 +80,12 @@ def test_serves_runs_page_and_stops(store: str, tmp_path: Path) -> None:
             m = re.search(r"MLflow UI: (\S+)", line)
             url = m.group(1) if m else None
         answered = time.monotonic() - t0
-        assert url and url.startswith(f"http://127.0.0.1:{port}/#/experiments/") and url.endswith("/runs"), url
+        assert url and url.startswith(f"http://127.0.0.1:{port}/#/experiments/"), url
+        assert url.endswith("/runs?viewStateShareKey=fmx-comparison"), url
+        # The view the URL opens exists in the store (written by `fmx ui` for a store that had none).
+        from mlflow.tracking import MlflowClient
+
+        assert "mlflow.sharedViewState.fmx-comparison" in MlflowClient(tracking_uri=store).get_experiment_by_name("smoke").tags
         assert answered < 40
         for page in (f"http://127.0.0.1:{port}/health", url):
             with urllib.request.urlopen(page, timeout=5) as r:

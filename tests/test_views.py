@@ -1,0 +1,58 @@
+"""The MLflow UI's comparison view derives from the evaluation row: its columns are the children's params and
+metrics (method and setting left of the values), its chart's axes are those that vary, and a real store
+keeps it where the UI reads it (an experiment tag)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from fm_core.solvers import SolverSetting
+from orchestrator.rows import EvalRow
+from orchestrator.views import VIEW_TAG, comparison_view, metric_names, save_comparison_view, varying_axes
+
+SETTINGS = [SolverSetting("euler", nfe_budget=8), SolverSetting("dopri5", tol=1e-5)]
+
+
+def _rows(paths=("ot", "vp")) -> list[EvalRow]:
+    return [
+        EvalRow.of(s, 100, trial_id=f"{p}-fm-independent-s0", path=p, objective="fm", coupling="independent", seed=0,
+                   nfe=8 if s.fixed else 40, nll=2.0, nll_unit="bits/dim", nll_nfe=60, sample_metric=0.3,
+                   sample_metric_name="fid", ode_error=math.nan, eval_seconds=1.0)  # fmt: skip
+        for p in paths for s in SETTINGS
+    ]
+
+
+def test_metrics_in_a_fixed_order_values_first_and_only_those_measured():
+    assert metric_names(_rows()) == ["nfe", "bits_per_dim", "fid", "nll_nfe", "eval_seconds"]
+
+
+def test_chart_axes_are_the_method_and_setting_params_that_vary():
+    assert varying_axes(_rows()) == ["path", "setting"]
+    assert varying_axes(_rows(paths=("ot",))) == ["setting"]
+    one = [r for r in _rows(paths=("ot",)) if r.solver == "dopri5"]
+    assert varying_axes(one) == ["path"]
+
+
+def test_view_columns_put_method_and_setting_beside_nfe_and_never_repeat():
+    rows = _rows()
+    view = comparison_view(metric_names(rows), varying_axes(rows))
+    cols = view["selectedColumns"]
+    assert len(cols) == len(set(cols)) == len(rows[0].child_params()) + len(metric_names(rows))
+    assert cols[:9] == ["params.`path`", "params.`objective`", "params.`coupling`", "params.`solver`", "params.`tol`",
+                        "params.`nfe_budget`", "metrics.`nfe`", "metrics.`bits_per_dim`", "metrics.`fid`"]  # fmt: skip
+    assert view["orderByKey"] == "metrics.`nfe`" and view["orderByAsc"] is True
+    (chart,) = view["compareRunCharts"]
+    assert chart["selectedMetrics"] == ["nfe", "bits_per_dim", "fid"] and chart["metricSectionId"] == view["compareRunSections"][0]["uuid"]
+
+
+def test_saved_in_a_real_store_where_the_ui_reads_it_and_replaced_on_rewrite(tmp_path: Path):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    exp = MlflowClient(tracking_uri=uri).create_experiment("s")
+    save_comparison_view(uri, exp, _rows())
+    save_comparison_view(uri, exp, _rows(paths=("ot",)))
+    saved = json.loads(MlflowClient(tracking_uri=uri).get_experiment(exp).tags[VIEW_TAG])
+    assert saved["compareRunCharts"][0]["selectedParams"] == ["setting"]
