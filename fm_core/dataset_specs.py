@@ -40,12 +40,19 @@ class Option:
     path: bool = False  # a local path: the sweep file may write it with ${VAR}
 
 
+def _planar(options: Mapping[str, Any]) -> tuple[int, ...]:
+    return (2,)
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
     options: tuple[Option, ...]
     is_image: bool = False
     #: Checks across options (gmm: stds and weights must fit the means' K x d).
     joint: Callable[[Mapping[str, Any]], None] | None = field(default=None)
+    #: One sample's shape from the (checked) options, None where only the data can tell (native image sizes):
+    #: what the model must fit, known before any data is read.
+    shape: Callable[[Mapping[str, Any]], tuple[int, ...] | None] = _planar
 
     @property
     def option_names(self) -> tuple[str, ...]:
@@ -154,6 +161,11 @@ _SPLIT_SEED = Option("split_seed", integers(0, 2**32 - 1).check, 0)  # numpy's R
 _ROOT = Option("root", _path, REQUIRED, required=True, path=True)
 
 
+def _folder_shape(options: Mapping[str, Any]) -> tuple[int, ...] | None:
+    size = options.get("image_size", 32)
+    return None if size is None else (int(options.get("channels", 3)), int(size), int(size))
+
+
 DATASET_SPECS: dict[str, DatasetSpec] = {
     "checkerboard": DatasetSpec((Option("size", SCALE.check, 4.0), Option("cells", integers(1, 1000).check, 4))),
     "8gaussians": DatasetSpec((Option("radius", SCALE.check, 4.0), Option("std", SCALE.check, 0.5))),
@@ -165,8 +177,9 @@ DATASET_SPECS: dict[str, DatasetSpec] = {
             Option("weights", _joint_only, None),
         ),
         joint=_check_gmm,
+        shape=lambda o: (len(o["means"][0]),),
     ),
-    "digits": DatasetSpec((_HOLDOUT, _SPLIT_SEED), is_image=True),
+    "digits": DatasetSpec((_HOLDOUT, _SPLIT_SEED), is_image=True, shape=lambda o: (1, 8, 8)),
     "image_folder": DatasetSpec(
         (
             _ROOT,
@@ -176,8 +189,9 @@ DATASET_SPECS: dict[str, DatasetSpec] = {
             _SPLIT_SEED,
         ),
         is_image=True,
+        shape=_folder_shape,
     ),
-    "cifar10": DatasetSpec((_ROOT,), is_image=True),
+    "cifar10": DatasetSpec((_ROOT,), is_image=True, shape=lambda o: (3, 32, 32)),
 }
 
 

@@ -19,6 +19,7 @@ from rich.table import Table
 
 from orchestrator.config import ConfigError, SweepConfig, load_sweep, local_capacity_problem
 from orchestrator.plan import plan_sweep
+from orchestrator.preflight import is_local_ray
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Flow Matching ablations at any scale.")
 console = Console(stderr=True, soft_wrap=True)
@@ -118,7 +119,7 @@ def sweep(
     if dry_run:
         _print_plan(config)
         return
-    local = address in (None, "", "local")
+    local = is_local_ray(address)
     if local:
         # A local Ray serves this machine only: its GCS, raylet and agents then listen on 127.0.0.1 instead of
         # every interface. Ray reads this when it is imported, so before anything below imports it.
@@ -173,10 +174,10 @@ def _preflight_sweep(config: SweepConfig, file: Path, address: str | None, uri: 
     """Everything checked before Ray starts: local capacity, the Ray address, the sweep's earlier state and
     store, and its lock (held until the command exits). Any problem ends the command with exit 2."""
     from orchestrator.preflight import PreflightError, check_ray_address, local_gpu_count
-    from orchestrator.sweep import ResumeError, check_resume_state, results_dir, trial_side_cpus
+    from orchestrator.sweep import ResumeError, check_resume_state, results_dir, storage_dir, trial_side_cpus
     from orchestrator.sweep_guard import StoreMismatch, SweepBusy, SweepLock, check_store_matches
 
-    if address in (None, "", "local"):
+    if is_local_ray(address):
         problem = local_capacity_problem(config, file, extra_cpus=trial_side_cpus(config))
         if problem is not None:
             _fail(str(problem))
@@ -186,11 +187,11 @@ def _preflight_sweep(config: SweepConfig, file: Path, address: str | None, uri: 
                 f"{file}: train.use_gpu: {config.train.num_workers} worker(s) need a GPU each, but this machine has "
                 f"{gpus}; set use_gpu: false, or pass --address of a cluster with GPUs"
             )
-    lock = SweepLock(results_dir(config))
+    storage = storage_dir(config)
+    lock = SweepLock(results_dir(config), None if "://" in storage else Path(storage))
     try:
         check_ray_address(address)
-        if lock.folder.is_dir():  # a sweep running here says so before its state is judged
-            lock.acquire(config.name)
+        lock.acquire(config.name, existing_only=True)  # a sweep running says so before its state is judged
         check_resume_state(config, resume)
         if resume:
             check_store_matches(results_dir(config), uri, config, file)

@@ -7,6 +7,7 @@ a worker and nothing is half-written.
 from __future__ import annotations
 
 import errno
+import math
 import os
 import re
 import stat
@@ -22,6 +23,7 @@ from pydantic import (
 
 from fm_core.checks import OPEN_FRACTION, SEEDS, Range, integers, short_repr
 from fm_core.dataset_specs import DATASET_SPECS, OptionError, check_options
+from fm_core.models.spec import UNetSpec, mlp_parameter_count
 from fm_core.solvers import SolverSetting
 from fm_core.names import (
     ADAPTIVE_SOLVERS, COUPLING_NAMES, DATASET_NAMES, FIXED_STAGES, OBJECTIVE_NAMES, PATH_NAMES, SCORE_OBJECTIVES,
@@ -267,6 +269,8 @@ class LimitsConfig(_Strict):
 
     max_trainings: _number(integers(1, 1_000_000)) = 10_000  # type: ignore[valid-type]
     max_evaluations: _number(integers(1, 100_000_000)) = 1_000_000  # type: ignore[valid-type]
+    #: ~16 bytes a parameter to train with Adam in fp32 (weights, gradients, two moments): 1e9 is ~16 GB.
+    max_parameters: _number(integers(1, 10**12)) = 1_000_000_000  # type: ignore[valid-type]
 
 
 class SweepConfig(_Strict):
@@ -500,6 +504,36 @@ def _check_size(file: str | Path, config: SweepConfig) -> None:
             )
 
 
+def _check_model_fits(file: str | Path, config: SweepConfig) -> None:
+    """The network fits its dataset's shape (a U-Net's levels divide the image, attention where feature maps
+    exist, heads divide channels) and stays within limits.max_parameters: refused here, not in every trial."""
+    model = config.model
+    shape = DATASET_SPECS[config.dataset.name].shape(config.dataset.options)
+    if shape is None:  # native image sizes: only the data tells; the trial checks it
+        return
+    if model.kind == "mlp":
+        count = mlp_parameter_count(math.prod(shape), model.hidden, model.depth)
+    else:
+        spec = UNetSpec(
+            in_channels=shape[0], image_size=shape[-1], model_channels=model.model_channels,
+            num_res_blocks=model.num_res_blocks, channel_mult=tuple(model.channel_mult),
+            attention_resolutions=tuple(model.attention_resolutions), num_heads=model.num_heads,
+            num_head_channels=model.num_head_channels, dropout=model.dropout,
+        )  # fmt: skip
+        try:
+            spec.check()
+        except ValueError as err:
+            raise ConfigError(file, "model", f"{err} (dataset '{config.dataset.name}': samples of shape {shape})") from None
+        count = spec.parameter_count()
+    limit = config.limits.max_parameters
+    if count > limit:
+        raise ConfigError(
+            file, "model", f"{model.kind} of {count:,} parameters exceeds limits.max_parameters = {limit:,} (about "
+            f"{16 * count / 2**30:.0f} GiB to train in fp32 with Adam); shrink it, or raise the limit with a "
+            f"top-level `limits: {{max_parameters: {count}}}` if you mean it",
+        )
+
+
 def _check_fault_injection(file: str | Path, config: SweepConfig) -> None:
     if config.fault_injection is None:
         return
@@ -531,6 +565,7 @@ def parse_sweep(data: Any, file: str | Path = "<sweep>", base: Path | None = Non
     _check_grid_keys(file, config.grid)
     _check_combinations(file, config)
     _check_size(file, config)
+    _check_model_fits(file, config)
     _check_fault_injection(file, config)
     return config
 

@@ -8,6 +8,8 @@ import re
 import shutil
 from pathlib import Path
 
+from orchestrator.store_check import sqlite_path
+
 _FULL_TEXT = re.compile(r"no space left on device|database or disk is full|disk quota exceeded", re.IGNORECASE)
 
 
@@ -62,8 +64,9 @@ def full_disk_under(results: Path, tracking_uri: str) -> DiskFull | None:
     """After an error that did not say why (Tune reports a failed state write as "Aborted."): a DiskFull if
     the folder of the results or of a local MLflow store is (nearly) out of space."""
     places = [results]
-    if tracking_uri.startswith("sqlite:///"):
-        places.append(Path(tracking_uri.removeprefix("sqlite:///")).parent)
+    db = sqlite_path(tracking_uri)
+    if db is not None:
+        places.append(db.parent)
     for place in places:
         if free_bytes(place) < NEARLY_FULL_BYTES:
             return DiskFull(str(place))

@@ -10,9 +10,14 @@ class PreflightError(RuntimeError):
     """An address the sweep needs cannot be reached; worded for the user."""
 
 
+def is_local_ray(address: str | None) -> bool:
+    """Whether `--address` asks for a Ray started here for this sweep (none given, "" or "local")."""
+    return address in (None, "", "local")
+
+
 def check_ray_address(address: str | None, timeout: float = 3.0) -> None:
     """A TCP probe of the GCS port: `ray.init` itself would wait minutes on a dead address."""
-    if address in (None, "", "local", "auto"):
+    if is_local_ray(address) or address == "auto":
         return
     parsed = urlparse(address if "://" in address else f"ray://{address}")
     host, port = parsed.hostname, parsed.port

@@ -14,6 +14,7 @@ from rich.console import Console
 
 from orchestrator.config import SweepConfig
 from orchestrator.plan import SweepPlan, TrainingKey, plan_sweep
+from orchestrator.preflight import is_local_ray
 from orchestrator.reconcile import TrialLedger, reconcile, tune_trial_states
 from orchestrator.sweep_guard import write_sweep_state
 from orchestrator.tune_state import CorruptTuneState, StateBackup, repair_tune_state
@@ -103,7 +104,7 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> None:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if ray.is_initialized():
         return
-    if address in (None, "", "local"):
+    if is_local_ray(address):
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
     else:
         # On an existing cluster the driver's environment does not reach Ray Train's controller: ship it.
@@ -171,7 +172,7 @@ def check_schedulable(config: SweepConfig, address: str | None, console: Console
         return
     want = f"{train.cpus_per_worker:g} CPU(s)" + (" and a GPU" if gpus else "")
     message = f"train: each worker needs {want}, but no node of the Ray cluster has that"
-    if address in (None, "", "local"):
+    if is_local_ray(address):
         raise Unschedulable(message + " (this machine: " + ", ".join(f"{k} {v:g}" for k, v in sorted(ray.cluster_resources().items()) if k in ("CPU", "GPU")) + ")")
     console.print(f"[yellow]warning:[/] {message} yet; Tune waits until the autoscaler adds one", highlight=False)
 
@@ -181,7 +182,7 @@ def _concurrency(config: SweepConfig, address: str | None) -> int | None:
     (or GPUs) can train at once: a trial holds almost nothing itself, so without a cap every trial would
     start a Train controller that only waits for workers, and the waiting controllers crowd the CPUs.
     On a cluster the autoscaler needs the pending trainers to see demand, so no cap is set there."""
-    if config.max_concurrent_trials is not None or not config.train.uses_torch_trainer or address not in (None, "", "local"):
+    if config.max_concurrent_trials is not None or not config.train.uses_torch_trainer or not is_local_ray(address):
         return config.max_concurrent_trials
     import ray
 
@@ -222,7 +223,8 @@ def run_sweep(
     check_schedulable(config, address, console)
     if not resume:
         write_sweep_state(results_dir(config), tracking_uri, experiment_id, config)
-    trainable = tune.with_resources(training_trial, _trial_resources(config))
+    setup = _trial_setup(config, plan, tracking_uri, experiment_id, storage)
+    trainable = tune.with_resources(tune.with_parameters(training_trial, setup=setup), _trial_resources(config))
     progress = SweepProgress(len(plan.trainings), config.train.steps, console)
     tune_path = _join(storage, TUNE_DIR)
     if resume:
@@ -231,7 +233,7 @@ def run_sweep(
     else:
         tuner = tune.Tuner(
             trainable,
-            param_space=_param_space(config, plan, tracking_uri, experiment_id, storage),
+            param_space=_param_space(plan),
             tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=_concurrency(config, address)),
             run_config=tune.RunConfig(
                 name=TUNE_DIR,
@@ -266,14 +268,19 @@ def run_sweep(
     )  # fmt: skip
 
 
-def _param_space(
-    config: SweepConfig, plan: SweepPlan, tracking_uri: str, experiment_id: str, storage: str
-) -> dict[str, object]:
+def _param_space(plan: SweepPlan) -> dict[str, object]:
+    """What Tune stores per trial (params.json): only the training key; all else is in `_trial_setup`."""
     from ray import tune
 
+    return {"key": tune.grid_search([k.as_dict() for k in plan.trainings])}
+
+
+def _trial_setup(
+    config: SweepConfig, plan: SweepPlan, tracking_uri: str, experiment_id: str, storage: str
+) -> dict[str, object]:
+    """What every trial shares, handed to it through Ray's object store rather than Tune's stored params."""
     return {
         "config": config.model_dump(mode="json"),
-        "key": tune.grid_search([k.as_dict() for k in plan.trainings]),
         "settings": [s.as_dict() for s in plan.settings],
         "eval_steps": plan.eval_steps,
         "tracking_uri": tracking_uri,

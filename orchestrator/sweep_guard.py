@@ -10,10 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock, Timeout
+
+from orchestrator.store_check import sqlite_path
 
 if TYPE_CHECKING:
     from orchestrator.config import SweepConfig
@@ -34,33 +37,45 @@ class SweepLock:
     """An exclusive, non-blocking lock on results/<sweep>/ held for the whole command (released at exit, also
     when the process is killed: the OS drops the lock with the file descriptor)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, storage: Path | None = None) -> None:
         self.folder = folder
-        self._lock = FileLock(str(folder / LOCK_FILE), timeout=0)
+        self._locks = [(folder, FileLock(str(folder / LOCK_FILE), timeout=0))]
+        if storage is not None and not storage.resolve().is_relative_to(folder.resolve()):
+            # A shared storage_path: sweeps of the same name from other folders would share its Tune state.
+            self._locks.append((storage, FileLock(str(storage / LOCK_FILE), timeout=0)))
 
-    def acquire(self, sweep: str) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        try:
-            self._lock.acquire()
-        except Timeout:
-            holder = _read_holder(self.folder / (LOCK_FILE + ".pid"))
-            raise SweepBusy(
-                f"sweep '{sweep}' is already running in this folder{holder} (lock {self.folder / LOCK_FILE}); "
-                "wait for it to end, or run it from another folder"
-            ) from None
-        (self.folder / (LOCK_FILE + ".pid")).write_text(str(os.getpid()))
+    def acquire(self, sweep: str, existing_only: bool = False) -> None:
+        """Take every lock (`existing_only`: those whose folder exists, creating none); SweepBusy if one is held."""
+        for place, lock in self._locks:
+            if lock.is_locked or (existing_only and not place.is_dir()):
+                continue
+            place.mkdir(parents=True, exist_ok=True)
+            try:
+                lock.acquire()
+            except Timeout:
+                self.release()
+                holder = _read_holder(place / (LOCK_FILE + ".pid"))
+                where = "in this folder" if place == self.folder else f"with the storage {place}"
+                raise SweepBusy(
+                    f"sweep '{sweep}' is already running {where}{holder} (lock {place / LOCK_FILE}); "
+                    "wait for it to end, or run it from another folder"
+                ) from None
+            (place / (LOCK_FILE + ".pid")).write_text(f"{os.getpid()} {socket.gethostname()}")
 
     @property
     def held(self) -> bool:
-        return self._lock.is_locked
+        return all(lock.is_locked for _, lock in self._locks)
 
     def release(self) -> None:
-        self._lock.release()
+        for _, lock in self._locks:
+            lock.release()
 
 
 def _read_holder(path: Path) -> str:
+    """' (process PID on HOST)' from the lock's .pid file (a shared storage is locked from other machines)."""
     try:
-        return f" (process {int(path.read_text().strip())})"
+        pid, _, host = path.read_text().strip().partition(" ")
+        return f" (process {int(pid)}{f' on {host}' if host else ''})"
     except (OSError, ValueError):
         return ""
 
@@ -107,12 +122,11 @@ def check_store_matches(folder: Path, tracking_uri: str, config: SweepConfig, fi
             f"--resume: sweep '{sweep}' logs to {state['tracking_uri']}, not {tracking_uri}: "
             f"pass --tracking-uri {state['tracking_uri']}"
         )
-    if tracking_uri.startswith("sqlite:///"):
-        db = Path(tracking_uri.removeprefix("sqlite:///"))
-        if not db.is_file():
-            raise StoreMismatch(
-                f"--resume: the MLflow store {db} of sweep '{sweep}' is gone; restore it, or delete {folder} to start over"
-            )
+    db = sqlite_path(tracking_uri)
+    if db is not None and not db.is_file():
+        raise StoreMismatch(
+            f"--resume: the MLflow store {db} of sweep '{sweep}' is gone; restore it, or delete {folder} to start over"
+        )
     from orchestrator.tracking import client, retrying
 
     mlflow_client = client(tracking_uri)

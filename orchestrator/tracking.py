@@ -6,6 +6,7 @@ process (Tune reuses actors) never share an "active run".
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -17,7 +18,8 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
@@ -25,6 +27,7 @@ from orchestrator.disk import as_disk_full
 from orchestrator.plan import TrainingKey
 from orchestrator.records import json_default
 from orchestrator.rows import FIELD_NAMES, EvalRow
+from orchestrator.store_check import sqlite_path
 
 EVALUATIONS_ARTIFACT = "evaluations.json"
 T = TypeVar("T")
@@ -58,7 +61,8 @@ def resolve_tracking_uri(cli_uri: str | None) -> str:
 
 def store_location(uri: str) -> str:
     """Where a store keeps its data, for messages: the sqlite file, else the URI itself."""
-    return uri.removeprefix("sqlite:///") if uri.startswith("sqlite:///") else uri
+    db = sqlite_path(uri)
+    return str(db) if db is not None else uri
 
 
 def default_artifact_location(uri: str, sweep: str) -> str | None:
@@ -67,8 +71,8 @@ def default_artifact_location(uri: str, sweep: str) -> str | None:
     if parsed.scheme in ("http", "https", "databricks"):
         return None
     if parsed.scheme == "sqlite":
-        db = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:////") else Path(parsed.path.lstrip("/"))
-        base = db.resolve().parent
+        db = sqlite_path(uri)
+        base = (db or Path(parsed.path.lstrip("/"))).resolve().parent
     else:
         base = Path.cwd()
     return (base / "mlartifacts" / sweep).as_uri()
@@ -95,7 +99,7 @@ def _check_tracking_uri(uri: str, timeout: float) -> None:
     elif parsed.scheme == "sqlite":
         from orchestrator.store_check import check_sqlite_store
 
-        db = Path(uri.removeprefix("sqlite:///"))
+        db = sqlite_path(uri) or Path(parsed.path)
         if not db.parent.is_dir():
             raise TrackingError(f"the folder of the MLflow database {db} does not exist")
         problem = check_sqlite_store(db)  # garbage bytes or another program's database: say so now
@@ -185,9 +189,45 @@ def retrying(
             delay *= 2
 
 
+#: How long a sweep waits for another process that is creating (migrating) the same sqlite store.
+STORE_LOCK_SECONDS = 300.0
+
+
+@contextmanager
+def store_creation_lock(uri: str) -> Iterator[None]:
+    """Serialize the first use of a local sqlite store between processes: two sweeps (of any files) started
+    at once on a fresh `mlflow.db` otherwise race MLflow's alembic migrations and one dies ("Online migration
+    expected to match one row"). The lock file lives in the temp folder, keyed by the database's real path,
+    so nothing is added beside the store; servers migrate their own store, so they need none."""
+    from filelock import FileLock, Timeout
+
+    db = sqlite_path(uri)
+    if db is None:
+        yield
+        return
+    folder = Path(tempfile.gettempdir()) / "fmx-locks"
+    folder.mkdir(mode=0o1777, exist_ok=True)
+    digest = hashlib.sha256(str(db.resolve()).encode()).hexdigest()[:16]
+    lock = FileLock(str(folder / f"mlflow-store-{digest}.lock"), timeout=STORE_LOCK_SECONDS, mode=0o666)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise TrackingError(f"another process has been creating the MLflow store {db} for over {STORE_LOCK_SECONDS:.0f} s") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def ensure_experiment(uri: str, sweep: str, description: str | None = None) -> str:
     """The sweep's experiment id, creating it (with an absolute artifact folder) the first time; the sweep
-    file's description becomes the experiment's description (MLflow's note) in the UI."""
+    file's description becomes the experiment's description (MLflow's note) in the UI. The store's first
+    use is serialized with other processes (`store_creation_lock`)."""
+    with store_creation_lock(uri):
+        return _ensure_experiment(uri, sweep, description)
+
+
+def _ensure_experiment(uri: str, sweep: str, description: str | None) -> str:
     mlflow_client = client(uri)
 
     def ensure() -> str:

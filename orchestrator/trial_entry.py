@@ -11,10 +11,13 @@ import time
 from typing import Any
 
 
-def training_trial(params: dict[str, Any]) -> None:
+def training_trial(params: dict[str, Any], setup: dict[str, Any] | None = None) -> None:
     """Tune function trainable for one training configuration. Its name names Tune's trial folders, and
-    `--resume` finds the trainable by it: keep it."""
+    `--resume` finds the trainable by it: keep it. `params` is the trial's point of the grid (its training
+    key), `setup` what every trial shares (the validated sweep, settings, where to log), handed over by
+    `tune.with_parameters` so that it never lands in Tune's params.json / params.pkl on storage (a path
+    expanded from `${VAR}`, a tracking URI with credentials)."""
     started_at, started = time.time(), time.perf_counter()
     from orchestrator.trainable import run_training_trial
 
-    run_training_trial(params, started_at, started)
+    run_training_trial({**(setup or {}), **params}, started_at, started)

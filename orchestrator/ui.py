@@ -15,6 +15,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from orchestrator.store_check import sqlite_path
+
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -22,9 +24,9 @@ def server_command(tracking_uri: str, host: str, port: int) -> list[str]:
     """`mlflow server` with one worker, serving the store's artifacts (the runs' plots) through the server."""
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri,
            "--host", host, "--port", str(port), "--workers", "1"]  # fmt: skip
-    db = tracking_uri[len("sqlite:///") :] if tracking_uri.startswith("sqlite:///") else None
-    if db:  # the artifacts a sweep logs sit next to its store (mlruns/ or mlartifacts/); serve the default root
-        cmd += ["--default-artifact-root", str(Path(db).resolve().parent / "mlruns")]
+    db = sqlite_path(tracking_uri)
+    if db:  # fmx's experiments name their own artifact folders; one made in the UI gets mlruns/ beside the store
+        cmd += ["--default-artifact-root", str(db.resolve().parent / "mlruns")]
     return cmd
 
 

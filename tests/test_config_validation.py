@@ -22,6 +22,7 @@ import yaml
 from orchestrator.config import ConfigError, SweepConfig, load_sweep, parse_sweep
 from fm_core.solvers import SolverSetting
 from orchestrator.plan import plan_sweep
+from fm_core.dataset_specs import DATASET_SPECS
 from tests.bad_inputs import BILLION_LAUGHS, make_store
 from tests.cli_helpers import REPO
 
@@ -354,7 +355,21 @@ def test_what_validation_accepts_the_dataset_constructor_builds(options: dict[st
     from fm_core.data import make_dataset
 
     config = parse_sweep(sweep({"dataset": options}))
-    make_dataset(config.dataset.name, **config.dataset.options)
+    built = make_dataset(config.dataset.name, **config.dataset.options)
+    # The shape validation sizes the model by, before any data is read, is the one the dataset has.
+    assert DATASET_SPECS[config.dataset.name].shape(config.dataset.options) == tuple(built.shape)
+
+
+def test_image_shapes_known_before_reading_the_data_are_the_datasets(tmp_path: Path):
+    from PIL import Image
+
+    from fm_core.data import make_dataset
+
+    for i in range(4):
+        Image.new("RGB", (20, 14), (i * 40, 10, 200)).save(tmp_path / f"{i}.png")
+    for name, options in [("digits", {}), ("image_folder", {"root": str(tmp_path), "image_size": 16}),
+                          ("image_folder", {"root": str(tmp_path), "image_size": 8, "channels": 1})]:  # fmt: skip
+        assert DATASET_SPECS[name].shape(options) == tuple(make_dataset(name, **options).shape), (name, options)
 
 
 #: Cases whose values the constructors themselves reject (the others are stricter on purpose: bools,
@@ -403,7 +418,7 @@ def test_path_fields_are_expanded_and_their_text_as_written_is_kept(tmp_path: Pa
     (tmp_path / "data").mkdir()
     monkeypatch.setenv("DATA_HOME", str(tmp_path))
     monkeypatch.setenv("SHARED", "/mnt/shared")
-    data = sweep({**IMAGE, "dataset": {"name": "cifar10", "root": "${DATA_HOME}/data"}, "storage_path": "${SHARED}/fmx"})
+    data = sweep({**IMAGE, "model.attention_resolutions": [16], "dataset": {"name": "cifar10", "root": "${DATA_HOME}/data"}, "storage_path": "${SHARED}/fmx"})
     config = parse_sweep(data)
     assert config.dataset.options["root"] == str((tmp_path / "data").resolve())
     assert config.storage_path == "/mnt/shared/fmx"
@@ -664,3 +679,37 @@ def test_every_shipped_sweep_validates_with_its_paper_set_up(monkeypatch: pytest
     cifar = load_sweep(REPO / "sweeps" / "cifar10.yaml")
     assert (cifar.model.model_channels, cifar.train.steps, cifar.eval.samples, cifar.train.num_workers) == (256, 400_000, 10_000, 8)
     assert cifar.written_as == {"dataset.root": "${CIFAR10_ROOT}"}
+
+
+# --------------------------------------------------------------------------------------------
+# 12. a model too big for any machine, or one that cannot fit its dataset's shape
+# --------------------------------------------------------------------------------------------
+
+DIGITS_UNET = {"dataset": {"name": "digits"}, "model.kind": "unet", "model.model_channels": 32, "model.channel_mult": [1, 2],
+               "model.attention_resolutions": [4], "model.num_heads": 2}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("changes", "fragments"),
+    [
+        ({"model.hidden": 8192, "model.depth": 64}, ["mlp of 4,228,423,682 parameters", "limits.max_parameters = 1,000,000,000", "63 GiB"]),
+        ({**DIGITS_UNET, "model.model_channels": 1024, "model.channel_mult": [16, 16], "model.num_res_blocks": 16},
+         ["unet of", "limits.max_parameters"]),
+        ({**DIGITS_UNET, "model.channel_mult": [1, 2, 2, 2, 2]}, ["image_size=8 must be divisible", "shape (1, 8, 8)"]),
+        ({**DIGITS_UNET, "model.attention_resolutions": [16]}, ["attention_resolutions [16] never occur"]),
+        ({**DIGITS_UNET, "model.num_heads": 3}, ["not divisible by num_heads=3"]),
+        ({**DIGITS_UNET, "model.num_head_channels": 24}, ["not divisible by num_head_channels=24"]),
+        ({**DIGITS_UNET, "dataset": {"name": "image_folder", "root": ".", "image_size": 12},
+          "model.channel_mult": [1, 2, 2, 2]}, ["image_size=12 must be divisible by 2**(len(channel_mult)-1)=8"]),
+    ],
+)
+def test_a_model_too_big_or_unfit_for_its_dataset_is_refused_at_validation(changes: dict[str, Any], fragments: list[str]):
+    assert_refused(sweep(changes), "model", *fragments)
+
+
+def test_a_big_model_is_accepted_once_the_file_raises_the_limit():
+    big = sweep({"model.hidden": 8192, "model.depth": 64})
+    assert parse_sweep({**big, "limits": {"max_parameters": 5_000_000_000}}).model.hidden == 8192
+    # A U-Net on native-size images cannot be checked before the data is read: left to the trial.
+    native = sweep({**DIGITS_UNET, "dataset": {"name": "image_folder", "root": ".", "image_size": None}})
+    assert parse_sweep(native).dataset.options["image_size"] is None

@@ -120,6 +120,11 @@ def test_smoke_sweep_with_the_embedded_defaults_and_tables_rebuilt_from_mlflow(t
     # The Tune experiment ran exactly one trial per training configuration.
     trial_dirs = [p for p in (tmp_path / "results" / "smoke" / "ray" / "tune").iterdir() if p.is_dir()]
     assert len(trial_dirs) == 3
+    # Tune stores only each trial's training key: the sweep (paths expanded from ${VAR}, the tracking URI)
+    # reaches trials through Ray's object store, never Tune's params.json / params.pkl on storage.
+    for trial_dir in trial_dirs:
+        assert list(json.loads((trial_dir / "params.json").read_text())) == ["key"]
+        assert b"tracking_uri" not in (trial_dir / "params.pkl").read_bytes()
     # A resumed sweep that has nothing left to do adds no run.
     before_ids = sorted(r.info.run_id for r in _runs_of(uri, "smoke"))
     _fmx(["sweep", str(REPO / "sweeps" / "smoke.yaml"), "--resume"], tmp_path)

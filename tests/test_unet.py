@@ -140,3 +140,31 @@ def test_short_training_lowers_loss() -> None:
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.1 * losses[0], losses
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"in_channels": 3, "image_size": 32, "model_channels": 128, "num_res_blocks": 2, "channel_mult": (1, 2, 2, 2),
+         "attention_resolutions": (16,), "num_head_channels": 64},  # the paper's CIFAR-10 layout
+        {"in_channels": 3, "image_size": 16, "model_channels": 16, "num_res_blocks": 3, "channel_mult": (1, 2, 4),
+         "attention_resolutions": ()},
+        {"image_size": 8, "model_channels": 8, "channel_mult": (1,), "attention_resolutions": (8,)},
+        {"in_channels": 3, "image_size": 32, "model_channels": 64, "channel_mult": (1, 2, 2), "attention_resolutions": (16, 8),
+         "num_heads": 4, "out_channels": 6},
+    ],
+)
+def test_the_torch_free_parameter_count_is_the_built_networks(kwargs):
+    """fmx validate bounds model size from UNetSpec without PyTorch: the count must be the real one."""
+    from fm_core.models.spec import UNetSpec
+
+    assert UNetSpec(**kwargs).parameter_count() == num_parameters(UNet(**kwargs))
+
+
+@pytest.mark.parametrize(("dim", "hidden", "depth"), [(2, 64, 3), (2, 512, 5), (64, 7, 1)])
+def test_the_torch_free_mlp_count_is_the_built_networks(dim, hidden, depth):
+    from fm_core.models.mlp import MLP
+    from fm_core.models.spec import mlp_parameter_count
+
+    assert mlp_parameter_count(dim, hidden, depth) == num_parameters(MLP(dim, hidden, depth))

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fm_core.models.spec import UNetSpec
+
 TIME_SCALE = 1000.0
 
 
@@ -154,8 +156,8 @@ class UNet(nn.Module):
         channel_mult = tuple(int(m) for m in channel_mult)
         attention_resolutions = tuple(int(r) for r in attention_resolutions)
         out_channels = in_channels if out_channels is None else out_channels
-        self._validate(in_channels, out_channels, image_size, model_channels, num_res_blocks, channel_mult,
-                       attention_resolutions, num_heads, num_head_channels, dropout)
+        UNetSpec(in_channels, image_size, model_channels, num_res_blocks, channel_mult, attention_resolutions,
+                 num_heads, num_head_channels, dropout, out_channels).check()  # fmt: skip
         self.in_channels, self.out_channels, self.image_size = in_channels, out_channels, image_size
         self.model_channels = model_channels
         self.downsample_factor = 2 ** (len(channel_mult) - 1)
@@ -203,38 +205,6 @@ class UNet(nn.Module):
                 self.output_blocks.append(TimestepSequential(*layers))
 
         self.out = nn.Sequential(_norm(ch), nn.SiLU(), _zero(nn.Conv2d(ch, out_channels, 3, padding=1)))
-
-    @staticmethod
-    def _validate(in_channels: int, out_channels: int, image_size: int, model_channels: int,
-                  num_res_blocks: int, channel_mult: tuple[int, ...], attention_resolutions: tuple[int, ...],
-                  num_heads: int, num_head_channels: int, dropout: float) -> None:
-        """Fail at construction with the reason, rather than with a shape error deep in forward."""
-        for name, val in (("in_channels", in_channels), ("out_channels", out_channels), ("image_size", image_size),
-                          ("model_channels", model_channels), ("num_res_blocks", num_res_blocks)):
-            if val < 1:
-                raise ValueError(f"{name} must be >= 1, got {val}")
-        if not channel_mult or any(m < 1 for m in channel_mult):
-            raise ValueError(f"channel_mult must be a non-empty tuple of positive ints, got {channel_mult}")
-        factor = 2 ** (len(channel_mult) - 1)
-        if image_size % factor:
-            raise ValueError(f"image_size={image_size} must be divisible by 2**(len(channel_mult)-1)={factor} "
-                             f"so that every one of the {len(channel_mult)} levels halves it exactly")
-        resolutions = [image_size // 2**i for i in range(len(channel_mult))]
-        missing = [r for r in attention_resolutions if r not in resolutions]
-        if missing:
-            raise ValueError(f"attention_resolutions {missing} never occur; feature-map sizes for image_size="
-                             f"{image_size} and {len(channel_mult)} levels are {resolutions}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        if num_head_channels <= 0 and num_heads < 1:
-            raise ValueError(f"num_heads must be >= 1 when num_head_channels <= 0, got {num_heads}")
-        attn_levels = {resolutions.index(r) for r in attention_resolutions} | {len(channel_mult) - 1}  # + middle
-        for level in sorted(attn_levels):
-            ch = model_channels * channel_mult[level]
-            div, what = (num_head_channels, "num_head_channels") if num_head_channels > 0 else (num_heads, "num_heads")
-            if ch % div:
-                raise ValueError(f"attention at {resolutions[level]}x{resolutions[level]} has {ch} channels, "
-                                 f"not divisible by {what}={div}")
 
     def forward(self, x: Tensor, t: Tensor | float) -> Tensor:
         """Evaluate v(t, x); a scalar t is broadcast because ODE solvers call with one time per step."""
