@@ -72,7 +72,7 @@ def fm_core_trainer(model: nn.Module, seed: int) -> StepFn:
     objective = make_objective("fm", make_path("ot", sigma_min=0.0))
     optimizer, _ = make_optimizer(model, LR)
     generator = torch.Generator().manual_seed(seed)
-    return lambda x1: train_step(model, objective, optimizer, x1, generator=generator)
+    return lambda x1: train_step(model, objective, optimizer, x1, generator=generator).loss
 
 
 def adam_step(optimizer: torch.optim.Optimizer, loss: Tensor) -> float:

@@ -346,6 +346,7 @@ class ImageDataset(Dataset):
         images_heldout_uint8: Tensor,
         labels_train: Tensor | None = None,
         labels_heldout: Tensor | None = None,
+        hflip: bool = False,
     ) -> None:
         if images_train_uint8.dtype != torch.uint8 or images_heldout_uint8.dtype != torch.uint8:
             raise ValueError(f"{name}: images must be stored as uint8")
@@ -359,6 +360,7 @@ class ImageDataset(Dataset):
         self.images_heldout_uint8 = images_heldout_uint8.contiguous()
         self.labels_train = labels_train
         self.labels_heldout = labels_heldout
+        self.hflip = bool(hflip)
 
     @property
     def num_train(self) -> int:
@@ -369,8 +371,8 @@ class ImageDataset(Dataset):
         return int(self.images_heldout_uint8.shape[0])
 
     def train_images(self) -> Tensor:
-        """The whole training split as floats in [-1, 1]."""
-        return from_uint8(self.images_train_uint8)
+        """The whole training split as floats in [-1, 1] (on the CPU)."""
+        return from_uint8(self.images_train_uint8.cpu())
 
     def heldout_images(self) -> Tensor:
         """The whole held-out split as floats in [-1, 1], in stored order."""
@@ -381,8 +383,22 @@ class ImageDataset(Dataset):
         return torch.randint(0, self.num_train, (_check_n(n),), generator=generator)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """Training images drawn uniformly *with replacement*, as float32 in [-1, 1]."""
-        return from_uint8(self.images_train_uint8[self.sample_indices(n, generator)])
+        """Training images drawn uniformly *with replacement*, as float32 in [-1, 1] on the device the training
+        split lives on (`to_device`: gathered and converted there, never copied from the CPU per batch); with
+        `hflip`, each mirrored left-right with probability 1/2 (drawn from `generator`: the same per seed and
+        rank). The held-out split and the references stay on the CPU."""
+        index = self.sample_indices(n, generator)
+        flip = torch.rand(n, generator=generator) < 0.5 if self.hflip else None
+        images = from_uint8(self.images_train_uint8[index.to(self.images_train_uint8.device)])
+        if flip is not None:
+            flip = flip.to(images.device)[:, None, None, None]
+            images = torch.where(flip, images.flip(-1), images)
+        return images
+
+    def to_device(self, device: str | torch.device) -> ImageDataset:
+        """Keep the training split (uint8: a quarter of float32's memory) on the training device."""
+        self.images_train_uint8 = self.images_train_uint8.to(device)
+        return self
 
     def reference_indices(self, n: int, seed: int = 0) -> Tensor:
         """Held-out indices used by :meth:`reference` (all of them, in order, if n >= split size)."""
@@ -408,7 +424,7 @@ class DigitsDataset(ImageDataset):
     is a fixed-seed permutation with ``holdout_fraction`` of the images held out.
     """
 
-    def __init__(self, holdout_fraction: float = 0.2, split_seed: int = 0) -> None:
+    def __init__(self, holdout_fraction: float = 0.2, split_seed: int = 0, hflip: bool = False) -> None:
         from sklearn.datasets import load_digits
 
         bunch = load_digits()
@@ -417,7 +433,7 @@ class DigitsDataset(ImageDataset):
         labels = torch.from_numpy(np.asarray(bunch.target, dtype=np.int64))
         tr, ho = _split_indices(images.shape[0], holdout_fraction, split_seed, "digits")
         tr_t, ho_t = torch.from_numpy(tr), torch.from_numpy(ho)
-        super().__init__("digits", images[tr_t], images[ho_t], labels[tr_t], labels[ho_t])
+        super().__init__("digits", images[tr_t], images[ho_t], labels[tr_t], labels[ho_t], hflip=hflip)
         self.holdout_fraction = float(holdout_fraction)
         self.split_seed = int(split_seed)
         self.train_index = tr_t  # positions in load_digits() order
@@ -460,6 +476,7 @@ class ImageFolderDataset(ImageDataset):
         channels: int = 3,
         holdout_fraction: float = 0.1,
         split_seed: int = 0,
+        hflip: bool = False,
     ) -> None:
         if root is None:
             raise ValueError("image_folder: option 'root' is required (a folder of PNG/JPEG files)")
@@ -486,7 +503,7 @@ class ImageFolderDataset(ImageDataset):
             )
         images = torch.from_numpy(np.stack(arrays))
         tr, ho = _split_indices(len(files), holdout_fraction, split_seed, "image_folder")
-        super().__init__("image_folder", images[torch.from_numpy(tr)], images[torch.from_numpy(ho)])
+        super().__init__("image_folder", images[torch.from_numpy(tr)], images[torch.from_numpy(ho)], hflip=hflip)
         self.root = root_path
         self.files_train = [files[i] for i in tr]
         self.files_heldout = [files[i] for i in ho]
@@ -545,7 +562,7 @@ def _load_cifar_batch(path: Path) -> tuple[Tensor, Tensor]:
 class Cifar10Dataset(ImageDataset):
     """CIFAR-10 from a local python-pickle copy: train = data_batch_1..5, reference = test_batch."""
 
-    def __init__(self, root: str | Path | None = None) -> None:
+    def __init__(self, root: str | Path | None = None, hflip: bool = False) -> None:
         if root is None:
             raise ValueError(f"cifar10: option 'root' is required (the folder containing '{_CIFAR_DIRNAME}/')")
         folder = _resolve_cifar_dir(root)
@@ -557,6 +574,7 @@ class Cifar10Dataset(ImageDataset):
             test_images,
             torch.cat([b[1] for b in train]),
             test_labels,
+            hflip=hflip,
         )
         self.root = folder
 

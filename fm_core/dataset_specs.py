@@ -63,6 +63,12 @@ class DatasetSpec:
         return tuple(o.name for o in self.options if o.path)
 
 
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("must be true or false")
+    return value
+
+
 def _path(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError("must be a non-empty path")
@@ -159,6 +165,9 @@ def _joint_only(value: Any) -> Any:
 _HOLDOUT = Option("holdout_fraction", OPEN_FRACTION.check, 0.2)
 _SPLIT_SEED = Option("split_seed", integers(0, 2**32 - 1).check, 0)  # numpy's RandomState
 _ROOT = Option("root", _path, REQUIRED, required=True, path=True)
+#: Random left-right mirroring of training images (CIFAR-10's standard augmentation; not for digits, whose
+#: mirror images are other glyphs, but the choice is the file's).
+_HFLIP = Option("hflip", _flag, False)
 
 
 def _folder_shape(options: Mapping[str, Any]) -> tuple[int, ...] | None:
@@ -179,7 +188,7 @@ DATASET_SPECS: dict[str, DatasetSpec] = {
         joint=_check_gmm,
         shape=lambda o: (len(o["means"][0]),),
     ),
-    "digits": DatasetSpec((_HOLDOUT, _SPLIT_SEED), is_image=True, shape=lambda o: (1, 8, 8)),
+    "digits": DatasetSpec((_HOLDOUT, _SPLIT_SEED, _HFLIP), is_image=True, shape=lambda o: (1, 8, 8)),
     "image_folder": DatasetSpec(
         (
             _ROOT,
@@ -187,11 +196,12 @@ DATASET_SPECS: dict[str, DatasetSpec] = {
             Option("channels", _one_of(1, 3), 3),
             Option("holdout_fraction", OPEN_FRACTION.check, 0.1),
             _SPLIT_SEED,
+            _HFLIP,
         ),
         is_image=True,
         shape=_folder_shape,
     ),
-    "cifar10": DatasetSpec((_ROOT,), is_image=True, shape=lambda o: (3, 32, 32)),
+    "cifar10": DatasetSpec((_ROOT, _HFLIP), is_image=True, shape=lambda o: (3, 32, 32)),
 }
 
 

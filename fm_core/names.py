@@ -22,3 +22,5 @@ DATASET_NAMES: tuple[str, ...] = tuple(DATASET_OPTIONS)
 FIXED_STAGES: dict[str, int] = {"euler": 1, "midpoint": 2, "heun2": 2, "heun3": 3, "rk4": 4}
 ADAPTIVE_SOLVERS: tuple[str, ...] = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
 SOLVER_NAMES: tuple[str, ...] = tuple(FIXED_STAGES) + ADAPTIVE_SOLVERS
+#: Training precisions (autocast dtype; fp16 adds a gradient scaler) and sampling precisions: fm_core.precision.
+PRECISION_NAMES: tuple[str, ...] = ("fp32", "bf16", "fp16")

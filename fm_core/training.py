@@ -5,6 +5,7 @@ Kept free of any launcher: the orchestrator wraps `train_step` in Ray Train, tes
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from torch import Tensor, nn
 
 from fm_core.couplings import couple
 from fm_core.objectives import Objective
+from fm_core.precision import Precision
 
 SCHEDULES = ("constant", "poly")
 
@@ -46,6 +48,39 @@ def make_optimizer(
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(schedule, warmup, total_steps))
 
 
+def ema_decay_at(updates: int, decay: float, warmup: bool = True) -> float:
+    """The EMA's decay at its `updates`-th update (0-based). With warm-up, min(decay, (1 + n) / (10 + n)):
+    the early average forgets the random initialisation fast instead of dragging it along for ~1/(1-decay)
+    steps (the schedule of TensorFlow's ExponentialMovingAverage with num_updates, used by ADM's lineage)."""
+    return min(decay, (1 + updates) / (10 + updates)) if warmup else decay
+
+
+def make_ema(model: nn.Module, decay: float, warmup: bool = True) -> torch.optim.swa_utils.AveragedModel:
+    """An exponential moving average of `model`'s parameters and buffers (torch.optim.swa_utils): the first
+    update copies the weights, each later one is avg <- d * avg + (1 - d) * weights with d = ema_decay_at(n).
+    Its state_dict holds the average and the update count, so a resumed trial continues the same average."""
+
+    def average(averages: list[Tensor], currents: list[Tensor], updates: Tensor | int) -> None:
+        d = ema_decay_at(int(updates), decay, warmup)  # one host sync a step, not one per tensor
+        floats = [(a, c) for a, c in zip(averages, currents, strict=True) if a.is_floating_point()]
+        if floats:
+            torch._foreach_lerp_([a for a, _ in floats], [c for _, c in floats], 1.0 - d)
+        for a, c in zip(averages, currents, strict=True):  # counters and masks are copied, not averaged
+            if not a.is_floating_point():
+                a.copy_(c)
+
+    return torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=average, use_buffers=True)
+
+
+@dataclass(frozen=True)
+class StepStats:
+    """What one optimizer step measured: the loss, and the gradients' global L2 norm (before clipping) where
+    it was asked for or computed anyway by clipping."""
+
+    loss: float
+    grad_norm: float | None = None
+
+
 def train_step(
     model: nn.Module,
     objective: Objective,
@@ -54,20 +89,45 @@ def train_step(
     coupling: str = "independent",
     generator: torch.Generator | None = None,
     grad_clip: float | None = None,
-) -> float:
-    """One optimizer step on a data batch x1 with fresh noise; returns the loss, raising on NaN/inf."""
+    measure_grad_norm: bool = False,
+    precision: Precision | None = None,
+    accumulation: int = 1,
+) -> StepStats:
+    """One optimizer step on a data batch x1 with fresh noise (its loss, and the gradient norm where measured),
+    raising on a NaN/inf loss. Under `precision`
+    the forward pass autocasts (bf16/fp16) and fp16's scaler scales the loss; the gradient norm is measured
+    on unscaled gradients. With `accumulation` > 1 the batch is split into that many micro-batches whose
+    gradients add up to the whole batch's mean (a DDP model synchronizes only on the last)."""
+    precision = precision or Precision()
+    scaler = precision.scaler
     x0 = torch.randn(x1.shape, generator=generator, dtype=x1.dtype, device="cpu").to(x1.device)
-    x0, x1 = couple(coupling, x0, x1)
-    loss = objective.loss(model, x0, x1, generator=generator)
-    value = float(loss.detach())
-    if not math.isfinite(value):
-        raise NonFiniteLossError(f"loss is {value}")
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if grad_clip is not None:
-        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    optimizer.step()
-    return value
+    total = 0.0
+    chunks = list(zip(x0.chunk(accumulation), x1.chunk(accumulation), strict=True))
+    for i, (noise, data) in enumerate(chunks):
+        noise, data = couple(coupling, noise, data)
+        deferred = i < len(chunks) - 1 and hasattr(model, "no_sync")  # DDP: all-reduce once, after the last
+        with model.no_sync() if deferred else contextlib.nullcontext():
+            with precision.autocast():
+                loss = objective.loss(model, noise, data, generator=generator)
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise NonFiniteLossError(f"loss is {value}")
+            share = len(data) / len(x1)  # micro-batch means, weighted: the gradient of the whole batch's mean
+            total += value * share
+            (scaler.scale(loss * share) if scaler is not None else loss * share).backward()
+    value = total
+    norm = None
+    if grad_clip is not None or measure_grad_norm:
+        if scaler is not None:
+            scaler.unscale_(optimizer)
+        norm = float(nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip is not None else math.inf))
+    if scaler is not None:
+        scaler.step(optimizer)  # skipped where the scaled gradients overflowed; the scale then shrinks
+        scaler.update()
+    else:
+        optimizer.step()
+    return StepStats(value, norm)
 
 
 @dataclass
@@ -91,7 +151,7 @@ def fit(
     losses = []
     model.train()
     for _ in range(steps):
-        losses.append(train_step(model, objective, optimizer, sample_batch(batch_size, generator), coupling, generator))
+        losses.append(train_step(model, objective, optimizer, sample_batch(batch_size, generator), coupling, generator).loss)
         scheduler.step()
     model.eval()
     return FitResult(losses=losses)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import gc
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -326,7 +325,8 @@ def train(
     torch.set_num_threads(max(1, int(config.train.cpus_per_worker)))
     runner = TrialRunner(config, key)
     runner.train_until(
-        config.train.steps, on_log=lambda s, loss: console.print(f"{key.trial_id} step {s}/{config.train.steps} loss {loss:.4g}")
+        config.train.steps,
+        on_log=lambda s, values: console.print(f"{key.trial_id} step {s}/{config.train.steps} loss {values['train_loss']:.4g}"),
     )
     target = out_dir / key.trial_id
     runner.save(target)

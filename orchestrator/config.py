@@ -26,6 +26,7 @@ from fm_core.dataset_specs import DATASET_SPECS, OptionError, check_options
 from fm_core.models.spec import UNetSpec, mlp_parameter_count
 from fm_core.solvers import SolverSetting
 from fm_core.names import (
+    PRECISION_NAMES,
     ADAPTIVE_SOLVERS, COUPLING_NAMES, DATASET_NAMES, FIXED_STAGES, OBJECTIVE_NAMES, PATH_NAMES, SCORE_OBJECTIVES,
     SOLVER_NAMES,
 )  # fmt: skip
@@ -143,9 +144,23 @@ class TrainConfig(_Strict):
     lr_schedule: Literal["constant", "poly"] = "constant"
     warmup_steps: _number(integers(0, MAX_STEPS)) = 0  # type: ignore[valid-type]
     grad_clip: _number(Range(0.0, 1e6, lo_open=True)) | None = None  # type: ignore[valid-type]
+    ema_decay: _number(Range(0.0, 1.0, lo_open=True, hi_open=True)) | None = Field(  # type: ignore[valid-type]
+        None, description="EMA of the weights (e.g. 0.9999); evaluations then use the average. null: off"
+    )
+    ema_warmup: StrictBool = Field(True, description="decay min(ema_decay, (1+n)/(10+n)) at the n-th update")
+    precision: Literal[PRECISION_NAMES] = Field(  # type: ignore[valid-type]
+        "fp32", description="autocast dtype of training (fp16 with a gradient scaler); likelihoods stay fp32"
+    )
+    compile: StrictBool = Field(False, description="torch.compile the model for training (not for evaluation)")
+    compile_fallback: StrictBool = Field(
+        True, description="where compilation fails, say so in one line and train uncompiled (false: the trial fails)"
+    )
     checkpoint_every: Count = 500  # type: ignore[valid-type]
     log_every: Count = 50  # type: ignore[valid-type]
     num_workers: _number(integers(1, 1024)) = 1  # type: ignore[valid-type]
+    grad_accum: _number(integers(1, 1024)) = Field(  # type: ignore[valid-type]
+        1, description="micro-batches per optimizer step: batch_size stays the global batch with fewer workers"
+    )
     use_gpu: StrictBool = False
     torch_trainer: StrictBool = Field(
         False, description="train through Ray Train's TorchTrainer even for one CPU worker (else in the Tune trial)"
@@ -156,6 +171,16 @@ class TrainConfig(_Strict):
     sigma_min: _number(Range(0.0, 1.0, hi_open=True)) = Field(  # type: ignore[valid-type]
         0.0, description="OT path's sigma_min (the paper's 2D runs use ~1e-4)"
     )
+
+    @property
+    def worker_batch(self) -> int:
+        """Examples one worker trains on per optimizer step (batch_size is the global batch)."""
+        return self.batch_size // self.num_workers
+
+    @property
+    def micro_batch(self) -> int:
+        """Examples in one forward/backward pass of one worker (worker_batch / grad_accum)."""
+        return self.worker_batch // self.grad_accum
 
     @property
     def uses_torch_trainer(self) -> bool:
@@ -229,6 +254,9 @@ class EvalConfig(_Strict):
     )
     at_steps: _axis(Count) = ()  # type: ignore[valid-type]
     seed: Seed = 0  # type: ignore[valid-type]
+    precision: Literal[PRECISION_NAMES] = Field(  # type: ignore[valid-type]
+        "fp32", description="autocast dtype of sampling (the likelihood is always integrated in fp32)"
+    )
 
     @field_validator("dequant_draws", mode="before")
     @classmethod
@@ -475,6 +503,16 @@ def _check_grid_keys(file: str | Path, grid: GridConfig) -> None:
         )
 
 
+def _check_batch(file: str | Path, train: TrainConfig) -> None:
+    """batch_size is the global batch: it must split evenly over the workers and their accumulation steps."""
+    parts = train.num_workers * train.grad_accum
+    if train.batch_size % parts:
+        raise ConfigError(
+            file, "train.batch_size", f"the global batch {train.batch_size} does not split into {train.num_workers} "
+            f"worker(s) x {train.grad_accum} accumulation step(s); use a multiple of {parts}",
+        )
+
+
 def _check_combinations(file: str | Path, config: SweepConfig) -> None:
     pairs = config.path_objective_pairs()
     bad = [(p, o) for p, o in pairs if not is_valid_pair(p, o)]
@@ -563,6 +601,7 @@ def parse_sweep(data: Any, file: str | Path = "<sweep>", base: Path | None = Non
     _check_dataset(file, config.dataset, base or Path.cwd())
     _check_storage_path(file, config)
     _check_grid_keys(file, config.grid)
+    _check_batch(file, config.train)
     _check_combinations(file, config)
     _check_size(file, config)
     _check_model_fits(file, config)

@@ -9,7 +9,7 @@ those evaluations. A child is found again by its evaluation key, so resumes and 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from orchestrator.rows import EvalRow
 

@@ -55,6 +55,7 @@ def trial_params(config: SweepConfig, key: TrainingKey) -> dict[str, Any]:
     params.update({f"dataset.{k}": v for k, v in config.dataset.options.items()})
     params.update({f"model.{k}": v for k, v in config.model.model_dump().items() if applies(k)})
     params.update({f"train.{k}": v for k, v in config.train.model_dump().items()})
+    params.update({"train.worker_batch": config.train.worker_batch, "train.micro_batch": config.train.micro_batch})
     evaluation = config.eval.model_dump()
     likelihood = evaluation.pop("likelihood")
     params.update({f"eval.{k}": v for k, v in evaluation.items()})
@@ -64,19 +65,25 @@ def trial_params(config: SweepConfig, key: TrainingKey) -> dict[str, Any]:
 
 
 def trial_identity(config: SweepConfig, key: TrainingKey) -> dict[str, Any]:
-    """What was trained, as every row of the trial says it."""
-    return {"sweep": config.name, "trial_id": key.trial_id, "dataset": config.dataset.name, "model": config.model.kind, **key.as_dict()}
+    """What was trained, as every row of the trial says it (`weights`: the EMA when the sweep keeps one)."""
+    weights = "ema" if config.train.ema_decay is not None else "model"
+    return {"sweep": config.name, "trial_id": key.trial_id, "dataset": config.dataset.name, "model": config.model.kind,
+            "weights": weights, **key.as_dict()}  # fmt: skip
 
 
 def trial_summary(config: SweepConfig, key: TrainingKey, node_id: str | None, started_at: float | None) -> dict[str, Any]:
     """The fields every row of a trial shares (row.replace(**summary))."""
-    return {**trial_identity(config, key), "node_id": node_id, "resumed_from_step": 0, "trial_started_at": started_at}
+    train = config.train
+    scale = {"global_batch": train.batch_size, "worker_batch": train.worker_batch, "world_size": train.num_workers,
+             "grad_accum": train.grad_accum, "precision": train.precision}  # fmt: skip
+    return {**trial_identity(config, key), **scale, "node_id": node_id, "resumed_from_step": 0, "trial_started_at": started_at}
 
 
 def totals_of(record: dict[str, Any]) -> dict[str, Any]:
     """The trial-wide totals every row carries, from a checkpoint's record."""
     train, evaluation = float(record.get("train_seconds", 0.0)), float(record.get("eval_seconds", 0.0))
-    return {"train_steps": int(record.get("step", 0)), "train_seconds": train, "compute_seconds": train + evaluation}
+    totals = {"train_steps": int(record.get("step", 0)), "train_seconds": train, "compute_seconds": train + evaluation}
+    return {**totals, **({"device": record["device"]} if record.get("device") else {})}
 
 
 def write_record(directory: str | Path, record: dict[str, Any]) -> Path:

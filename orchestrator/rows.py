@@ -84,6 +84,13 @@ class EvalRow:
     compute_seconds: float = _col("float64", "trial", 0.0)
     node_id: str | None = _col("string", "trial")
     resumed_from_step: int = _col("Int64", "trial", 0)
+    # How it was trained: batch_size is the global batch, split over world_size workers and grad_accum steps.
+    global_batch: int | None = _col("Int64", "trial")
+    worker_batch: int | None = _col("Int64", "trial")
+    world_size: int | None = _col("Int64", "trial")
+    grad_accum: int | None = _col("Int64", "trial")
+    precision: str | None = _col("string", "trial")
+    device: str | None = _col("string", "trial")
     trial_started_at: float | None = _col("float64", "trial")
     trial_seconds: float | None = _col("float64", "trial")
     mlflow_run_id: str | None = _col("string", "trial")

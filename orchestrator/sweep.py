@@ -13,7 +13,7 @@ import pandas as pd
 from rich.console import Console
 
 from orchestrator.config import SweepConfig
-from orchestrator.plan import SweepPlan, TrainingKey, plan_sweep
+from orchestrator.plan import SweepPlan, plan_sweep
 from orchestrator.preflight import is_local_ray
 from orchestrator.reconcile import TrialLedger, reconcile, tune_trial_states
 from orchestrator.sweep_guard import write_sweep_state

@@ -265,7 +265,7 @@ class TrialRun:
     def __init__(
         self, uri: str, experiment_id: str, sweep: str, key: TrainingKey, params: dict[str, Any], mark_running: bool = True
     ) -> None:
-        self.client = client(uri)
+        self.client, self.uri = client(uri), uri
         self.key, self.where, self.experiment_id = key, store_location(uri), experiment_id
         existing = self.retrying(lambda: find_trial_run(self.client, experiment_id, sweep, key.trial_id), "find the trial's run")
         if existing is not None:
@@ -296,13 +296,14 @@ class TrialRun:
             self.tags[k] = str(v)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        self._log_batch([(k, v, step) for k, v in metrics.items()])
+        self.log_points([(k, v, step) for k, v in metrics.items()])
 
     def log_history(self, name: str, points: list[tuple[int, float]]) -> None:
         """A whole curve (e.g. the training loss) in a few requests instead of one per point."""
-        self._log_batch([(name, v, step) for step, v in points])
+        self.log_points([(name, v, step) for step, v in points])
 
-    def _log_batch(self, triples: list[tuple[str, float | None, int]]) -> None:
+    def log_points(self, triples: list[tuple[str, float | None, int]]) -> None:
+        """(name, value, step) points, 1000 a request; non-finite and missing values are left out."""
         from mlflow.entities import Metric
 
         items = [

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import ray
 import ray.train
 import ray.tune
@@ -23,70 +21,20 @@ import torch
 from orchestrator.config import SweepConfig
 from fm_core.solvers import SolverSetting
 from orchestrator.plan import TrainingKey
-from orchestrator.plots import save_loss_curve, save_samples
+from orchestrator.live_logging import LiveLogger
+from orchestrator.plots import save_loss_curve
 from orchestrator.records import complete_rows, failed_rows, trial_params, trial_summary
-from orchestrator.rows import EvalRow
 from orchestrator.tracking import TAG_NODE, TrialRun, log_trial_record
 from orchestrator.trial import TrialRunner
-
-
-def _boundaries(config: SweepConfig, eval_steps: list[int]) -> list[int]:
-    every = config.train.checkpoint_every
-    return sorted(set(range(every, config.train.steps + 1, every)) | set(eval_steps) | {config.train.steps})
-
-
-def _eval_progress(index: int, total: int, row: EvalRow) -> dict[str, Any]:
-    """A metrics-only Tune result saying which evaluation just finished (the terminal shows it live)."""
-    out: dict[str, Any] = {"step": row.train_step, "evaluated": index + 1, "evaluations": total, "setting": row.setting.label}
-    values = {k: getattr(row, k) for k in ("nfe", "nll", "sample_metric", "sample_metric_name", "error")}
-    out.update({k: v for k, v in values.items() if v is not None})
-    return out
-
-
-def _advance(
-    runner: TrialRunner,
-    config: SweepConfig,
-    settings: list[SolverSetting],
-    eval_steps: list[int],
-    report: Any,
-    train_model: torch.nn.Module | None = None,
-    batch_size: int | None = None,
-    is_chief: bool = True,
-    samples_dir: Path | None = None,
-    on_row: Callable[[int, EvalRow], None] | None = None,
-) -> None:
-    """Train through every checkpoint/evaluation boundary not yet reached, evaluating where asked."""
-    for boundary in _boundaries(config, eval_steps):
-        if boundary <= runner.step:
-            continue
-        runner.train_until(boundary, train_model=train_model, batch_size=batch_size)
-        if is_chief and boundary in eval_steps:
-            rows, samples = runner.evaluate(settings, on_row)
-            runner.rows += rows
-            if samples_dir is not None and samples:
-                nfe = {r.setting.label: r.nfe for r in rows if r.nfe is not None}
-                save_samples(samples, samples_dir / f"samples_step{boundary}.png", step=boundary,
-                             method=runner.key.trial_id, nfe=nfe)  # fmt: skip
-                np.savez_compressed(samples_dir / f"samples_step{boundary}.npz", **{k: v.numpy() for k, v in samples.items()})
-            if samples_dir is not None and runner.trajectory is not None:
-                times, states = runner.trajectory
-                np.savez_compressed(samples_dir / f"trajectory_step{boundary}.npz", t=np.asarray(times), x=states.numpy())
-        metrics = {"step": runner.step, "loss": runner.losses[-1][1] if runner.losses else float("nan")}
-        if is_chief:
-            with tempfile.TemporaryDirectory() as tmp:
-                runner.save(tmp)
-                report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
-        else:
-            report(metrics)
+from orchestrator.training_loop import LoopPlan, TrainReporter, TuneReporter, run_loop
 
 
 def _train_worker(loop_config: dict[str, Any]) -> None:
-    """Ray Train's per-worker loop: DDP over the workers, rank 0 checkpoints and evaluates."""
+    """Ray Train's per-worker loop: DDP over the workers; rank 0 evaluates, writes and logs live."""
     config = SweepConfig.model_validate(loop_config["config"])
     key = TrainingKey(**loop_config["key"])
     settings = [SolverSetting(**s) for s in loop_config["settings"]]
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
+    rank = ray.train.get_context().get_world_rank()
     torch.set_num_threads(max(1, int(config.train.cpus_per_worker)))
     runner = TrialRunner(config, key, device=str(ray.train.torch.get_device()))
     checkpoint = ray.train.get_checkpoint()
@@ -94,11 +42,19 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
         with checkpoint.as_directory() as directory:
             runner.restore(directory)
     runner.generator.manual_seed(key.seed * 100_003 + rank * 7919 + runner.step)  # distinct data per rank
-    ddp_model = ray.train.torch.prepare_model(runner.model)
-    _advance(
-        runner, config, settings, loop_config["eval_steps"], ray.train.report,
-        train_model=ddp_model, batch_size=max(1, config.train.batch_size // world), is_chief=rank == 0,
-    )
+    plan = LoopPlan(config, settings, loop_config["eval_steps"], rank=rank,
+                    train_model=ray.train.torch.prepare_model(runner.model),
+                    batch_size=config.train.worker_batch)  # fmt: skip
+    if rank != 0:
+        run_loop(runner, plan, TrainReporter(), None, None)
+        return
+    run = TrialRun(loop_config["tracking_uri"], loop_config["experiment_id"], config.name, key, {}, mark_running=False)
+    live = LiveLogger(run)
+    try:
+        with tempfile.TemporaryDirectory() as samples:
+            run_loop(runner, plan, TrainReporter(), Path(samples), live)
+    finally:
+        live.close()
 
 
 def _fit_with_torch_trainer(runner: TrialRunner, params: dict[str, Any], storage: str) -> None:
@@ -109,7 +65,7 @@ def _fit_with_torch_trainer(runner: TrialRunner, params: dict[str, Any], storage
     config = runner.config
     trainer = TorchTrainer(
         _train_worker,
-        train_loop_config={k: params[k] for k in ("config", "key", "settings", "eval_steps")},
+        train_loop_config={k: params[k] for k in ("config", "key", "settings", "eval_steps", "tracking_uri", "experiment_id")},
         scaling_config=ScalingConfig(
             num_workers=config.train.num_workers,
             use_gpu=config.train.use_gpu,
@@ -170,28 +126,30 @@ def run_training_trial(params: dict[str, Any], started_at: float, started: float
         raise RuntimeError(error) from None
     resumed_from = runner.step
     summary["resumed_from_step"] = resumed_from
+    live = None if config.train.uses_torch_trainer else LiveLogger(run)  # a TorchTrainer's rank 0 has its own
     with tempfile.TemporaryDirectory() as tmp:
         artifacts = Path(tmp)
         try:
             if config.train.uses_torch_trainer:
                 _fit_with_torch_trainer(runner, params, params["storage_path"])
             else:
-                _advance(
-                    runner, config, settings, eval_steps, ray.tune.report, samples_dir=artifacts,
-                    on_row=lambda i, row: ray.tune.report(_eval_progress(i, len(settings), row)),
-                )  # fmt: skip
+                run_loop(runner, LoopPlan(config, settings, eval_steps), TuneReporter(), artifacts, live)
             status, error = "FINISHED", None
         except Exception as err:
             status, error = "FAILED", _reason(err)
+        finally:
+            if live is not None:
+                live.close()
         if runner.losses:
             save_loss_curve(runner.losses, artifacts / "loss_curve.png", title=key.trial_id)
         summary.update(trial_seconds=time.perf_counter() - started, error=error)
         rows = complete_rows(runner.rows, settings, eval_steps, error)
         log_trial_record(run, summary, rows, runner.record(), resumed_from)
-        for file in sorted(artifacts.glob("*.png")):
-            run.log_artifact(file, "plots")
-        for file in sorted(artifacts.glob("*.npz")):
-            run.log_artifact(file, "samples")
+        sent = live.uploaded if live is not None else set()
+        for folder, pattern in (("plots", "*.png"), ("samples", "*.npz")):
+            for file in sorted(artifacts.glob(pattern)):
+                if f"{folder}/{file.name}" not in sent:  # what the live logger could not send
+                    run.log_artifact(file, folder)
         run.finish(status, error)
     if error:
         raise RuntimeError(error)

@@ -6,8 +6,10 @@ layers stay thin wrappers around it.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import pickle
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,8 +26,9 @@ from fm_core.models.mlp import MLP
 from fm_core.models.unet import UNet
 from fm_core.objectives import Objective, make_objective
 from fm_core.paths import AffinePath, make_path
+from fm_core.precision import Precision
 from fm_core.sampling import sample
-from fm_core.training import NonFiniteLossError, make_optimizer, train_step
+from fm_core.training import NonFiniteLossError, StepStats, make_ema, make_optimizer, train_step
 from orchestrator.config import ModelConfig, SweepConfig
 from fm_core.solvers import SolverSetting
 from orchestrator.plan import TrainingKey
@@ -74,6 +77,38 @@ def build_model(model: ModelConfig, dataset: Dataset) -> nn.Module:
     )
 
 
+class CompiledOrEager(nn.Module):
+    """torch.compile(net), which compiles at its first call; if that (or a recompilation) fails, one line says
+    why and, with `fallback`, training goes on with `net` itself (else the error ends the trial)."""
+
+    def __init__(self, net: nn.Module, fallback: bool) -> None:
+        super().__init__()
+        self.net, self.fallback = net, fallback
+        self.compiled: Any = torch.compile(net)
+        self.failed: str | None = None
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        if self.failed is None:
+            try:
+                return self.compiled(*args, **kwargs)
+            except Exception as err:  # torch._dynamo / inductor errors: many types, one outcome
+                self.failed = f"{type(err).__name__}: {err}".strip().splitlines()[0][:300]
+                if not self.fallback:
+                    raise RuntimeError(f"torch.compile failed ({self.failed}); train.compile_fallback is false") from None
+                print(f"fmx: torch.compile failed ({self.failed}); training uncompiled", file=sys.stderr, flush=True)
+        return self.net(*args, **kwargs)
+
+    def no_sync(self) -> Any:  # gradient accumulation defers a DDP net's all-reduce; nothing to defer otherwise
+        return self.net.no_sync() if hasattr(self.net, "no_sync") else contextlib.nullcontext()
+
+
+def device_name(device: str) -> str:
+    """What trained: `cpu`, or the GPU's product name (`NVIDIA H200`)."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.get_device_name(torch.device(device))
+    return torch.device(device).type
+
+
 def build_path(key: TrainingKey, config: SweepConfig) -> AffinePath:
     return make_path("ot", sigma_min=config.train.sigma_min) if key.path == "ot" else make_path(key.path)
 
@@ -96,9 +131,17 @@ class TrialRunner:
     rows: list[EvalRow] = field(init=False, default_factory=list)
     # (times, states of shape (T, N, 2)) of the last evaluation's reference solve; 2-D data only.
     trajectory: tuple[list[float], Tensor] | None = field(init=False, default=None)
+    poison_from: int | None = field(init=False, default=None)  # fault injection: NaN batches from this step
+    ema: torch.optim.swa_utils.AveragedModel | None = field(init=False, default=None)
+    precision: Precision = field(init=False, default_factory=Precision)
+    sampling_precision: Precision = field(init=False, default_factory=Precision)
+    _compiled: tuple[nn.Module, nn.Module] | None = field(init=False, default=None, repr=False)
+    trained_on: str | None = field(init=False, default=None)  # the device's name (record.json: "device")
 
     def __post_init__(self) -> None:
         self.dataset = make_dataset(self.config.dataset.name, **self.config.dataset.options)
+        if isinstance(self.dataset, ImageDataset):  # uint8 on the training device, converted per batch there
+            self.dataset.to_device(self.device)
         self.path = build_path(self.key, self.config)
         self.objective = make_objective(self.key.objective, self.path)
         torch.manual_seed(self.key.seed)
@@ -108,6 +151,12 @@ class TrialRunner:
             self.model, train.lr, train.lr_schedule, train.warmup_steps, train.steps
         )
         self.generator = torch.Generator().manual_seed(self.key.seed)
+        self.ema = make_ema(self.model, train.ema_decay, train.ema_warmup) if train.ema_decay is not None else None
+        device_type = torch.device(self.device).type
+        self.precision = Precision(train.precision, device_type)
+        self.sampling_precision = Precision(self.config.eval.precision, device_type)
+        faults = self.config.fault_injection
+        self.poison_from = faults.nan_at_step if faults is not None and self.key.trial_id in faults.trials else None
 
     # --- checkpoints ---------------------------------------------------------------------------
     # state.pt holds tensors and plain containers only, loaded with weights_only=True: a checkpoint is data,
@@ -121,6 +170,8 @@ class TrialRunner:
             "scheduler": self.scheduler.state_dict(),
             "generator": self.generator.get_state(),
             "step": self.step,
+            **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
+            **({"grad_scaler": self.precision.state_dict()} if self.precision.scaler is not None else {}),
         }
 
     def record(self) -> dict[str, Any]:
@@ -133,6 +184,7 @@ class TrialRunner:
             "train_seconds": self.train_seconds,
             "eval_seconds": self.eval_seconds,
             "rows": [row.as_dict() for row in self.rows],
+            "device": self.trained_on,
         }
 
     def load_state_dict(self, state: dict[str, Any], record: dict[str, Any]) -> None:
@@ -140,11 +192,16 @@ class TrialRunner:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.generator.set_state(state["generator"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        if self.precision.scaler is not None:
+            self.precision.load_state_dict(state["grad_scaler"])
         self.step = int(state["step"])
         self.losses = [(int(s), float(v)) for s, v in record.get("losses", [])]
         self.train_seconds = float(record.get("train_seconds", 0.0))
         self.eval_seconds = float(record.get("eval_seconds", 0.0))
         self.rows = [EvalRow.from_dict(row) for row in record.get("rows", [])]
+        self.trained_on = record.get("device") or self.trained_on
 
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)
@@ -183,33 +240,70 @@ class TrialRunner:
         stop_step: int,
         train_model: nn.Module | None = None,
         batch_size: int | None = None,
-        on_log: Callable[[int, float], None] | None = None,
+        on_log: Callable[[int, dict[str, float]], None] | None = None,
     ) -> None:
-        """Train from the current step to `stop_step` (train_model may be a DDP wrapper of self.model)."""
+        """Train from the current step to `stop_step` (train_model may be a DDP wrapper of self.model).
+        Every `train.log_every` steps (and at `stop_step`) the loss joins the curve and `on_log(step, values)`
+        gets what a live view shows: loss, learning rate, gradient norm, steps/s, examples/s (and the peak
+        memory on a GPU)."""
         cfg = self.config.train
-        net = train_model if train_model is not None else self.model
-        batch = batch_size or cfg.batch_size
+        net = self._training_net(train_model if train_model is not None else self.model)
+        batch = batch_size or cfg.worker_batch
         net.train()
-        faults = self.config.fault_injection
-        nan_at = faults.nan_at_step if faults is not None and self.key.trial_id in faults.trials else None
+        self.trained_on = device_name(self.device)
         start = time.perf_counter()
+        since, since_step = start, self.step
         try:
             while self.step < stop_step:
-                x1 = self.dataset.sample(batch, self.generator).to(self.device)
-                if nan_at is not None and self.step + 1 >= nan_at:
-                    x1 = x1 * math.nan
-                loss = train_step(net, self.objective, self.optimizer, x1, self.key.coupling, self.generator, cfg.grad_clip)
+                x1 = self.next_batch(batch).to(self.device)  # a no-op for image data, already there
+                logs = (self.step + 1) % cfg.log_every == 0 or self.step + 1 == stop_step
+                stats = train_step(net, self.objective, self.optimizer, x1, self.key.coupling, self.generator,
+                                         cfg.grad_clip, measure_grad_norm=logs and on_log is not None,
+                                         precision=self.precision, accumulation=cfg.grad_accum)  # fmt: skip
+                if self.ema is not None:
+                    self.ema.update_parameters(self.model)
+                lr = self.scheduler.get_last_lr()[0]
                 self.scheduler.step()
                 self.step += 1
-                if self.step % cfg.log_every == 0 or self.step == stop_step:
-                    self.losses.append((self.step, loss))
+                if logs:
+                    self.losses.append((self.step, stats.loss))
                     if on_log is not None:
-                        on_log(self.step, loss)
+                        now = time.perf_counter()
+                        on_log(self.step, self._live_values(stats, lr, self.step - since_step, now - since, batch))
+                        since, since_step = now, self.step
         except NonFiniteLossError as err:
             raise NonFiniteLossError(f"loss became non-finite at step {self.step + 1}: {err}") from None
         finally:
             self.train_seconds += time.perf_counter() - start
             self.model.eval()
+
+    def _live_values(self, stats: StepStats, lr: float, steps: int, seconds: float, batch: int) -> dict[str, float]:
+        values = {"train_loss": stats.loss, "lr": lr}
+        if stats.grad_norm is not None:
+            values["grad_norm"] = stats.grad_norm
+        if seconds > 0:
+            values.update(steps_per_second=steps / seconds, examples_per_second=steps * batch / seconds)
+        if self.device.startswith("cuda"):
+            values["peak_memory_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
+        return values
+
+    def _training_net(self, net: nn.Module) -> nn.Module:
+        """`net`, compiled once with torch.compile when the sweep asks (the compiled module shares its weights)."""
+        if not self.config.train.compile:
+            return net
+        if self._compiled is None or self._compiled[0] is not net:
+            self._compiled = (net, CompiledOrEager(net, fallback=self.config.train.compile_fallback))
+        return self._compiled[1]
+
+    @property
+    def evaluated_model(self) -> nn.Module:
+        """The EMA of the weights when the sweep keeps one (what diffusion and FM papers evaluate), else the model."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def next_batch(self, size: int) -> Tensor:
+        """A training batch (fault injection, where the sweep asks for it, poisons it from its step on)."""
+        x1 = self.dataset.sample(size, self.generator)
+        return x1 * math.nan if self.poison_from is not None and self.step + 1 >= self.poison_from else x1
 
     # --- evaluation ----------------------------------------------------------------------------
 
@@ -234,8 +328,9 @@ class TrialRunner:
         self, settings: list[SolverSetting], on_row: Callable[[int, EvalRow], None] | None
     ) -> tuple[list[EvalRow], dict[str, Tensor]]:
         cfg = self.config.eval
-        self.model.eval()
-        field_fn = self.objective.vector_field(self.model)
+        evaluated = self.evaluated_model
+        evaluated.eval()
+        field_fn = self.objective.vector_field(evaluated)
         t_span = (0.0, self.path.t_max)
         g = torch.Generator().manual_seed(cfg.seed)
         noise = torch.randn((cfg.samples, *self.dataset.shape), generator=g) * self.path.prior_std
@@ -254,8 +349,9 @@ class TrialRunner:
         for index, setting in enumerate(settings):
             start = time.perf_counter()
             try:
-                with torch.no_grad():
+                with torch.no_grad(), self.sampling_precision.autocast():
                     x, nfe = self._solve_in_batches(lambda chunk: sample(field_fn, chunk, setting, t_span), noise)
+                x = x.float()
                 x = x.detach().cpu()
                 if not bool(torch.isfinite(x).all()):
                     raise FloatingPointError("the ODE solution has non-finite values")

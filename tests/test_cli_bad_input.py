@@ -71,6 +71,8 @@ CASES = {
     "storage_path_too_long": (GOOD + "storage_path: /tmp/" + "s" * 300 + "\n", [], ["storage_path", "cannot be used"]),
     "tracking_uri_path_too_long": (GOOD, ["--tracking-uri", "sqlite:////tmp/" + "t" * 300 + "/mlflow.db"], ["--tracking-uri", "unusable tracking URI"]),
     "tracking_uri_malformed": (GOOD, ["--tracking-uri", "http://[::1"], ["--tracking-uri", "unusable tracking URI"]),
+    "batch_not_split_by_accumulation": (GOOD.replace("batch_size: 32}", "batch_size: 32, grad_accum: 3}"), [], ["train.batch_size", "multiple of 3"]),
+    "model_too_big": (GOOD.replace("hidden: 16, depth: 2", "hidden: 8192, depth: 64"), [], ["model", "limits.max_parameters"]),
     "grid_beyond_limits": (GOOD.replace("nfe: [4]", f"nfe: [4], seed: {list(range(10_001))}"), [], ["grid", "limits.max_trainings"]),
 }
 

@@ -201,7 +201,7 @@ def test_yaml_exponents_without_a_dot_are_numbers(tmp_path: Path):
 def test_local_capacity_problem_compares_a_trial_with_this_machine(workers: int, cpus: float, extra: float, key: str | None):
     from orchestrator.config import local_capacity_problem
 
-    config = parse_sweep(sweep({"train.num_workers": workers, "train.cpus_per_worker": cpus}))
+    config = parse_sweep(sweep({"train.num_workers": workers, "train.cpus_per_worker": cpus, "train.batch_size": 12 * workers}))
     problem = local_capacity_problem(config, "s.yaml", extra_cpus=extra, cpus=4)
     assert (problem.key if problem else None) == key
     if problem:
@@ -713,3 +713,20 @@ def test_a_big_model_is_accepted_once_the_file_raises_the_limit():
     # A U-Net on native-size images cannot be checked before the data is read: left to the trial.
     native = sweep({**DIGITS_UNET, "dataset": {"name": "image_folder", "root": ".", "image_size": None}})
     assert parse_sweep(native).dataset.options["image_size"] is None
+
+
+@pytest.mark.parametrize(
+    ("train", "fragment"),
+    [
+        ({"batch_size": 100, "num_workers": 3, "torch_trainer": True}, "into 3 worker(s) x 1 accumulation step(s); use a multiple of 3"),
+        ({"batch_size": 64, "grad_accum": 3}, "into 1 worker(s) x 3 accumulation step(s); use a multiple of 3"),
+        ({"batch_size": 72, "num_workers": 4, "grad_accum": 4, "torch_trainer": True}, "use a multiple of 16"),
+    ],
+)
+def test_a_global_batch_that_does_not_split_over_workers_and_accumulation_is_refused(train: dict, fragment: str):
+    assert_refused(sweep({f"train.{k}": v for k, v in train.items()}), "train.batch_size", fragment)
+
+
+def test_the_global_batch_splits_into_worker_and_micro_batches():
+    config = parse_sweep(sweep({"train.batch_size": 256, "train.num_workers": 2, "train.grad_accum": 4, "train.torch_trainer": True}))
+    assert (config.train.worker_batch, config.train.micro_batch) == (128, 32)

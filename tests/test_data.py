@@ -311,3 +311,33 @@ def test_a_cifar10_batch_that_would_run_code_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="refused to load posix.system"):
         make_dataset("cifar10", root=tmp_path)
     assert not marker.exists()
+
+
+def test_hflip_is_seeded_differs_per_rank_generator_and_only_mirrors():
+    """dataset.hflip mirrors each image left-right with probability 1/2, drawn from the batch's generator:
+    the same seed gives the same flips, another rank's generator others; without it nothing is mirrored."""
+    from fm_core.data import make_dataset
+
+    plain, flipped = make_dataset("digits"), make_dataset("digits", hflip=True)
+    rank = {r: torch.Generator().manual_seed(1000 + 7919 * r) for r in (0, 1)}
+    a, b = flipped.sample(256, torch.Generator().manual_seed(1000)), flipped.sample(256, rank[0])
+    assert torch.equal(a, b)  # deterministic per seed and rank
+    other = flipped.sample(256, rank[1])
+    assert not torch.equal(a, other)
+    index = plain.sample_indices(256, torch.Generator().manual_seed(1000))
+    originals = plain.sample(256, torch.Generator().manual_seed(1000))
+    assert torch.equal(plain.sample_indices(256, torch.Generator().manual_seed(1000)), index)
+    mirrored = [not torch.equal(x, o) for x, o in zip(a, originals, strict=True)]
+    for x, o, m in zip(a, originals, mirrored, strict=True):  # each image is itself or its mirror image
+        assert torch.equal(x, o.flip(-1) if m else o)
+    assert 0.35 < sum(mirrored) / len(mirrored) < 0.65
+
+
+def test_the_training_split_lives_on_its_device_as_uint8_and_batches_come_from_there():
+    from fm_core.data import make_dataset
+
+    ds = make_dataset("digits").to_device("meta")
+    assert ds.images_train_uint8.dtype == torch.uint8 and ds.images_train_uint8.device.type == "meta"
+    batch = ds.sample(8, torch.Generator().manual_seed(0))
+    assert batch.device.type == "meta" and batch.dtype == torch.float32
+    assert ds.images_heldout_uint8.device.type == "cpu"  # references and bits/dim stay on the CPU

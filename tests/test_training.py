@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -50,3 +52,48 @@ def test_polynomial_schedule_warms_up_then_decays_to_zero():
     assert f(60) == pytest.approx(0.5) and f(110) == 0.0
     with pytest.raises(ValueError, match="schedule"):
         lr_lambda("cosine", 0, 1)
+
+
+@pytest.mark.parametrize("warmup", [False, True])
+def test_ema_equals_the_closed_form_average_of_the_weights_it_saw(warmup: bool):
+    """avg_n = sum_k w_k theta_k with w_k = (1 - d_k) prod_{j > k} d_j (the first update copies: d_0 = 0)."""
+    from fm_core.training import ema_decay_at, make_ema
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    ema = make_ema(model, decay=0.9, warmup=warmup)
+    seen = []
+    for _ in range(25):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        seen.append([p.detach().clone() for p in model.parameters()])
+        ema.update_parameters(model)
+    decays = [0.0] + [ema_decay_at(n, 0.9, warmup) for n in range(1, len(seen))]
+    weights = [(1 - decays[k]) * math.prod(decays[k + 1 :]) for k in range(len(seen))]
+    assert sum(weights) == pytest.approx(1.0)
+    for i, averaged in enumerate(ema.module.parameters()):
+        expected = sum(w * step[i] for w, step in zip(weights, seen, strict=True))
+        torch.testing.assert_close(averaged, expected, rtol=1e-5, atol=1e-6)
+    assert int(ema.n_averaged) == 25
+
+
+@pytest.mark.parametrize("accumulation", [2, 4])
+def test_gradient_accumulation_gives_the_whole_batchs_gradient(accumulation: int):
+    """Micro-batch losses weighted by their share add up to the batch mean: the same loss and gradient (the
+    noise and times are drawn in the same order), so `grad_accum` reaches a global batch with fewer workers."""
+    from fm_core.training import train_step
+
+    objective = make_objective("fm", make_path("ot"))
+    x1 = torch.randn(64, 2, generator=torch.Generator().manual_seed(3))
+    results = []
+    for acc in (1, accumulation):
+        torch.manual_seed(0)
+        model = MLP(dim=2, hidden=16, depth=2)
+        optimizer, _ = make_optimizer(model, 1e-3)
+        optimizer.step = lambda: None  # keep the gradients of this step to compare
+        stats = train_step(model, objective, optimizer, x1, generator=torch.Generator().manual_seed(1), accumulation=acc)
+        results.append((stats.loss, torch.cat([p.grad.flatten() for p in model.parameters()])))
+    (loss, grad), (acc_loss, acc_grad) = results
+    assert acc_loss == pytest.approx(loss, rel=1e-6)
+    torch.testing.assert_close(acc_grad, grad, rtol=1e-5, atol=1e-6)
