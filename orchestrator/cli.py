@@ -236,10 +236,10 @@ def _report_outcome(outcome, file: Path) -> None:  # noqa: ANN001 - orchestrator
 
 
 def _show_table(table, markdown: bool) -> None:  # noqa: ANN001 - a pandas DataFrame
-    from orchestrator.tables import display_table, to_markdown
+    from orchestrator.tables import CELL_LEGEND, display_table, to_markdown
 
     if markdown:
-        out.print(to_markdown(table), highlight=False, soft_wrap=True)
+        out.print(to_markdown(table) + f"\n\n{CELL_LEGEND}", highlight=False, soft_wrap=True)
         return
     shown = display_table(table)
     rich_table = Table()
@@ -247,6 +247,7 @@ def _show_table(table, markdown: bool) -> None:  # noqa: ANN001 - a pandas DataF
         rich_table.add_column(str(col), no_wrap=col in ("method", "solver"), overflow="fold")
     for row in shown.itertuples(index=False):
         rich_table.add_row(*(str(v) for v in row))
+    rich_table.caption = CELL_LEGEND
     out.print(rich_table)
 
 
@@ -283,6 +284,45 @@ def tables(
         _fail(f"{err}; pass --allow-fewer to replace it anyway", code=1)
     _show_table(summarize(runs), markdown)
     console.print(f"rows: {runs_path}\ntable: {table_path}", highlight=False)
+
+
+@app.command()
+def compare(
+    sweep_name: Annotated[str, typer.Argument(help="sweep name, or its YAML file", show_default=False)],
+    method_a: Annotated[str, typer.Argument(help="a method: its label (FM-OT) or key (ot-fm)", show_default=False)],
+    method_b: Annotated[str, typer.Argument(help="the other method", show_default=False)],
+    metric: Annotated[str, typer.Option(help="nfe | nll | sample_metric | ode_error")] = "nfe",
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """A minus B over matched seeds in every evaluation cell both have: mean difference with its 95 %
+    interval, effect size d_z, paired t-test p-value, and the verdict (A lower, B lower, tie)."""
+    name, uri, runs = _runs_from_mlflow(sweep_name, tracking_uri)
+    from orchestrator.compare import CompareError, compare_methods, resolve_method
+    from orchestrator.tables import method_label
+
+    try:
+        cells = compare_methods(runs, method_a, method_b, metric)
+        label_a, label_b = method_label(*resolve_method(runs, method_a)), method_label(*resolve_method(runs, method_b))
+    except CompareError as err:
+        _fail(str(err))
+    if not cells:
+        _fail(f"{label_a} and {label_b} share no evaluated cell in sweep '{name}'")
+    table = Table(caption=f"A = {label_a}, B = {label_b}, on {metric}; paired by seed (same training seed, and the "
+                          "same evaluation noise: eval.seed is shared by every trial)")  # fmt: skip
+    for column in ("step", "setting", "K", "seeds", "A", "B", "A - B [95 % CI]", "d_z", "p", "verdict"):
+        table.add_column(column, no_wrap=True)
+    for cell in cells:
+        c, d = cell.comparison, cell.comparison.difference
+        interval = "-" if d.low != d.low else f"{d.mean:.4g} [{d.low:.4g}, {d.high:.4g}]"
+        table.add_row(str(cell.step), cell.setting, "-" if cell.dequant_draws is None else str(cell.dequant_draws),
+                      str(len(c.seeds)), f"{c.mean_a:.4g}", f"{c.mean_b:.4g}", interval if len(c.seeds) > 1 else f"{d.mean:.4g}",
+                      _number(c.effect_size), _number(c.p_value), c.verdict)  # fmt: skip
+    wide = Console(file=out.file, width=max(out.width, 140), highlight=False)  # a line per cell, also in a pipe
+    wide.print(table)
+
+
+def _number(value: float) -> str:
+    return "-" if value != value else f"{value:.3g}"
 
 
 @app.command()

@@ -274,7 +274,7 @@ def build_report(
     ok, failed = int((runs["status"] == "ok").sum()), int((runs["status"] != "ok").sum())
     text.write(f"{runs['trial_id'].nunique()} trainings, {ok} evaluations ok, {failed} failed.\n\n")
     final = runs[runs["train_step"] == runs["train_step"].max()]
-    text.write("## Summary (final checkpoint; mean ± std over seeds)\n\n" + to_markdown(summarize(final)) + "\n\n")
+    text.write("## Summary (final checkpoint; mean ± std over seeds [95 % t-interval])\n\n" + to_markdown(summarize(final)) + "\n\n")
     if runs["train_step"].nunique() > 1:
         text.write("## Over training\n\n" + to_markdown(summarize(runs)) + "\n\n")
     for plot in plots:

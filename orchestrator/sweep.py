@@ -160,21 +160,36 @@ def _trial_resources(config: SweepConfig) -> dict[str, float]:
     return {"CPU": config.train.cpus_per_worker}
 
 
-def check_schedulable(config: SweepConfig, address: str | None, console: Console) -> None:
-    """After Ray is up: some node must fit one worker (its CPUs, and a GPU with use_gpu). On the local Ray
-    that is final (Unschedulable); a cluster's autoscaler may still add such a node, so there it is a warning."""
-    import ray
-
+def schedulable_problem(config: SweepConfig, nodes: list[dict[str, float]]) -> str | None:
+    """Why one trial cannot run on these (alive) nodes' resources: no node fits one worker (its CPUs, and a
+    GPU with use_gpu), or all of them together cannot hold one trial's workers (a TorchTrainer places every
+    worker at once and waits forever for the rest). None when a trial fits."""
     train = config.train
     gpus = 1 if train.use_gpu else 0
-    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
-    if any(r.get("CPU", 0) >= train.cpus_per_worker and r.get("GPU", 0) >= gpus for r in nodes):
+    if not any(r.get("CPU", 0) >= train.cpus_per_worker and r.get("GPU", 0) >= gpus for r in nodes):
+        want = f"{train.cpus_per_worker:g} CPU(s)" + (" and a GPU" if gpus else "")
+        return f"train: each worker needs {want}, but no node of the Ray cluster has that"
+    workers = train.num_workers if train.uses_torch_trainer else 1
+    # Workers per node, as the placement sees it: each node holds as many whole workers as its CPUs (and GPUs) allow.
+    fits = sum(min(int(r.get("CPU", 0) // train.cpus_per_worker), int(r.get("GPU", 0)) if gpus else 10**9) for r in nodes)
+    if fits < workers:
+        return (f"train.num_workers: one trial needs {workers} workers of {train.cpus_per_worker:g} CPU(s)"
+                + (" and a GPU" if gpus else "") + f", but the Ray cluster's nodes hold {fits} such worker(s) in all")  # fmt: skip
+    return None
+
+
+def check_schedulable(config: SweepConfig, address: str | None, console: Console) -> None:
+    """After Ray is up, `schedulable_problem` on its nodes. On the local Ray that is final (Unschedulable); a
+    cluster's autoscaler may still add nodes, so there it is a warning."""
+    import ray
+
+    problem = schedulable_problem(config, [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")])
+    if problem is None:
         return
-    want = f"{train.cpus_per_worker:g} CPU(s)" + (" and a GPU" if gpus else "")
-    message = f"train: each worker needs {want}, but no node of the Ray cluster has that"
     if is_local_ray(address):
-        raise Unschedulable(message + " (this machine: " + ", ".join(f"{k} {v:g}" for k, v in sorted(ray.cluster_resources().items()) if k in ("CPU", "GPU")) + ")")
-    console.print(f"[yellow]warning:[/] {message} yet; Tune waits until the autoscaler adds one", highlight=False)
+        here = ", ".join(f"{k} {v:g}" for k, v in sorted(ray.cluster_resources().items()) if k in ("CPU", "GPU"))
+        raise Unschedulable(f"{problem} (this machine: {here})")
+    console.print(f"[yellow]warning:[/] {problem} yet; Tune waits until the autoscaler adds nodes", highlight=False)
 
 
 def _concurrency(config: SweepConfig, address: str | None) -> int | None:

@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 
 from fm_core.solvers import SolverSetting
+from orchestrator.stats import mean_interval
 from orchestrator.rows import PER_SAMPLE_SOLVER, EvalRow, columns_with_role, parquet_columns, parquet_dtypes
 
 RUN_COLUMNS = parquet_columns()
@@ -42,12 +43,17 @@ def rows_frame(rows: list[EvalRow]) -> pd.DataFrame:
 
 
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
-    """Mean and std over seeds per (dataset, path, objective, coupling, step, solver, tol/nfe)."""
+    """Per (dataset, path, objective, coupling, step, solver, tol/nfe): for each value its n, mean, std and the
+    95 % t-interval of the mean over seeds (`<value>_ci_low`, `<value>_ci_high`; NaN below two seeds)."""
     ok = runs[runs["status"] == "ok"]
     keys = runs[GROUP_COLUMNS].drop_duplicates()
     grouped = ok.groupby(GROUP_COLUMNS, dropna=False)
-    stats = grouped[VALUE_COLUMNS].agg(["mean", "std"])
-    stats.columns = [f"{col}_{stat}" for col, stat in stats.columns]
+    stats = grouped[VALUE_COLUMNS].agg(["mean", "std", "count"])
+    stats.columns = [f"{col}_{'n' if stat == 'count' else stat}" for col, stat in stats.columns]
+    for col in VALUE_COLUMNS:  # the 95 % Student-t interval of each cell's mean (orchestrator.stats)
+        intervals = grouped[col].apply(lambda values: mean_interval(values.astype("float64").tolist()))
+        stats[f"{col}_ci_low"] = [i.low for i in intervals]
+        stats[f"{col}_ci_high"] = [i.high for i in intervals]
     stats["seeds"] = grouped.size()
     stats = stats.reset_index()
     failed = runs[runs["status"] != "ok"].groupby(GROUP_COLUMNS, dropna=False).size().rename("failed").reset_index()
@@ -99,11 +105,24 @@ def write_tables(runs: pd.DataFrame, out_dir: Path, allow_fewer: bool = False) -
     return runs_path, table_path
 
 
-def _fmt(mean: Any, std: Any) -> str:
+#: What a table cell shows, said under every printed table.
+CELL_LEGEND = "cells: mean ± std over seeds [95 % t-interval of the mean]"
+
+
+def _fmt(mean: Any, std: Any, low: Any = None, high: Any = None) -> str:
     if pd.isna(mean):
         return "-"
     text = f"{float(mean):.4g}"
-    return text if pd.isna(std) else f"{text} ± {float(std):.2g}"
+    if not pd.isna(std):
+        text += f" ± {float(std):.2g}"
+    if low is not None and not pd.isna(low) and not pd.isna(high):
+        text += f" [{float(low):.4g}, {float(high):.4g}]"
+    return text
+
+
+def _cells(table: pd.DataFrame, value: str) -> list[str]:
+    columns = [f"{value}_{part}" for part in ("mean", "std", "ci_low", "ci_high")]
+    return [_fmt(*row) for row in table[columns].itertuples(index=False)]
 
 
 OBJECTIVE_LABELS = {"fm": "FM", "sm": "SM", "scoreflow": "ScoreFlow", "ddpm": "DDPM"}
@@ -128,12 +147,12 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
         out["K"] = table["dequant_draws"]
     unit = next((u for u in table["nll_unit"] if isinstance(u, str)), None)
     metric = next((m for m in table["sample_metric_name"] if isinstance(m, str)), None)
-    out[_nll_header(table, unit)] = [_fmt(m, s) for m, s in zip(table["nll_mean"], table["nll_std"], strict=True)]
+    out[_nll_header(table, unit)] = _cells(table, "nll")
     if metric:
-        out[metric] = [_fmt(m, s) for m, s in zip(table["sample_metric_mean"], table["sample_metric_std"], strict=True)]
-    out["NFE"] = [_fmt(m, s) for m, s in zip(table["nfe_mean"], table["nfe_std"], strict=True)]
+        out[metric] = _cells(table, "sample_metric")
+    out["NFE"] = _cells(table, "nfe")
     if table["ode_error_mean"].notna().any():  # absent when the sweep skipped the reference solve
-        out["ODE error"] = [_fmt(m, s) for m, s in zip(table["ode_error_mean"], table["ode_error_std"], strict=True)]
+        out["ODE error"] = _cells(table, "ode_error")
     out["seeds"] = table["seeds"]
     if int(table["failed"].sum()):
         out["failed"] = table["failed"]

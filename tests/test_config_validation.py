@@ -730,3 +730,23 @@ def test_a_global_batch_that_does_not_split_over_workers_and_accumulation_is_ref
 def test_the_global_batch_splits_into_worker_and_micro_batches():
     config = parse_sweep(sweep({"train.batch_size": 256, "train.num_workers": 2, "train.grad_accum": 4, "train.torch_trainer": True}))
     assert (config.train.worker_batch, config.train.micro_batch) == (128, 32)
+
+
+@pytest.mark.parametrize(
+    ("train", "nodes", "fragment"),
+    [
+        ({"num_workers": 4, "cpus_per_worker": 2, "torch_trainer": True, "batch_size": 32},
+         [{"CPU": 4}, {"CPU": 2}], "needs 4 workers of 2 CPU(s), but the Ray cluster's nodes hold 3 such worker(s)"),
+        ({"num_workers": 2, "use_gpu": True, "batch_size": 32}, [{"CPU": 16, "GPU": 1}, {"CPU": 8}],
+         "needs 2 workers of 1 CPU(s) and a GPU, but the Ray cluster's nodes hold 1"),
+        ({"cpus_per_worker": 8}, [{"CPU": 4}, {"CPU": 4}], "each worker needs 8 CPU(s), but no node"),
+        ({"num_workers": 3, "cpus_per_worker": 2, "torch_trainer": True, "batch_size": 33}, [{"CPU": 4}, {"CPU": 2}], None),
+        ({"num_workers": 2, "use_gpu": True, "batch_size": 32}, [{"CPU": 8, "GPU": 1}, {"CPU": 8, "GPU": 1}], None),
+    ],
+)  # fmt: skip
+def test_a_trial_the_clusters_nodes_cannot_hold_is_named_with_the_totals(train: dict, nodes: list, fragment: str | None):
+    """Bounded by the cluster's resources once connected: a TorchTrainer places all its workers at once."""
+    from orchestrator.sweep import schedulable_problem
+
+    problem = schedulable_problem(parse_sweep(sweep({f"train.{k}": v for k, v in train.items()})), nodes)
+    assert (problem is None) if fragment is None else (fragment in (problem or "")), problem

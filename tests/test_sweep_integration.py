@@ -139,6 +139,12 @@ def test_smoke_sweep_with_the_embedded_defaults_and_tables_rebuilt_from_mlflow(t
             pd.read_parquet(tmp_path / "before" / "smoke" / name), pd.read_parquet(tmp_path / "results" / "smoke" / name)
         )
     assert len(runs) == 6
+    assert "95 % t-interval" in rebuilt.stdout
+    # A paired comparison from MLflow alone: with one seed it refuses a verdict, cell by cell.
+    compared = _fmx(["compare", "smoke", "FM-OT", "SM-VP", "--metric", "nfe"], tmp_path)
+    assert compared.stdout.count("no verdict (1 seed)") == 2 and "dopri5_tol1e-05" in compared.stdout
+    unknown = run_fmx(["compare", "smoke", "FM-OT", "FM-VE"], tmp_path)
+    assert unknown.returncode == 2 and "no method 'FM-VE'" in unknown.stderr and "Traceback" not in unknown.stderr
 
 
 def test_smoke_sweep_against_a_local_mlflow_server(tmp_path: Path):

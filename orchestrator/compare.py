@@ -1,0 +1,72 @@
+"""`fmx compare`: two methods of a sweep, paired by seed, in every evaluation cell both were measured in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from fm_core.solvers import SolverSetting
+from orchestrator.stats import Comparison, paired_comparison
+from orchestrator.tables import VALUE_COLUMNS, method_label
+
+METHOD_COLUMNS = ["path", "objective", "coupling"]
+#: What makes two rows the same evaluation cell, apart from the method and the seed.
+CELL_COLUMNS = ["train_step", "solver", "tol", "nfe_budget", "dequant_draws"]
+
+
+class CompareError(ValueError):
+    """A method or metric the sweep does not have; the message lists what it has."""
+
+
+@dataclass(frozen=True)
+class CellComparison:
+    step: int
+    setting: str
+    dequant_draws: int | None
+    comparison: Comparison
+
+
+def methods_of(runs: pd.DataFrame) -> dict[str, tuple[str, str, str]]:
+    """Every name a method answers to: its label (FM-OT, SM-VP +mbOT) and its key (ot-fm-independent)."""
+    names: dict[str, tuple[str, str, str]] = {}
+    for path, objective, coupling in runs[METHOD_COLUMNS].drop_duplicates().itertuples(index=False):
+        method = (path, objective, coupling)
+        names[method_label(path, objective, coupling).lower()] = method
+        names[f"{path}-{objective}-{coupling}"] = method
+        if coupling == "independent":
+            names.setdefault(f"{path}-{objective}", method)
+    return names
+
+
+def resolve_method(runs: pd.DataFrame, name: str) -> tuple[str, str, str]:
+    names = methods_of(runs)
+    found = names.get(name.lower())
+    if found is None:
+        labels = sorted({method_label(*m) for m in names.values()})
+        raise CompareError(f"no method '{name}' in this sweep; it has {', '.join(labels)}")
+    return found
+
+
+def compare_methods(runs: pd.DataFrame, a: str, b: str, metric: str) -> list[CellComparison]:
+    """A minus B on `metric` in each cell (step, solver setting, K) both methods have, paired by seed."""
+    if metric not in VALUE_COLUMNS:
+        raise CompareError(f"--metric: '{metric}' is not one of {', '.join(VALUE_COLUMNS)}")
+    ok = runs[runs["status"] == "ok"]
+    method_a, method_b = resolve_method(runs, a), resolve_method(runs, b)
+    if method_a == method_b:
+        raise CompareError(f"'{a}' and '{b}' are the same method")
+    out: list[CellComparison] = []
+    for cell, rows in ok.groupby(CELL_COLUMNS, dropna=False, sort=True):
+        values = {}
+        for method in (method_a, method_b):
+            mine = rows[(rows[METHOD_COLUMNS] == pd.Series(method, index=METHOD_COLUMNS)).all(axis=1)]
+            values[method] = dict(zip(mine["seed"].astype(int), mine[metric].astype("float64"), strict=True))
+        if not values[method_a] or not values[method_b]:
+            continue
+        step, solver, tol, nfe_budget, draws = cell
+        setting = SolverSetting(str(solver), tol=None if pd.isna(tol) else float(tol),
+                                nfe_budget=None if pd.isna(nfe_budget) else int(nfe_budget)).label  # fmt: skip
+        out.append(CellComparison(int(step), setting, None if pd.isna(draws) else int(draws),
+                                  paired_comparison(values[method_a], values[method_b])))  # fmt: skip
+    return out

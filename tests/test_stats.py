@@ -1,0 +1,74 @@
+"""Cell statistics and paired comparisons: the intervals and tests match scipy on data with a known answer,
+and constructed seeds give the verdicts they should (A lower, B lower, tie, no verdict with one seed)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as scipy_stats
+
+from fm_core.solvers import SolverSetting
+from orchestrator.compare import CompareError, compare_methods
+from orchestrator.rows import EvalRow
+from orchestrator.stats import mean_interval, paired_comparison
+from orchestrator.tables import rows_frame, summarize, to_markdown
+
+
+def test_the_interval_is_scipys_student_t_interval():
+    values = [3.1, 2.7, 3.5, 2.9, 3.3]
+    got = mean_interval(values)
+    low, high = scipy_stats.t.interval(0.95, len(values) - 1, loc=np.mean(values), scale=scipy_stats.sem(values))
+    assert (got.n, got.mean, got.std) == (5, pytest.approx(np.mean(values)), pytest.approx(np.std(values, ddof=1)))
+    assert (got.low, got.high) == (pytest.approx(low), pytest.approx(high))
+    one = mean_interval([2.0])
+    assert one.n == 1 and one.mean == 2.0 and math.isnan(one.low) and math.isnan(one.std)
+
+
+def test_the_paired_test_is_scipys_and_its_verdicts_follow_the_interval():
+    rng = np.random.default_rng(0)
+    base = {s: float(v) for s, v in enumerate(rng.normal(50, 5, 8))}
+    lower = {s: v - 10 + float(rng.normal(0, 0.5)) for s, v in base.items()}  # clearly lower, seed by seed
+    noisy = {s: v + float(rng.normal(0, 3)) for s, v in base.items()}  # no real difference
+    a_lower = paired_comparison(lower, base)
+    assert a_lower.verdict == "A lower" and a_lower.difference.high < 0
+    assert a_lower.p_value == pytest.approx(scipy_stats.ttest_rel(list(lower.values()), list(base.values())).pvalue)
+    diffs = np.array(list(lower.values())) - np.array(list(base.values()))
+    assert a_lower.effect_size == pytest.approx(diffs.mean() / diffs.std(ddof=1))
+    assert paired_comparison(base, lower).verdict == "B lower"
+    tie = paired_comparison(noisy, base)
+    assert tie.verdict == "tie" and tie.difference.low <= 0 <= tie.difference.high
+    assert paired_comparison({0: 1.0}, {0: 2.0}).verdict == "no verdict (1 seed)"
+    # Only matched seeds pair: seed 9 of A has no partner.
+    assert paired_comparison({**lower, 9: 0.0}, base).seeds == tuple(range(8))
+    assert paired_comparison({0: 1.0, 1: 2.0}, {0: 2.0, 1: 3.0}).verdict == "A lower"  # identical differences
+
+
+def _rows(values: dict[tuple[str, int], float]) -> list[EvalRow]:
+    setting = SolverSetting.adaptive("dopri5", 1e-5)
+    return [
+        EvalRow.of(setting, 100, trial_id=f"{path}-fm-independent-s{seed}", path=path, objective="fm", coupling="independent",
+                   seed=seed, dataset="moons", model="mlp", nfe=int(v), nll=v / 10, nll_unit="nats")  # fmt: skip
+        for (path, seed), v in values.items()
+    ]
+
+
+def test_compare_pairs_methods_by_seed_in_each_cell_and_names_what_is_missing():
+    runs = rows_frame(_rows({("ot", s): 20 + s for s in range(4)} | {("vp", s): 30 + s + (s % 2) for s in range(4)}))
+    (cell,) = compare_methods(runs, "FM-OT", "vp-fm", "nfe")
+    assert cell.setting == "dopri5_tol1e-05" and cell.step == 100 and cell.comparison.verdict == "A lower"
+    assert cell.comparison.seeds == (0, 1, 2, 3) and cell.comparison.mean_a == 21.5
+    with pytest.raises(CompareError, match="no method 'FM-VE'.*FM-OT, FM-VP"):
+        compare_methods(runs, "FM-OT", "FM-VE", "nfe")
+    with pytest.raises(CompareError, match="--metric: 'speed'"):
+        compare_methods(runs, "FM-OT", "FM-VP", "speed")
+
+
+def test_the_table_carries_n_and_the_interval_per_cell():
+    runs = rows_frame(_rows({("ot", s): v for s, v in enumerate([20.0, 22.0, 24.0])}))
+    (row,) = summarize(runs).to_dict("records")
+    low, high = scipy_stats.t.interval(0.95, 2, loc=22.0, scale=scipy_stats.sem([20.0, 22.0, 24.0]))
+    assert row["nfe_n"] == 3 and row["nfe_mean"] == 22.0
+    assert (row["nfe_ci_low"], row["nfe_ci_high"]) == (pytest.approx(low), pytest.approx(high))
+    assert f"22 ± 2 [{low:.4g}, {high:.4g}]" in to_markdown(summarize(runs))
