@@ -19,6 +19,8 @@ import pandas as pd  # noqa: E402
 
 from fm_core.solvers import SolverSetting  # noqa: E402
 from orchestrator.plots import data_extent, draw_2d, draw_samples, figure_title, panel_title, readable_log_axis  # noqa: E402
+from orchestrator.scorecard import judge  # noqa: E402
+from orchestrator.scorecard import to_markdown as scorecard_markdown  # noqa: E402
 from orchestrator.tables import method_label, summarize, to_markdown  # noqa: E402
 
 ODE_ERROR_LABEL = "ODE error (MSE vs reference solve)"
@@ -277,6 +279,9 @@ def build_report(
     text.write("## Summary (final checkpoint; mean ± std over seeds [95 % t-interval])\n\n" + to_markdown(summarize(final)) + "\n\n")
     if runs["train_step"].nunique() > 1:
         text.write("## Over training\n\n" + to_markdown(summarize(runs)) + "\n\n")
+    text.write("## The paper's claims on this sweep\n\n"
+               "Paired by seed, 95 % t-interval of the mean difference A - B (orchestrator/scorecard.py):\n\n"
+               + scorecard_markdown(judge(runs)) + "\n\n")  # fmt: skip
     for plot in plots:
         text.write(f"![{plot.stem}]({plot.name})\n\n")
     markdown = out_dir / "report.md"
