@@ -94,10 +94,10 @@ def test_reduced_sweep_runs_every_setting(tmp_path: Path, monkeypatch: pytest.Mo
     assert all(p.stat().st_size > 1000 for p in report.plots)
     text = report.markdown.read_text()
     assert all(f"({p.name})" in text for p in report.plots) and "| method |" in text
-    assert ("ODE error" in text) == (config.eval.reference_tol is not None)
+    assert ("| ODE error |" in text) == (config.eval.reference_tol is not None)  # the summary's column
     assert "## The paper's claims on this sweep" in text and text.count("| not measured |") + text.count("| holds |") + \
         text.count("| fails |") + text.count("| tie |") == 7  # every claim judged, whatever the sweep can say
     if name == "solver_ablation":  # the same rows as a sweep without a reference solve would give them
         blind = build_report(runs.assign(ode_error=float("nan")), tmp_path / "no_reference", name)
         assert {p.stem for p in blind.plots} == {"quality_vs_nfe", "nfe_vs_tolerance"}
-        assert "ODE error" not in blind.markdown.read_text()
+        assert "| ODE error |" not in blind.markdown.read_text()

@@ -65,7 +65,7 @@ print(ensure_experiment(sys.argv[1], sys.argv[2]))
 
 @pytest.mark.parametrize("attempt", range(2))
 def test_two_sweeps_creating_one_fresh_store_at_once_both_get_their_experiment(tmp_path: Path, attempt: int):
-    """Without the store lock, MLflow's alembic migrations raced and one process died (4 of 4 attempts here)."""
+    """Without the store lock, MLflow's alembic migrations raced and one of the two processes died."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     start = str(time.time() + 6)  # both past their imports, then released together
     procs = [subprocess.Popen([sys.executable, "-c", RACE, uri, name, start], cwd=REPO, stdout=subprocess.PIPE,
