@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 #: (FMX_LIVE_FLUSH_SECONDS overrides it: tests watch a run fill up within seconds).
 FLUSH_SECONDS = float(os.environ.get("FMX_LIVE_FLUSH_SECONDS", "5"))
 SYSTEM_METRICS_SECONDS = 10.0
+_STOP = object()  # the last job: send what is left, then end the writer
 
 
 class LiveLogger:
@@ -38,11 +39,10 @@ class LiveLogger:
         self.flush_seconds = flush_seconds
         self.uploaded: set[str] = set()  # artifact files sent (names relative to their artifact path)
         self.failures: list[str] = []
-        self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self._jobs: queue.Queue[Any] = queue.Queue()  # callables to run, then _STOP
         self._points: list[tuple[str, float, int]] = []
         self._points_lock = threading.Lock()
         self._staging = Path(tempfile.mkdtemp(prefix="fmx-live-"))
-        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._work, name="fmx-live-logger", daemon=True)
         self._thread.start()
         self._system = _start_system_metrics(run) if system_metrics else None
@@ -76,8 +76,7 @@ class LiveLogger:
                 self._system.finish()
             except Exception as err:  # noqa: BLE001 - system metrics are a convenience
                 self.failures.append(f"system metrics: {err}")
-        self._stop.set()
-        self._jobs.put(None)
+        self._jobs.put(_STOP)
         self._thread.join(close_timeout)
         shutil.rmtree(self._staging, ignore_errors=True)
 
@@ -87,12 +86,12 @@ class LiveLogger:
         while True:
             try:
                 job = self._jobs.get(timeout=self.flush_seconds)
-            except queue.Empty:
-                job = _NOTHING
+            except queue.Empty:  # nothing but the points is due
+                job = None
             self._run(self._send_points)
-            if job is None:
+            if job is _STOP:
                 return
-            if job is not _NOTHING:
+            if job is not None:
                 self._run(job)
 
     def _run(self, job: Callable[[], None]) -> None:
@@ -114,10 +113,6 @@ class LiveLogger:
         for file in files:
             self.run.log_artifact(file, artifact_path)
             self.uploaded.add(f"{artifact_path}/{file.name}")
-
-
-def _NOTHING() -> None:  # a timed-out wait: only the points are due
-    return None
 
 
 def _start_system_metrics(run: TrialRun) -> Any:

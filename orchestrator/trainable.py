@@ -42,9 +42,7 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
         with checkpoint.as_directory() as directory:
             runner.restore(directory)
     runner.generator.manual_seed(key.seed * 100_003 + rank * 7919 + runner.step)  # distinct data per rank
-    plan = LoopPlan(config, settings, loop_config["eval_steps"], rank=rank,
-                    train_model=ray.train.torch.prepare_model(runner.model),
-                    batch_size=config.train.worker_batch)  # fmt: skip
+    plan = LoopPlan(config, settings, loop_config["eval_steps"], rank=rank, train_model=ray.train.torch.prepare_model(runner.model))
     if rank != 0:
         run_loop(runner, plan, TrainReporter(), None, None)
         return

@@ -11,7 +11,6 @@ worker to report equally often).
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -66,7 +65,6 @@ class LoopPlan:
     eval_steps: list[int]
     rank: int = 0
     train_model: nn.Module | None = None  # a DDP wrapper of runner.model; None: the model itself
-    batch_size: int | None = None  # this worker's share of the batch; None: train.batch_size
 
     @property
     def is_chief(self) -> bool:
@@ -89,11 +87,11 @@ def eval_progress(index: int, total: int, row: EvalRow) -> dict[str, Any]:
 def run_loop(runner: TrialRunner, plan: LoopPlan, reporter: Reporter, samples_dir: Path | None,
              live: LiveLogger | None) -> None:  # fmt: skip
     """Train through every checkpoint/evaluation boundary not reached yet (resuming mid-way is the same)."""
-    on_log = _live_points(live) if plan.is_chief else None
+    on_log = live.log_point if plan.is_chief and live is not None else None
     for boundary in plan.boundaries():
         if boundary <= runner.step:
             continue
-        runner.train_until(boundary, train_model=plan.train_model, batch_size=plan.batch_size, on_log=on_log)
+        runner.train_until(boundary, train_model=plan.train_model, on_log=on_log)  # each worker: train.worker_batch
         if boundary in plan.eval_steps:
             _evaluate(runner, plan, reporter, samples_dir, live)
         metrics = {"step": runner.step, "loss": runner.losses[-1][1] if runner.losses else float("nan")}
@@ -103,10 +101,6 @@ def run_loop(runner: TrialRunner, plan: LoopPlan, reporter: Reporter, samples_di
                 reporter.checkpoint(metrics, tmp)
         else:
             reporter.checkpoint(metrics, None)
-
-
-def _live_points(live: LiveLogger | None) -> Callable[[int, dict[str, float]], None] | None:
-    return None if live is None else live.log_point
 
 
 def _evaluate(runner: TrialRunner, plan: LoopPlan, reporter: Reporter, samples_dir: Path | None,
