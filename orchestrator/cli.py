@@ -105,6 +105,44 @@ def _print_plan(config: SweepConfig) -> None:
         out.print(f"skipped (invalid: skip): {', '.join(f'{p}+{o}' for p, o in plan.skipped)}", highlight=False)
 
 
+def _print_pass(config: SweepConfig, tracking_uri: str | None, resume: bool) -> None:
+    """What a run would train, evaluate from stored weights and reuse, judged against what MLflow holds
+    (read only: a store that does not exist yet is not created)."""
+    from orchestrator.store_check import sqlite_path
+    from orchestrator.tracking import TrackingError, check_tracking_uri, find_experiment, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri)
+    db = sqlite_path(uri)
+    try:
+        if db is not None and not db.is_file():
+            raise TrackingError(f"no MLflow store at {db} yet")
+        check_tracking_uri(uri)
+        experiment_id = find_experiment(uri, config.name)
+    except TrackingError as err:
+        out.print(f"nothing is reused ({err}): every training would run", highlight=False)
+        return
+    if experiment_id is None:
+        out.print(f"nothing is reused (no experiment '{config.name}' at {uri} yet): every training would run", highlight=False)
+        return
+    from orchestrator.registry import EVALUATE, plan_pass, read_cells
+    from orchestrator.sweep import storage_dir
+
+    plan = plan_sweep(config)
+    pass_plan = plan_pass(config, plan, read_cells(uri, experiment_id), storage_dir(config), retry_failed=resume)
+    if not pass_plan.work:
+        out.print(f"against {uri}: {pass_plan.summary()}: nothing would run", highlight=False)
+        return
+    table = Table(title=f"against {uri}: {pass_plan.summary()}")
+    for col in ("trial", "would", "why"):
+        table.add_column(col)
+    for item in pass_plan.work[:PLAN_ROWS_SHOWN]:
+        what = "evaluate " + ", ".join(f"step {s}: {' '.join(labels)}" for s, labels in item.evaluate) if item.mode == EVALUATE else "train"
+        table.add_row(item.key.trial_id, what, item.why)
+    if _more(len(pass_plan.work)):
+        table.add_row(_more(len(pass_plan.work)), "", "")
+    out.print(table)
+
+
 @app.command()
 def sweep(
     file: SweepFile,
@@ -117,6 +155,7 @@ def sweep(
     config = _load(file)
     if dry_run:
         _print_plan(config)
+        _print_pass(config, tracking_uri, resume)
         return
     local = is_local_ray(address)
     if local:
@@ -191,9 +230,9 @@ def _preflight_sweep(config: SweepConfig, file: Path, address: str | None, uri: 
     try:
         check_ray_address(address)
         lock.acquire(config.name, existing_only=True)  # a sweep running says so before its state is judged
-        check_resume_state(config, resume)
-        if resume:
-            check_store_matches(results_dir(config), uri, config, file)
+        restore = check_resume_state(config, resume)
+        if resume:  # a pass to restore must be of this very file; any --resume must log to the same store
+            check_store_matches(results_dir(config), uri, config, file, same_file=restore is not None)
         if not lock.held:  # only now may the folder be created: bad input writes nothing
             lock.acquire(config.name)
     except (PreflightError, ResumeError, StoreMismatch, SweepBusy) as err:

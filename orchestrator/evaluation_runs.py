@@ -25,7 +25,7 @@ def log_evaluation_runs(parent: TrialRun, rows: list[EvalRow]) -> dict[str, str]
     """Create (or complete) the child run of every row; returns evaluation key -> child run id."""
     from mlflow.entities import Metric, Param, RunTag
 
-    from orchestrator.tracking import TAG_ERROR, TAG_SWEEP, search_all
+    from orchestrator.tracking import TAG_CURRENT, TAG_ERROR, TAG_SWEEP, search_all
 
     client = parent.client
     query = f"tags.`{TAG_PARENT}` = '{parent.run_id}'"
@@ -40,7 +40,8 @@ def log_evaluation_runs(parent: TrialRun, rows: list[EvalRow]) -> dict[str, str]
             out[key] = child.info.run_id
             continue
         if child is None:
-            tags = {TAG_PARENT: parent.run_id, TAG_EVALUATION: key, TAG_OF_TRIAL: row.trial_id or "", "mlflow.runName": row.child_name()}
+            tags = {TAG_PARENT: parent.run_id, TAG_EVALUATION: key, TAG_OF_TRIAL: row.trial_id or "", TAG_CURRENT: "true",
+                    "mlflow.runName": row.child_name()}  # fmt: skip
             tags.update({k: v for k, v in parent.tags.items() if k == TAG_SWEEP})
             info = parent.retrying(
                 lambda tags=tags: client.create_run(parent.experiment_id, tags=tags, run_name=tags["mlflow.runName"]).info,

@@ -31,6 +31,12 @@ class TrainingKey:
         return asdict(self)
 
 
+def train_run_name(trial_id: str, cell: str, pass_name: str) -> str:
+    """The Ray Train run of a TorchTrainer trial (its checkpoints under <storage>/train/): the same name on a
+    restore of the pass resumes it; another cell, or a later pass training the cell afresh, never does."""
+    return f"train-{trial_id}-{cell[:8]}-{pass_name}"
+
+
 @dataclass(frozen=True)
 class SweepPlan:
     trainings: list[TrainingKey]

@@ -16,12 +16,14 @@ from typing import Any
 from ray.tune import Callback
 
 from orchestrator.config import SweepConfig
-from orchestrator.plan import SweepPlan, TrainingKey
+from orchestrator.cells import eval_digest
+from orchestrator.plan import SweepPlan, TrainingKey, train_run_name
 from orchestrator.progress import last_line
 from orchestrator.records import complete_rows, read_record, trial_params, trial_summary
+from orchestrator.registry import TRAIN, WorkItem
 from orchestrator.rows import EvalRow, rows_from_dicts
 from orchestrator.tracking import (
-    TAG_NODE, TAG_SWEEP, TAG_TRIAL, TrackingUnavailable, TrialRun, client, log_trial_record, retrying,
+    TAG_CELL, TAG_NODE, TrackingUnavailable, TrialRun, client, log_trial_record, retrying,
     search_all,
 )  # fmt: skip
 
@@ -128,56 +130,67 @@ def _record_of(checkpoint: Any | None) -> dict[str, Any]:
         return {}
 
 
-def train_run_record(storage: str, trial_id: str) -> dict[str, Any]:
-    """The newest record of a TorchTrainer trial's own Ray Train run. Its workers report checkpoints to Ray
-    Train, not to Tune, so Tune's trial holds none: a trial killed mid-way is recovered from there instead.
-    Local (or mounted) storage only; a cloud URI gives nothing to read without PyTorch's helpers."""
+def train_run_record(storage: str, run_name: str) -> dict[str, Any]:
+    """The newest record of a TorchTrainer trial's own Ray Train run (`plan.train_run_name`). Its workers
+    report checkpoints to Ray Train, not to Tune, so Tune's trial holds none: a trial killed mid-way is
+    recovered from there instead. Local (or mounted) storage only; a cloud URI gives nothing to read without
+    PyTorch's helpers."""
     from orchestrator.sweep import TRAIN_DIR
 
     if "://" in storage:
         return {}
-    folder = Path(storage) / TRAIN_DIR / f"train-{trial_id}"
+    folder = Path(storage) / TRAIN_DIR / run_name
     records = [r for r in map(read_record, sorted(p.parent for p in folder.glob("checkpoint_*/record.json"))) if r]
     return max(records, key=lambda r: (int(r.get("step", 0)), len(r.get("rows", []))), default={})
 
 
-def _rows_complete(content: dict[str, Any] | None, plan: SweepPlan) -> bool:
-    return content is not None and len(content.get("rows", [])) >= len(plan.settings) * len(plan.eval_steps)
+def _rows_complete(content: dict[str, Any] | None, plan: SweepPlan, digest: str) -> bool:
+    """Whether the run holds a row of every planned evaluation under the current evaluation settings."""
+    if content is None:
+        return False
+    rows = [r for r in content.get("rows", []) if r.get("eval_digest") in (None, digest)]
+    return len(rows) >= len(plan.settings) * len(plan.eval_steps)
 
 
 def reconcile(
     config: SweepConfig,
     plan: SweepPlan,
+    work: list[WorkItem],
+    pass_name: str,
     uri: str,
     experiment_id: str,
     states: dict[str, TrialState],
     sweep_file: str,
     evaluations: dict[str, tuple[Any, dict[str, Any]]],
 ) -> Reconciled:
-    """Write the record of every planned trial whose run is missing, not ended, or short of rows.
-    `evaluations` is what MLflow already holds (trial id -> (run, evaluations.json))."""
+    """Write the record of every training of the pass whose run is missing, not ended, or short of rows (an
+    evaluation-only trial writes its own rows, or leaves them missing for the next pass).
+    `evaluations` is what MLflow already holds (training cell -> (run, evaluations.json))."""
     from orchestrator.sweep import storage_dir
 
     storage = storage_dir(config)
+    digest = eval_digest(config)
     mlflow_client = client(uri)
-    query = f"tags.`{TAG_SWEEP}` = '{config.name}'"
-    runs = retrying(lambda: search_all(mlflow_client, experiment_id, query), "list runs")
-    run_of = {r.data.tags.get(TAG_TRIAL): r for r in runs if r.data.tags.get(TAG_TRIAL)}
+    runs = retrying(lambda: search_all(mlflow_client, experiment_id, f"tags.`{TAG_CELL}` != ''"), "list runs")
+    run_of = {r.data.tags[TAG_CELL]: r for r in runs}
     out = Reconciled()
     failures: list[TrackingUnavailable] = []
-    for key in plan.trainings:
-        trial = key.trial_id
+    for item in work:
+        trial = item.key.trial_id
         state = states.get(trial, TrialState("PENDING", None, None))
         if not state.finished:
             out.interrupted.append(trial)
-        run = run_of.get(trial)
-        held = evaluations.get(trial)
-        if run is not None and run.info.status in TERMINAL and state.finished and _rows_complete(held and held[1], plan):
+        if item.mode != TRAIN:
+            continue
+        run = run_of.get(item.cell)
+        held = evaluations.get(item.cell)
+        if run is not None and run.info.status in TERMINAL and state.finished and _rows_complete(held and held[1], plan, digest):
             continue
         reason = state.error if state.status == "ERROR" else None
         if not state.finished:
             reason = INTERRUPTED.format(file=sweep_file)
-        record = _record_of(state.checkpoint) or (train_run_record(storage, trial) if config.train.uses_torch_trainer else {})
+        from_train = config.train.uses_torch_trainer
+        record = _record_of(state.checkpoint) or (train_run_record(storage, train_run_name(trial, item.cell, pass_name)) if from_train else {})
         rows = rows_from_dicts(record.get("rows", []))
         if reason is None and len(rows) < len(plan.settings) * len(plan.eval_steps):
             reason = "the trial ended without a record of this evaluation (see its Ray logs)"
@@ -185,7 +198,7 @@ def reconcile(
         if run is None and state.status == "ERROR":
             out.unrecorded[trial] = reason or "the trial failed"
         try:
-            _write(config, key, uri, experiment_id, record, rows, reason, interrupted=not state.finished, run=run)
+            _write(config, item, uri, experiment_id, record, rows, reason, interrupted=not state.finished, run=run)
         except TrackingUnavailable as err:  # the others may still get through; this one waits for --resume
             failures.append(err)
             continue
@@ -197,7 +210,7 @@ def reconcile(
 
 def _write(
     config: SweepConfig,
-    key: TrainingKey,
+    item: WorkItem,
     uri: str,
     experiment_id: str,
     record: dict[str, Any],
@@ -206,7 +219,8 @@ def _write(
     interrupted: bool,
     run: Any | None,
 ) -> None:
-    trial_run = TrialRun(uri, experiment_id, config.name, key, trial_params(config, key), mark_running=False)
+    key = item.key
+    trial_run = TrialRun(uri, experiment_id, config.name, key, trial_params(config, key), item.cell, mark_running=False)
     node = None if run is None else run.data.tags.get(TAG_NODE)
     summary = {**trial_summary(config, key, node, None), "error": reason, "trial_seconds": None}
     log_trial_record(trial_run, summary, rows, record, resumed_from=0)

@@ -46,14 +46,19 @@ def _applies(model_kind: str) -> Callable[[str], bool]:
     return lambda name: name == "kind" or name in own
 
 
+def model_fields(config: SweepConfig) -> dict[str, Any]:
+    """The model settings that apply to the sweep's model kind."""
+    applies = _applies(config.model.kind)
+    return {k: v for k, v in config.model.model_dump().items() if applies(k)}
+
+
 def trial_params(config: SweepConfig, key: TrainingKey) -> dict[str, Any]:
     """The MLflow params of a training (parent) run: the training configuration, only fields that apply to its
     model kind, identical names in every run of the sweep. Values that the sweep file took from the environment
     are logged as written (`${VAR}`), never expanded."""
-    applies = _applies(config.model.kind)
     params: dict[str, Any] = {**key.as_dict(), "sweep": config.name, "dataset": config.dataset.name}
     params.update({f"dataset.{k}": v for k, v in config.dataset.options.items()})
-    params.update({f"model.{k}": v for k, v in config.model.model_dump().items() if applies(k)})
+    params.update({f"model.{k}": v for k, v in model_fields(config).items()})
     params.update({f"train.{k}": v for k, v in config.train.model_dump().items()})
     params.update({"train.worker_batch": config.train.worker_batch, "train.micro_batch": config.train.micro_batch})
     evaluation = config.eval.model_dump()
@@ -66,9 +71,11 @@ def trial_params(config: SweepConfig, key: TrainingKey) -> dict[str, Any]:
 
 def trial_identity(config: SweepConfig, key: TrainingKey) -> dict[str, Any]:
     """What was trained, as every row of the trial says it (`weights`: the EMA when the sweep keeps one)."""
+    from orchestrator.cells import eval_digest, training_cell
+
     weights = "ema" if config.train.ema_decay is not None else "model"
-    return {"sweep": config.name, "trial_id": key.trial_id, "dataset": config.dataset.name, "model": config.model.kind,
-            "weights": weights, **key.as_dict()}  # fmt: skip
+    return {"sweep": config.name, "trial_id": key.trial_id, "cell": training_cell(config, key), "eval_digest": eval_digest(config),
+            "dataset": config.dataset.name, "model": config.model.kind, "weights": weights, **key.as_dict()}  # fmt: skip
 
 
 def trial_summary(config: SweepConfig, key: TrainingKey, node_id: str | None, started_at: float | None) -> dict[str, Any]:

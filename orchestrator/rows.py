@@ -48,6 +48,8 @@ class EvalRow:
     # What was trained: the same in every row of a trial.
     sweep: str | None = _col("string", "trial")
     trial_id: str | None = _col("string", "trial")
+    cell: str | None = _col("string", "trial")  # the training's content key (orchestrator.cells)
+    eval_digest: str | None = _col("string", "trial")  # the key of the evaluation settings it was evaluated with
     dataset: str | None = _col("string", "method")
     model: str | None = _col("string", "method")
     path: str | None = _col("string", "method", mlflow="param")
@@ -125,8 +127,9 @@ class EvalRow:
 
     @property
     def evaluation_key(self) -> str:
-        """Identifies the evaluation within its trial: found again on resume, so children are never doubled."""
-        parts = [f"step{self.train_step}", self.setting.label, self.weights]
+        """Identifies the evaluation within its training cell: found again on resume and by later passes, so
+        children are never doubled; other evaluation settings (`eval_digest`) make another evaluation."""
+        parts = ([self.eval_digest] if self.eval_digest else []) + [f"step{self.train_step}", self.setting.label, self.weights]
         if self.dequant_draws is not None:
             parts.append(f"k{self.dequant_draws}")
         return "/".join(parts)

@@ -2,28 +2,32 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from rich.console import Console
 
 from orchestrator.config import SweepConfig
-from orchestrator.plan import SweepPlan, plan_sweep
+from orchestrator.plan import SweepPlan, TrainingKey, plan_sweep
 from orchestrator.preflight import is_local_ray
-from orchestrator.reconcile import TrialLedger, reconcile, tune_trial_states
-from orchestrator.sweep_guard import write_sweep_state
+from orchestrator.cells import training_cell
+from orchestrator.passes import FIRST_PASS, PassEntry, next_pass_name, read_passes, write_passes
+from orchestrator.reconcile import Reconciled, TrialLedger, TrialState, reconcile, tune_trial_states
+from orchestrator.registry import EVALUATE, TRAIN, PassPlan, WorkItem, drop_runs, mark_current, plan_pass, read_cells
+from orchestrator.sweep_guard import config_digest, write_sweep_state
 from orchestrator.tune_state import CorruptTuneState, StateBackup, repair_tune_state
 from orchestrator.rows import EvalRow
 from orchestrator.tables import FewerRowsError, evaluation_rows, rows_frame, write_tables
-from orchestrator.tracking import TAG_TRIAL, ensure_experiment, find_experiment, read_evaluations
+from orchestrator.tracking import TAG_CELL, ensure_experiment, find_experiment, read_evaluations
 from orchestrator.trial_entry import training_trial
 
-TUNE_DIR = "tune"
 #: Where a TorchTrainer trial's Ray Train run keeps its checkpoints (`<storage>/train/train-<trial id>/`).
 TRAIN_DIR = "train"
 
@@ -44,6 +48,7 @@ class SweepOutcome:
     interrupted: list[str]  # trials that had not finished when the driver was interrupted
     repaired: dict[str, str | None]  # trials whose record the driver wrote (trial -> reason)
     not_written: str | None = None  # why runs.parquet was left as it was
+    pass_plan: PassPlan | None = None  # what the last pass ran and reused (None: an interrupted restore)
 
 
 def results_dir(config: SweepConfig, root: Path | None = None) -> Path:
@@ -64,16 +69,20 @@ def _join(base: str, *parts: str) -> str:
     return "/".join([base.rstrip("/"), *parts])
 
 
-def check_resume_state(config: SweepConfig, resume: bool) -> None:
-    """Refuse to silently mix a new sweep into an old one (or to resume nothing)."""
+def check_resume_state(config: SweepConfig, resume: bool) -> PassEntry | None:
+    """The pass `--resume` restores (None: nothing to restore); refuses to start anything new over a pass that
+    was interrupted (its trials would be trained twice), and `--resume` with nothing to resume. After a pass
+    that ended, a run without --resume (or with it, of an edited file) plans a new pass for what is missing."""
     from ray.tune import Tuner
 
     try:
         storage = storage_dir(config)
         if "://" not in storage and Path(storage).exists() and not Path(storage).is_dir():
             raise ResumeError(f"storage_path: {storage} is not a folder")
-        tune_path = _join(storage, TUNE_DIR)
-        exists = Tuner.can_restore(tune_path)
+        passes = read_passes(storage, legacy_state=Tuner.can_restore(_join(storage, FIRST_PASS)))
+        last = passes[-1] if passes else None
+        tune_path = _join(storage, last.name if last else FIRST_PASS)
+        exists = last is not None and Tuner.can_restore(tune_path)
     except (OSError, ValueError) as err:  # a name too long for the filesystem, a NUL byte, a bad URI
         raise ResumeError(f"storage_path: {str(config.storage_path)[:200]} cannot be used: {err}") from None
     except Exception as err:  # pyarrow's errors for a URI it cannot open
@@ -82,16 +91,20 @@ def check_resume_state(config: SweepConfig, resume: bool) -> None:
         raise
     if resume and not exists:
         raise ResumeError(f"--resume: no earlier run of sweep '{config.name}' under {tune_path}")
-    if resume:
-        try:
-            repair_tune_state(tune_path)
-        except CorruptTuneState as err:
-            raise ResumeError(f"--resume: {err}") from None
-    if not resume and exists:
+    if last is None or not exists or (last.ended and not resume):
+        return None
+    if not last.ended and not resume:
         raise ResumeError(
-            f"sweep '{config.name}' already has state under {tune_path}: pass --resume to continue it, "
+            f"sweep '{config.name}' was interrupted (its state is under {tune_path}): pass --resume to continue it, "
             f"or delete {results_dir(config)} to start over"
         )
+    if last.ended and last.config_digest not in (None, config_digest(config)):
+        return None  # an edited file after a pass that ended: its new cells run in a new pass
+    try:
+        repair_tune_state(tune_path)
+    except CorruptTuneState as err:
+        raise ResumeError(f"--resume: {err}") from None
+    return last
 
 
 def init_ray(address: str | None, num_cpus: int | None = None) -> None:
@@ -154,10 +167,25 @@ def trial_side_cpus(config: SweepConfig) -> float:
     return WAITING_TRIAL_CPUS if config.train.uses_torch_trainer else 0.0
 
 
-def _trial_resources(config: SweepConfig) -> dict[str, float]:
-    if config.train.uses_torch_trainer:
-        return {"CPU": WAITING_TRIAL_CPUS}
-    return {"CPU": config.train.cpus_per_worker}
+def _trial_resources(config: SweepConfig, work: list[WorkItem] | None = None) -> Any:
+    """What a trial holds: a training's (one worker's share in-trial, almost nothing beside a TorchTrainer),
+    and, where a TorchTrainer sweep has evaluation-only trials, one worker's CPUs and GPU for those, which
+    evaluate in the trial itself."""
+    train = config.train
+    if not train.uses_torch_trainer:
+        return {"CPU": train.cpus_per_worker}
+    base = {"CPU": WAITING_TRIAL_CPUS}
+    evaluators = frozenset(w.key.trial_id for w in work or [] if w.mode == EVALUATE)
+    if not evaluators:
+        return base
+    worker = {"CPU": train.cpus_per_worker, **({"GPU": 1.0} if train.use_gpu else {})}
+    return functools.partial(_resources_of, base, worker, evaluators)
+
+
+def _resources_of(base: dict[str, float], worker: dict[str, float], evaluators: frozenset[str], trial_config: dict) -> Any:
+    from ray.tune import PlacementGroupFactory
+
+    return PlacementGroupFactory([worker if TrainingKey(**trial_config["key"]).trial_id in evaluators else base])
 
 
 def schedulable_problem(config: SweepConfig, nodes: list[dict[str, float]]) -> str | None:
@@ -208,6 +236,12 @@ def _concurrency(config: SweepConfig, address: str | None) -> int | None:
     return max(1, int(resources.get("CPU", 1) // (train.num_workers * train.cpus_per_worker)))
 
 
+@dataclass
+class PassResult:
+    states: dict[str, TrialState]
+    fixed: Reconciled
+
+
 def run_sweep(
     config: SweepConfig,
     tracking_uri: str,
@@ -216,11 +250,9 @@ def run_sweep(
     console: Console | None = None,
     sweep_file: str = "FILE",
 ) -> SweepOutcome:
+    """Restore the last pass where --resume asks, then run a new pass of whatever the file's cells still
+    need (orchestrator.registry), then write the tables of the file's cells."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # fmx prints its own progress lines
-    from ray import tune
-
-    from orchestrator.progress import SweepProgress
-
     console = console or Console(stderr=True)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     _quiet_tune_advice()
@@ -229,6 +261,7 @@ def run_sweep(
     storage = storage_dir(config)
     if "://" not in storage:
         Path(storage).mkdir(parents=True, exist_ok=True)
+    restore = check_resume_state(config, resume)
     # Ray's start-up is the longest pole (~3-5 s here, mostly waiting for its processes); MLflow's first
     # start (imports, schema migrations) runs meanwhile. The driver never imports PyTorch (trial_entry).
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -236,22 +269,85 @@ def run_sweep(
         init_ray(address)
         experiment_id = experiment.result()
     check_schedulable(config, address, console)
-    if not resume:
-        write_sweep_state(results_dir(config), tracking_uri, experiment_id, config)
-    setup = _trial_setup(config, plan, tracking_uri, experiment_id, storage)
-    trainable = tune.with_resources(tune.with_parameters(training_trial, setup=setup), _trial_resources(config))
-    progress = SweepProgress(len(plan.trainings), config.train.steps, console)
-    tune_path = _join(storage, TUNE_DIR)
-    if resume:
-            # Errored trials are retried too (from their last checkpoint): a crash or a killed worker is repaired.
+    passes = read_passes(storage, legacy_state=restore is not None and restore.work is None)
+    results: list[PassResult] = []
+    restored: frozenset[str] = frozenset()
+    if restore is not None:
+        work = restore.items() or _every_training(config, plan)
+        results.append(_run_pass(config, plan, work, restore.name, tracking_uri, experiment_id, address, console, sweep_file, True))
+        restored = frozenset(w.cell for w in work)
+        passes = [*passes[:-1], PassEntry(restore.name, restore.config_digest, [w.as_dict() for w in work], not results[-1].fixed.interrupted)]
+        write_passes(storage, passes)
+    pass_plan = None
+    previous_digest = passes[-1].config_digest if passes else None
+    if not results or not results[-1].fixed.interrupted:
+        cells = read_cells(tracking_uri, experiment_id)
+        pass_plan = plan_pass(config, plan, cells, storage, retry_failed=resume, exclude=restored)
+        mark_current(config, plan, tracking_uri, experiment_id)
+        console.print(f"sweep '{config.name}': {pass_plan.summary()}", highlight=False)
+        if pass_plan.work:
+            drop_runs(tracking_uri, experiment_id, [w.cell for w in pass_plan.trainings if w.cell in cells])
+            name = next_pass_name(passes)
+            write_sweep_state(results_dir(config), tracking_uri, experiment_id, config)
+            entry = PassEntry(name, config_digest(config), [w.as_dict() for w in pass_plan.work], False)
+            write_passes(storage, passes := [*passes, entry])
+            results.append(_run_pass(config, plan, pass_plan.work, name, tracking_uri, experiment_id, address, console, sweep_file, False))
+            write_passes(storage, [*passes[:-1], PassEntry(**{**asdict(entry), "ended": not results[-1].fixed.interrupted})])
+    outcome_runs = collect_runs(tracking_uri, config.name, publish_view=True)
+    runs_path: Path | None
+    table_path: Path | None
+    # An edited file may leave cells out of the tables: fewer rows are then what was asked for.
+    edited = previous_digest not in (None, config_digest(config)) or (pass_plan is not None and not pass_plan.work)
+    try:
+        runs_path, table_path = write_tables(outcome_runs, results_dir(config), allow_fewer=edited)
+        not_written = None
+    except FewerRowsError as err:
+        runs_path = table_path = None
+        not_written = str(err)
+    states = {k: v for result in results for k, v in result.states.items()}
+    fixed = Reconciled()
+    for result in results:
+        fixed.repaired.update(result.fixed.repaired)
+        fixed.unrecorded.update(result.fixed.unrecorded)
+    fixed.interrupted = results[-1].fixed.interrupted if results else []
+    failed = sum(1 for s in states.values() if s.status == "ERROR")
+    seconds = time.perf_counter() - start
+    return SweepOutcome(
+        outcome_runs, runs_path, table_path, len(plan.trainings), failed, seconds, fixed.unrecorded, fixed.interrupted,
+        fixed.repaired, not_written, pass_plan,
+    )  # fmt: skip
+
+
+def _every_training(config: SweepConfig, plan: SweepPlan) -> list[WorkItem]:
+    """A pass started before the ledger: every training of the file."""
+    return [WorkItem(key, training_cell(config, key), TRAIN, "new") for key in plan.trainings]
+
+
+def _run_pass(
+    config: SweepConfig, plan: SweepPlan, work: list[WorkItem], name: str, tracking_uri: str, experiment_id: str,
+    address: str | None, console: Console, sweep_file: str, restore: bool,
+) -> PassResult:  # fmt: skip
+    """One Tune experiment over the pass's work items (restored from its state where `restore`), then the
+    driver's repair of every training record the trials could not finish themselves."""
+    from ray import tune
+
+    from orchestrator.progress import SweepProgress
+
+    storage = storage_dir(config)
+    setup = _trial_setup(config, plan, tracking_uri, experiment_id, storage, work, name)
+    trainable = tune.with_resources(tune.with_parameters(training_trial, setup=setup), _trial_resources(config, work))
+    progress = SweepProgress(len(work), config.train.steps, console)
+    tune_path = _join(storage, name)
+    if restore:
+        # Errored trials are retried too (from their last checkpoint): a crash or a killed worker is repaired.
         tuner = tune.Tuner.restore(tune_path, trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
         tuner = tune.Tuner(
             trainable,
-            param_space=_param_space(plan),
+            param_space=_param_space(work),
             tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=_concurrency(config, address)),
             run_config=tune.RunConfig(
-                name=TUNE_DIR,
+                name=name,
                 storage_path=storage,
                 failure_config=tune.FailureConfig(max_failures=config.train.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
@@ -264,36 +360,26 @@ def run_sweep(
     except KeyboardInterrupt:  # a second Ctrl-C while Tune was stopping: what is saved is still resumable
         pass
     states = tune_trial_states(tune_path)
-    evaluations = {run.data.tags[TAG_TRIAL]: (run, content) for run, content in read_evaluations(tracking_uri, experiment_id)}
-    fixed = reconcile(config, plan, tracking_uri, experiment_id, states, sweep_file, evaluations)
-    outcome_runs = collect_runs(tracking_uri, config.name, publish_view=True)
-    runs_path: Path | None
-    table_path: Path | None
-    try:
-        runs_path, table_path = write_tables(outcome_runs, results_dir(config))
-        not_written = None
-    except FewerRowsError as err:
-        runs_path = table_path = None
-        not_written = str(err)
-    failed = sum(1 for s in states.values() if s.status == "ERROR")
-    seconds = time.perf_counter() - start
-    return SweepOutcome(
-        outcome_runs, runs_path, table_path, len(plan.trainings), failed, seconds, fixed.unrecorded, fixed.interrupted,
-        fixed.repaired, not_written,
-    )  # fmt: skip
+    evaluations = {run.data.tags[TAG_CELL]: (run, content) for run, content in read_evaluations(tracking_uri, experiment_id, current_only=False)
+                   if TAG_CELL in run.data.tags}  # fmt: skip
+    fixed = reconcile(config, plan, work, name, tracking_uri, experiment_id, states, sweep_file, evaluations)
+    return PassResult(states, fixed)
 
 
-def _param_space(plan: SweepPlan) -> dict[str, object]:
+def _param_space(work: list[WorkItem]) -> dict[str, object]:
     """What Tune stores per trial (params.json): only the training key; all else is in `_trial_setup`."""
     from ray import tune
 
-    return {"key": tune.grid_search([k.as_dict() for k in plan.trainings])}
+    return {"key": tune.grid_search([w.key.as_dict() for w in work])}
 
 
 def _trial_setup(
-    config: SweepConfig, plan: SweepPlan, tracking_uri: str, experiment_id: str, storage: str
-) -> dict[str, object]:
-    """What every trial shares, handed to it through Ray's object store rather than Tune's stored params."""
+    config: SweepConfig, plan: SweepPlan, tracking_uri: str, experiment_id: str, storage: str, work: list[WorkItem],
+    pass_name: str,
+) -> dict[str, object]:  # fmt: skip
+    """What every trial shares, handed to it through Ray's object store rather than Tune's stored params
+    (params.json holds only the training key): the sweep, the settings, where to log and store, and what
+    each trial of the pass is to do (its work item, by trial id)."""
     return {
         "config": config.model_dump(mode="json"),
         "settings": [s.as_dict() for s in plan.settings],
@@ -301,6 +387,9 @@ def _trial_setup(
         "tracking_uri": tracking_uri,
         "experiment_id": experiment_id,
         "storage_path": _join(storage, TRAIN_DIR),
+        "storage_root": storage,
+        "pass": pass_name,
+        "work": {w.key.trial_id: w.as_dict() for w in work},
     }
 
 

@@ -104,18 +104,18 @@ def read_sweep_state(folder: Path) -> dict[str, Any] | None:
         return None
 
 
-def check_store_matches(folder: Path, tracking_uri: str, config: SweepConfig, file: str | Path) -> None:
-    """Before --resume: the sweep file must be the one the sweep started with (Tune restores the grid it
-    started; a changed file would plan trials Tune never runs), and the store the one it logged to, still
-    holding its experiment."""
+def check_store_matches(folder: Path, tracking_uri: str, config: SweepConfig, file: str | Path, same_file: bool = True) -> None:
+    """Before --resume: the store must be the one the sweep logged to, still holding its experiment; and
+    where an interrupted pass is to be restored (`same_file`), the sweep file must be the one it started
+    with (Tune restores the trials it started, with their settings)."""
     state = read_sweep_state(folder)
     if state is None:  # a sweep from before this check existed: nothing to compare with
         return
     sweep, experiment_id = state["experiment_name"], state["experiment_id"]
-    if state.get("config_digest") not in (None, config_digest(config)):
+    if same_file and state.get("config_digest") not in (None, config_digest(config)):
         raise StoreMismatch(
-            f"--resume: {file} has changed since sweep '{sweep}' started, and --resume continues the sweep as it "
-            f"was started: restore the file, or give the changed sweep another name"
+            f"--resume: {file} has changed since sweep '{sweep}' was interrupted, and --resume first finishes that "
+            f"run as it was started: restore the file, resume, then run the edited file (its new cells run then)"
         )
     if state["tracking_uri"] != tracking_uri:
         raise StoreMismatch(

@@ -36,6 +36,10 @@ TAG_TRIAL = "fmx.trial_id"
 TAG_ERROR = "fmx.error"
 TAG_NODE = "fmx.node_id"
 TAG_INTERRUPTED = "fmx.interrupted"
+TAG_CELL = "fmx.cell"  # the training's content key (orchestrator.cells): how a later pass finds it again
+#: "true" on the runs of the cells and evaluations the sweep file asks for now, "false" on those an edit of
+#: the file left out (kept in MLflow, out of the tables and of the comparison view).
+TAG_CURRENT = "fmx.current"
 TAG_NOTE = "mlflow.note.content"  # MLflow's description of an experiment or run
 #: Where `fmx report` logs, apart from the trial comparisons (a sweep name cannot contain "/").
 REPORT_EXPERIMENT = "{sweep}/report"
@@ -263,18 +267,19 @@ class TrialRun:
     is recognised by the store as the same point instead of adding one."""
 
     def __init__(
-        self, uri: str, experiment_id: str, sweep: str, key: TrainingKey, params: dict[str, Any], mark_running: bool = True
-    ) -> None:
+        self, uri: str, experiment_id: str, sweep: str, key: TrainingKey, params: dict[str, Any], cell: str,
+        mark_running: bool = True,
+    ) -> None:  # fmt: skip
         self.client, self.uri = client(uri), uri
-        self.key, self.where, self.experiment_id = key, store_location(uri), experiment_id
-        existing = self.retrying(lambda: find_trial_run(self.client, experiment_id, sweep, key.trial_id), "find the trial's run")
+        self.key, self.where, self.experiment_id, self.cell = key, store_location(uri), experiment_id, cell
+        existing = self.retrying(lambda: find_trial_run(self.client, experiment_id, cell), "find the trial's run")
         if existing is not None:
             self.run_id, self.start_ms = existing.info.run_id, int(existing.info.start_time)
             self.tags = dict(existing.data.tags)
             if mark_running:
                 self.retrying(lambda: self.client.update_run(self.run_id, status="RUNNING"), "mark the run running")
         else:
-            tags = {TAG_SWEEP: sweep, TAG_TRIAL: key.trial_id, "mlflow.runName": key.trial_id}
+            tags = {TAG_SWEEP: sweep, TAG_TRIAL: key.trial_id, TAG_CELL: cell, TAG_CURRENT: "true", "mlflow.runName": key.trial_id}
             info = self.retrying(lambda: self.client.create_run(experiment_id, tags=tags, run_name=key.trial_id).info, "create a run")
             self.run_id, self.start_ms, self.tags = info.run_id, int(info.start_time), tags
             self._log_params(params)
@@ -323,6 +328,12 @@ class TrialRun:
             path.write_text(json.dumps(content, indent=1, default=json_default))
             self.retrying(lambda: self.client.log_artifact(self.run_id, str(path)), "log the evaluation rows")
 
+    def read_evaluations(self) -> dict[str, Any] | None:
+        """This run's evaluations.json (summary and rows), or None where it has none yet."""
+        run = self.retrying(lambda: self.client.get_run(self.run_id), "read the trial's run")
+        text = self.retrying(lambda: _load_text(self.client, run), "read the evaluation rows")
+        return json.loads(text) if text is not None else None
+
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self.retrying(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path), f"log {Path(path).name}")
 
@@ -365,10 +376,9 @@ def log_trial_record(
     return rows
 
 
-def find_trial_run(mlflow_client: Any, experiment_id: str, sweep: str, trial_id: str) -> Any | None:
-    """The run of a trial, by its tags (one per trial; deleted runs are not searched)."""
-    query = f"tags.`{TAG_SWEEP}` = '{sweep}' and tags.`{TAG_TRIAL}` = '{trial_id}'"
-    found = mlflow_client.search_runs([experiment_id], filter_string=query, max_results=1)
+def find_trial_run(mlflow_client: Any, experiment_id: str, cell: str) -> Any | None:
+    """The run of a training cell, by its content key (one per cell; deleted runs are not searched)."""
+    found = mlflow_client.search_runs([experiment_id], filter_string=f"tags.`{TAG_CELL}` = '{cell}'", max_results=1)
     return found[0] if found else None
 
 
@@ -384,20 +394,31 @@ def search_all(mlflow_client: Any, experiment_id: str, filter_string: str, page:
             return out
 
 
-def read_evaluations(uri: str, experiment_id: str) -> list[tuple[Any, dict[str, Any]]]:
-    """(run, evaluations.json content) for every fmx run of the experiment that has logged its rows. An
+def read_evaluations(uri: str, experiment_id: str, current_only: bool = True) -> list[tuple[Any, dict[str, Any]]]:
+    """(run, evaluations.json content) for every fmx training run of the experiment that has logged its rows;
+    `current_only`: only the cells and evaluations the sweep file asked for last (TAG_CURRENT). An
     unreachable store is retried, then raises: it must never read as 'no rows'."""
+    from orchestrator.evaluation_runs import TAG_EVALUATION, TAG_PARENT
+
     mlflow_client = client(uri)
-    runs = retrying(
-        lambda: search_all(mlflow_client, experiment_id, f"tags.`{TAG_TRIAL}` != ''"),
-        "list the sweep's runs",
-        where=store_location(uri),
-    )
+    where = store_location(uri)
+    query = f"tags.`{TAG_TRIAL}` != ''" + (f" and tags.`{TAG_CURRENT}` = 'true'" if current_only else "")
+    runs = retrying(lambda: search_all(mlflow_client, experiment_id, query), "list the sweep's runs", where=where)
+    left_out: set[tuple[str, str]] = set()
+    if current_only:
+        query = f"tags.`{TAG_EVALUATION}` != '' and tags.`{TAG_CURRENT}` = 'false'"
+        stale = retrying(lambda: search_all(mlflow_client, experiment_id, query), "list the left-out evaluations", where=where)
+        left_out = {(r.data.tags.get(TAG_PARENT, ""), r.data.tags[TAG_EVALUATION]) for r in stale}
     out = []
     for run in runs:
-        text = retrying(lambda run=run: _load_text(mlflow_client, run), "read a run's evaluation rows", where=store_location(uri))
-        if text is not None:
-            out.append((run, json.loads(text)))
+        text = retrying(lambda run=run: _load_text(mlflow_client, run), "read a run's evaluation rows", where=where)
+        if text is None:
+            continue
+        content = json.loads(text)
+        if left_out:
+            rows = [r for r in content["rows"] if (run.info.run_id, EvalRow.from_dict(r).evaluation_key) not in left_out]
+            content = {**content, "rows": rows}
+        out.append((run, content))
     return out
 
 

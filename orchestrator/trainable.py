@@ -23,10 +23,15 @@ from fm_core.solvers import SolverSetting
 from orchestrator.plan import TrainingKey
 from orchestrator.live_logging import LiveLogger
 from orchestrator.plots import save_loss_curve
-from orchestrator.records import complete_rows, failed_rows, trial_params, trial_summary
+from orchestrator.cell_store import cell_dir, get_dir, step_dir
+from orchestrator.evaluation_runs import log_evaluation_runs
+from orchestrator.plan import train_run_name
+from orchestrator.records import complete_rows, failed_rows, trial_identity, trial_params, trial_summary
+from orchestrator.registry import EVALUATE, WorkItem
+from orchestrator.rows import FIELD_NAMES, EvalRow, rows_from_dicts
 from orchestrator.tracking import TAG_NODE, TrialRun, log_trial_record
 from orchestrator.trial import TrialRunner
-from orchestrator.training_loop import LoopPlan, TrainReporter, TuneReporter, run_loop
+from orchestrator.training_loop import LoopPlan, TrainReporter, TuneReporter, eval_progress, run_loop, write_samples
 
 
 def _train_worker(loop_config: dict[str, Any]) -> None:
@@ -42,11 +47,12 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
         with checkpoint.as_directory() as directory:
             runner.restore(directory)
     runner.generator.manual_seed(key.seed * 100_003 + rank * 7919 + runner.step)  # distinct data per rank
-    plan = LoopPlan(config, settings, loop_config["eval_steps"], rank=rank, train_model=ray.train.torch.prepare_model(runner.model))
+    plan = LoopPlan(config, settings, loop_config["eval_steps"], rank=rank, train_model=ray.train.torch.prepare_model(runner.model),
+                    snapshots=loop_config["snapshots"])  # fmt: skip
     if rank != 0:
         run_loop(runner, plan, TrainReporter(), None, None)
         return
-    run = TrialRun(loop_config["tracking_uri"], loop_config["experiment_id"], config.name, key, {}, mark_running=False)
+    run = TrialRun(loop_config["tracking_uri"], loop_config["experiment_id"], config.name, key, {}, loop_config["cell"], mark_running=False)
     live = LiveLogger(run)
     try:
         with tempfile.TemporaryDirectory() as samples:
@@ -55,7 +61,7 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
         live.close()
 
 
-def _fit_with_torch_trainer(runner: TrialRunner, params: dict[str, Any], storage: str) -> None:
+def _fit_with_torch_trainer(runner: TrialRunner, params: dict[str, Any], item: WorkItem) -> None:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -63,7 +69,10 @@ def _fit_with_torch_trainer(runner: TrialRunner, params: dict[str, Any], storage
     config = runner.config
     trainer = TorchTrainer(
         _train_worker,
-        train_loop_config={k: params[k] for k in ("config", "key", "settings", "eval_steps", "tracking_uri", "experiment_id")},
+        train_loop_config={
+            **{k: params[k] for k in ("config", "key", "settings", "eval_steps", "tracking_uri", "experiment_id")},
+            "cell": item.cell, "snapshots": cell_dir(params["storage_root"], item.cell),
+        },  # fmt: skip
         scaling_config=ScalingConfig(
             num_workers=config.train.num_workers,
             use_gpu=config.train.use_gpu,
@@ -71,8 +80,8 @@ def _fit_with_torch_trainer(runner: TrialRunner, params: dict[str, Any], storage
         ),
         run_config=RunConfig(
             # The same name on a rerun makes Ray Train resume from the latest checkpoint.
-            name=f"train-{runner.key.trial_id}",
-            storage_path=storage,
+            name=train_run_name(runner.key.trial_id, item.cell, params["pass"]),
+            storage_path=params["storage_path"],
             failure_config=FailureConfig(max_failures=config.train.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             callbacks=[TuneReportCallback()],
@@ -102,10 +111,14 @@ def run_training_trial(params: dict[str, Any], started_at: float, started: float
     end is never only in this process: if the trial dies, the driver finishes its record from there."""
     config = SweepConfig.model_validate(params["config"])
     key = TrainingKey(**params["key"])
+    item = WorkItem.from_dict(params["work"][key.trial_id])
+    torch.set_num_threads(max(1, int(config.train.cpus_per_worker)))
+    if item.mode == EVALUATE:
+        run_evaluation_trial(config, item, params)
+        return
     settings = [SolverSetting(**s) for s in params["settings"]]
     eval_steps: list[int] = params["eval_steps"]
-    torch.set_num_threads(max(1, int(config.train.cpus_per_worker)))
-    run = TrialRun(params["tracking_uri"], params["experiment_id"], config.name, key, trial_params(config, key))
+    run = TrialRun(params["tracking_uri"], params["experiment_id"], config.name, key, trial_params(config, key), item.cell)
     node_id = ray.get_runtime_context().get_node_id()
     run.set_tags({TAG_NODE: node_id})
     summary = trial_summary(config, key, node_id, started_at)
@@ -129,9 +142,10 @@ def run_training_trial(params: dict[str, Any], started_at: float, started: float
         artifacts = Path(tmp)
         try:
             if config.train.uses_torch_trainer:
-                _fit_with_torch_trainer(runner, params, params["storage_path"])
+                _fit_with_torch_trainer(runner, params, item)
             else:
-                run_loop(runner, LoopPlan(config, settings, eval_steps), TuneReporter(), artifacts, live)
+                plan = LoopPlan(config, settings, eval_steps, snapshots=cell_dir(params["storage_root"], item.cell))
+                run_loop(runner, plan, TuneReporter(), artifacts, live)
             status, error = "FINISHED", None
         except Exception as err:
             status, error = "FAILED", _reason(err)
@@ -152,3 +166,45 @@ def run_training_trial(params: dict[str, Any], started_at: float, started: float
     if error:
         raise RuntimeError(error)
     ray.tune.report({"step": runner.step, "done": 1.0, "loss": runner.losses[-1][1] if runner.losses else float("nan")})
+
+
+def run_evaluation_trial(config: SweepConfig, item: WorkItem, params: dict[str, Any]) -> None:
+    """A trained cell's missing evaluations (new solver settings, new evaluation settings), from the weights its
+    training stored at each evaluation step: no retraining. The new rows join the cell's run (one child run
+    each, evaluations.json rewritten with old and new rows, a row of the same evaluation replaced)."""
+    run = TrialRun(params["tracking_uri"], params["experiment_id"], config.name, item.key, {}, item.cell, mark_running=False)
+    content = run.read_evaluations() or {"summary": {}, "rows": []}
+    settings = {s.label: s for s in (SolverSetting(**d) for d in params["settings"])}
+    device = "cuda" if config.train.use_gpu and torch.cuda.is_available() else "cpu"  # the trial holds a GPU then
+    runner = TrialRunner(config, item.key, device=device)
+    folder = cell_dir(params["storage_root"], item.cell)
+    rows: list[EvalRow] = []
+    error = None
+    with tempfile.TemporaryDirectory() as tmp:
+        artifacts = Path(tmp)
+        try:
+            for step, labels in item.evaluate:
+                with tempfile.TemporaryDirectory() as local:
+                    runner.restore_weights(get_dir(step_dir(folder, step), Path(local)))
+                todo = [settings[label] for label in labels]
+                found, samples = runner.evaluate(todo, lambda i, row, n=len(todo): ray.tune.report(eval_progress(i, n, row)))
+                rows += found
+                write_samples(runner, found, samples, artifacts, suffix=f"_{params['pass']}")
+        except Exception as err:  # a lost or unreadable snapshot: the evaluations not reached are recorded failed
+            error = _reason(err)
+        done = {(r.train_step, r.setting.label) for r in rows}
+        rows += [EvalRow.of(settings[label], step, **trial_identity(config, item.key), status="failed", error=error)
+                 for step, labels in item.evaluate for label in labels if (step, label) not in done and error]  # fmt: skip
+        summary = content.get("summary", {})
+        shared = {k: v for k, v in summary.items() if k in FIELD_NAMES and k not in ("error", "eval_digest")}
+        rows = [row.replace(**shared) for row in rows]
+        log_evaluation_runs(run, rows)
+        merged = {r.evaluation_key: r for r in rows_from_dicts(content.get("rows", []))}
+        merged.update({r.evaluation_key: r for r in rows})
+        run.log_evaluations(list(merged.values()), summary)
+        for folder_name, pattern in (("plots", "*.png"), ("samples", "*.npz")):
+            for file in sorted(artifacts.glob(pattern)):
+                run.log_artifact(file, folder_name)
+    if error:
+        raise RuntimeError(error)
+    ray.tune.report({"done": 1.0, "evaluated": len(rows)})

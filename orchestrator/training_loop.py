@@ -21,6 +21,7 @@ import ray.tune
 from torch import nn
 
 from fm_core.solvers import SolverSetting
+from orchestrator.cell_store import put_dir, step_dir
 from orchestrator.config import SweepConfig
 from orchestrator.live_logging import LiveLogger
 from orchestrator.plots import save_samples
@@ -65,6 +66,7 @@ class LoopPlan:
     eval_steps: list[int]
     rank: int = 0
     train_model: nn.Module | None = None  # a DDP wrapper of runner.model; None: the model itself
+    snapshots: str | None = None  # the cell's folder for the weights of each evaluation step (cell_store)
 
     @property
     def is_chief(self) -> bool:
@@ -112,6 +114,9 @@ def _evaluate(runner: TrialRunner, plan: LoopPlan, reporter: Reporter, samples_d
         return
     rows, samples = runner.evaluate(plan.settings, lambda i, row: reporter.progress(eval_progress(i, total, row)))
     runner.rows += rows
+    if plan.snapshots is not None:  # later passes evaluate new settings of this step from these weights
+        with tempfile.TemporaryDirectory() as tmp:
+            put_dir(runner.save_weights(tmp), step_dir(plan.snapshots, runner.step))
     files = write_samples(runner, rows, samples, samples_dir) if samples_dir is not None else {}
     if live is not None:
         live.log_rows(rows)
@@ -119,19 +124,22 @@ def _evaluate(runner: TrialRunner, plan: LoopPlan, reporter: Reporter, samples_d
             live.log_files(paths, artifact_path)
 
 
-def write_samples(runner: TrialRunner, rows: list[EvalRow], samples: dict[str, Any], folder: Path) -> dict[str, list[Path]]:
-    """The step's sample figure (plots/) and raw samples and reference trajectory (samples/)."""
-    step, written = runner.step, {"plots": [], "samples": []}
+def write_samples(
+    runner: TrialRunner, rows: list[EvalRow], samples: dict[str, Any], folder: Path, suffix: str = ""
+) -> dict[str, list[Path]]:
+    """The step's sample figure (plots/) and raw samples and reference trajectory (samples/); `suffix` names
+    the files of a later pass's evaluations apart from the training's own."""
+    name, written = f"{runner.step}{suffix}", {"plots": [], "samples": []}
     if samples:
         nfe = {r.setting.label: r.nfe for r in rows if r.nfe is not None}
-        written["plots"].append(save_samples(samples, folder / f"samples_step{step}.png", step=step,
+        written["plots"].append(save_samples(samples, folder / f"samples_step{name}.png", step=runner.step,
                                              method=runner.key.trial_id, nfe=nfe))  # fmt: skip
-        npz = folder / f"samples_step{step}.npz"
+        npz = folder / f"samples_step{name}.npz"
         np.savez_compressed(npz, **{k: v.numpy() for k, v in samples.items()})
         written["samples"].append(npz)
     if runner.trajectory is not None:
         times, states = runner.trajectory
-        npz = folder / f"trajectory_step{step}.npz"
+        npz = folder / f"trajectory_step{name}.npz"
         np.savez_compressed(npz, t=np.asarray(times), x=states.numpy())
         written["samples"].append(npz)
     return written

@@ -233,6 +233,31 @@ class TrialRunner:
                 " was its sweep.yaml changed after training?"
             ) from None
 
+    def save_weights(self, directory: str | Path) -> Path:
+        """The weights an evaluation reads (the model and its EMA) at this step, without the optimizer: what a
+        later pass needs to evaluate new solver settings of this checkpoint without retraining."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {"model": self.model.state_dict(), "step": self.step, **({"ema": self.ema.state_dict()} if self.ema is not None else {})}
+        torch.save(state, directory / STATE_FILE)
+        write_record(directory, {"trial_id": self.key.trial_id, "step": self.step, "weights_only": True})
+        return directory
+
+    def restore_weights(self, directory: str | Path) -> None:
+        """Load a `save_weights` folder (CheckpointError if it is not of this trial or does not fit its model)."""
+        directory = Path(directory)
+        state = load_state_file(directory / STATE_FILE, self.device)
+        record = read_record(directory) or {}
+        if record.get("trial_id") != self.key.trial_id:
+            raise CheckpointError(f"{directory}: the weights are of trial '{record.get('trial_id')}', not '{self.key.trial_id}'")
+        try:
+            self.model.load_state_dict(state["model"])
+            if self.ema is not None:
+                self.ema.load_state_dict(state["ema"])
+            self.step = int(state["step"])
+        except (RuntimeError, KeyError, ValueError, TypeError) as err:
+            raise CheckpointError(f"{directory}: the weights do not fit this trial's model ({type(err).__name__})") from None
+
     # --- training ------------------------------------------------------------------------------
 
     def train_until(

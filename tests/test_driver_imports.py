@@ -29,14 +29,15 @@ def test_what_run_sweep_builds_before_ray_starts_the_trials_needs_no_torch():
         "from orchestrator.config import load_sweep\n"
         "from orchestrator.plan import plan_sweep\n"
         "from orchestrator.progress import SweepProgress\n"
-        "from orchestrator.sweep import _param_space, _trial_resources, _trial_setup\n"
+        "from orchestrator.sweep import _every_training, _param_space, _trial_resources, _trial_setup\n"
         "from orchestrator.trial_entry import training_trial\n"
         "config = load_sweep('sweeps/smoke.yaml')\n"
         "plan = plan_sweep(config)\n"
         "tune.with_resources(training_trial, _trial_resources(config))\n"
         "SweepProgress(len(plan.trainings), config.train.steps)\n"
-        "_param_space(plan)\n"
-        "_trial_setup(config, plan, 'sqlite:///unused.db', '0', '/tmp/unused')\n"
+        "work = _every_training(config, plan)\n"
+        "_param_space(work)\n"
+        "_trial_setup(config, plan, 'sqlite:///unused.db', '0', '/tmp/unused', work, 'tune')\n"
         "print(sorted(m for m in ('torch', 'matplotlib') if m in sys.modules))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)

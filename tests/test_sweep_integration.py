@@ -214,7 +214,12 @@ def test_a_sweep_whose_driver_is_killed_resumes_with_every_row_once(tmp_path: Pa
         cleanup_ray_tmp(env)
     assert not (tmp_path / "results" / "resume" / "runs.parquet").exists()
     refused = run_fmx(["sweep", "resume.yaml"], tmp_path)  # a rerun without --resume must not mix sweeps
-    assert refused.returncode == 2 and "--resume" in refused.stderr
+    assert refused.returncode == 2 and "was interrupted" in refused.stderr and "--resume" in refused.stderr
+    # --resume finishes the interrupted run as it was started: an edited file is refused until restored.
+    (tmp_path / "resume.yaml").write_text(RESUME_SWEEP.replace("seed: [0, 1]", "seed: [0, 1, 2]"))
+    edited = run_fmx(["sweep", "resume.yaml", "--resume"], tmp_path)
+    assert edited.returncode == 2 and "has changed since sweep 'resume' was interrupted" in edited.stderr, edited.stderr
+    (tmp_path / "resume.yaml").write_text(RESUME_SWEEP)
     resumed = _fmx(["sweep", "resume.yaml", "--resume"], tmp_path)
     assert "6/6 done" in resumed.stderr  # trials finished before the kill count as done
     runs = pd.read_parquet(tmp_path / "results" / "resume" / "runs.parquet")
@@ -247,14 +252,24 @@ def test_a_two_worker_trial_trains_with_ray_train_ddp(tmp_path: Path):
     assert len(runs) == 1 and runs.loc[0, "status"] == "ok" and runs.loc[0, "train_steps"] == 60
     # Its checkpoints live in its Ray Train run, not in Tune's trial: the driver finds the newest there when
     # it must finish the record of a trial that was killed.
+    from orchestrator.plan import train_run_name
     from orchestrator.reconcile import train_run_record
 
-    record = train_run_record(str(tmp_path / "results" / "ddp" / "ray"), "ot-fm-independent-s0")
+    name = train_run_name("ot-fm-independent-s0", runs.loc[0, "cell"], "tune")
+    record = train_run_record(str(tmp_path / "results" / "ddp" / "ray"), name)
     assert record["step"] == 60 and len(record["rows"]) == 1 and record["rows"][0]["nfe"] == runs.loc[0, "nfe"]
     assert runs.loc[0, "nfe"] == 8
     # Ray Train kept its own run (and checkpoints) under the sweep's storage.
     train_dirs = list((tmp_path / "results" / "ddp" / "ray" / "train").glob("train-ot-fm-independent-s0*"))
     assert train_dirs and any(train_dirs[0].rglob("state.pt"))
+    # Rank 0 stored the weights of its evaluation step: a new solver setting is evaluated from them, in a
+    # trial of its own (one worker's resources), without training again.
+    (tmp_path / "ddp.yaml").write_text(DDP_SWEEP.replace("nfe: [8]", "nfe: [8, 4]"))
+    grown = _fmx(["sweep", "ddp.yaml"], tmp_path)
+    assert "0 to train, 1 to evaluate from stored weights (1 evaluation)" in grown.stderr, grown.stderr
+    more = pd.read_parquet(tmp_path / "results" / "ddp" / "runs.parquet").sort_values("nfe_budget")
+    assert list(more["nfe"]) == [4, 8] and (more["status"] == "ok").all() and more["mlflow_run_id"].nunique() == 1
+    assert more["world_size"].tolist() == [2, 2]
 
 
 def test_a_trial_that_cannot_import_its_code_is_reported_and_the_command_fails(tmp_path: Path):

@@ -1,0 +1,109 @@
+"""The sweep's own files beside Tune's, on its storage (a local folder, a mounted share or a cloud URI):
+the weights a training had at each evaluation step (`cells/<cell>/step-<n>/`), from which later passes
+evaluate new solver settings without retraining, and the ledger of the sweep's passes (`passes.json`).
+
+Local paths and URIs go through pyarrow's filesystems, as Ray's own storage does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+CELLS_DIR = "cells"
+PASSES_FILE = "passes.json"
+#: Written last into a snapshot folder: a folder without it is incomplete (its upload was cut off).
+COMPLETE_MARK = "record.json"
+
+
+def _join(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *parts])
+
+
+def cell_dir(storage: str, cell: str) -> str:
+    """The folder of one training cell's evaluation snapshots."""
+    return _join(storage, CELLS_DIR, cell)
+
+
+def step_dir(cell_folder: str, step: int) -> str:
+    return _join(cell_folder, f"step-{step}")
+
+
+def _fs(path: str):  # -> (pyarrow FileSystem, path within it)
+    from pyarrow import fs
+
+    return fs.FileSystem.from_uri(path) if "://" in path else (fs.LocalFileSystem(), str(Path(path).resolve()))
+
+
+def put_dir(local: Path, dest: str) -> None:
+    """Copy a folder's files to `dest`, the completion mark last; a local copy is renamed into place whole."""
+    if "://" not in dest:
+        target = Path(dest)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".incoming-", dir=target.parent))
+        for file in local.iterdir():
+            shutil.copyfile(file, tmp / file.name)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+        return
+    filesystem, root = _fs(dest)
+    filesystem.create_dir(root, recursive=True)
+    files = sorted(local.iterdir(), key=lambda f: f.name == COMPLETE_MARK)
+    for file in files:
+        with open(file, "rb") as src, filesystem.open_output_stream(f"{root}/{file.name}") as out:
+            shutil.copyfileobj(src, out)
+
+
+def has_complete(dest: str) -> bool:
+    """Whether a snapshot folder exists with its completion mark."""
+    filesystem, root = _fs(dest)
+    from pyarrow import fs
+
+    return filesystem.get_file_info(f"{root}/{COMPLETE_MARK}").type == fs.FileType.File
+
+
+def get_dir(source: str, local: Path) -> Path:
+    """Copy a stored folder's files into `local` (a local folder is read in place)."""
+    if "://" not in source:
+        return Path(source)
+    filesystem, root = _fs(source)
+    from pyarrow import fs
+
+    local.mkdir(parents=True, exist_ok=True)
+    for info in filesystem.get_file_info(fs.FileSelector(root)):
+        with filesystem.open_input_stream(info.path) as src, open(local / info.base_name, "wb") as out:
+            shutil.copyfileobj(src, out)
+    return local
+
+
+def read_json(path: str) -> Any | None:
+    """A JSON file on the storage, or None where it is missing or unreadable."""
+    try:
+        filesystem, root = _fs(path)
+        with filesystem.open_input_stream(root) as src:
+            return json.loads(src.read().decode())
+    except (OSError, ValueError):
+        return None
+
+
+def write_json(path: str, content: Any) -> None:
+    """Write a JSON file on the storage; a local one atomically (a full disk leaves the old file)."""
+    text = json.dumps(content, indent=1)
+    if "://" not in path:
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(target.suffix + ".tmp")
+        try:
+            tmp.write_text(text)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return
+    filesystem, root = _fs(path)
+    with filesystem.open_output_stream(root) as out:
+        out.write(text.encode())

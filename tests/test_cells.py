@@ -1,0 +1,118 @@
+"""A sweep grows without retraining: `fmx sweep` of an edited file runs only its missing cells (real Ray, real
+MLflow sqlite store, real checkpoints)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from tests.cli_helpers import TRAINING_RUNS
+from tests.test_sweep_integration import _fmx
+
+pytestmark = pytest.mark.slow
+
+GROWING = """\
+name: growing
+dataset:
+  name: moons
+model: {kind: mlp, hidden: 32, depth: 2}
+train: {steps: 60, batch_size: 128, checkpoint_every: 30, log_every: 10}
+eval: {samples: 200, likelihood_points: 20, reference_tol: null}
+grid:
+  pairs: [[ot, fm], [vp, fm]]
+  seed: [0]
+  solver: [euler]
+  nfe: [4]
+"""
+
+
+def _sweep(tmp_path: Path, text: str):
+    (tmp_path / "growing.yaml").write_text(text)
+    return _fmx(["sweep", "growing.yaml"], tmp_path)
+
+
+def _runs(tmp_path: Path) -> pd.DataFrame:
+    return pd.read_parquet(tmp_path / "results" / "growing" / "runs.parquet")
+
+
+def _mlflow(tmp_path: Path, filter_string: str = "") -> list:
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("growing")
+    return client.search_runs([experiment.experiment_id], filter_string=filter_string, max_results=1000)
+
+
+def _tune_trials(tmp_path: Path, name: str) -> int:
+    return sum(1 for p in (tmp_path / "results" / "growing" / "ray" / name).iterdir() if p.is_dir() and (p / "params.json").exists())
+
+
+def _loss_steps(tmp_path: Path, run_id: str) -> list[int]:
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    return sorted(m.step for m in client.get_metric_history(run_id, "train_loss"))
+
+
+def test_an_edited_sweep_runs_only_its_missing_cells(tmp_path: Path):
+    _sweep(tmp_path, GROWING)
+    first = _runs(tmp_path)
+    assert len(first) == 2 and (first["status"] == "ok").all()
+
+    # One more seed: only the two new trainings run, in a Tune experiment of their own.
+    grown = _sweep(tmp_path, GROWING.replace("seed: [0]", "seed: [0, 1]"))
+    assert "2 to train" in grown.stderr and "2 reused" in grown.stderr
+    assert _tune_trials(tmp_path, "tune") == 2 and _tune_trials(tmp_path, "tune-2") == 2
+    runs = _runs(tmp_path)
+    assert len(runs) == 4 and sorted(runs["seed"]) == [0, 0, 1, 1]
+    old = runs[runs["seed"] == 0].set_index("trial_id").sort_index()
+    pd.testing.assert_frame_equal(  # the reused rows are the very rows of the first run
+        old[["mlflow_run_id", "nll", "train_seconds"]], first.set_index("trial_id").sort_index()[["mlflow_run_id", "nll", "train_seconds"]]
+    )
+    parents = {r.info.run_id: r for r in _mlflow(tmp_path, TRAINING_RUNS)}
+    assert len(parents) == 4
+
+    # One more solver setting: no training at all; one evaluation per training, from its stored weights.
+    more = _sweep(tmp_path, GROWING.replace("seed: [0]", "seed: [0, 1]").replace("nfe: [4]", "nfe: [4, 2]"))
+    assert "0 to train, 4 to evaluate from stored weights (4 evaluations)" in more.stderr, more.stderr
+    work = json.loads((tmp_path / "results" / "growing" / "ray" / "passes.json").read_text())[-1]["work"]
+    assert [w["mode"] for w in work] == ["evaluate"] * 4
+    runs = _runs(tmp_path)
+    assert len(runs) == 8 and runs.groupby(["trial_id", "nfe_budget"]).size().eq(1).all()
+    assert (runs["status"] == "ok").all() and set(runs["nfe"]) == {2, 4}
+    after = {r.info.run_id: r for r in _mlflow(tmp_path, TRAINING_RUNS)}
+    assert after.keys() == parents.keys()  # no training run added, none doubled
+    for run_id in after:  # nor trained again: the loss curve is the one of the first training
+        assert _loss_steps(tmp_path, run_id) == [10, 20, 30, 40, 50, 60]
+    children = _mlflow(tmp_path, "tags.`fmx.evaluation` != ''")
+    assert len(children) == 8 and len({(c.data.tags["mlflow.parentRunId"], c.data.tags["fmx.evaluation"]) for c in children}) == 8
+    assert set(runs["mlflow_run_id"]) == set(parents)
+
+    # Another step count: new cells, trained into new runs; the old ones stay in MLflow, out of the tables,
+    # and nothing of them leaks into the new runs (also with results/ deleted, the tune state with it).
+    shutil.rmtree(tmp_path / "results")
+    changed = GROWING.replace("seed: [0]", "seed: [0, 1]").replace("nfe: [4]", "nfe: [4, 2]").replace("steps: 60", "steps: 40")
+    retrained = _sweep(tmp_path, changed)
+    assert "4 to train, 0 reused" in retrained.stderr, retrained.stderr
+    runs = _runs(tmp_path)
+    assert len(runs) == 8 and (runs["train_steps"] == 40).all() and (runs["train_step"] == 40).all()
+    new_ids = set(runs["mlflow_run_id"])
+    assert not new_ids & set(parents)
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    for run_id in new_ids:
+        run = client.get_run(run_id)
+        assert run.data.params["train.steps"] == "40" and run.data.tags["fmx.current"] == "true"
+        assert _loss_steps(tmp_path, run_id) == [10, 20, 30, 40]
+        kids = _mlflow(tmp_path, f"tags.`mlflow.parentRunId` = '{run_id}'")
+        assert len(kids) == 2 and {k.data.params["train_step"] for k in kids} == {"40"}
+    for run_id in parents:  # the 60-step cells: kept, marked, out of the table
+        assert client.get_run(run_id).data.tags["fmx.current"] == "false"
+    assert len(_mlflow(tmp_path, TRAINING_RUNS)) == 8
+
+    # Back to 60 steps: every cell is in MLflow with all its evaluations, so nothing runs (no stored weights
+    # are needed) and the table is the 60-step one again.
+    back = _sweep(tmp_path, changed.replace("steps: 40", "steps: 60"))
+    assert "0 to train, 4 reused" in back.stderr, back.stderr
+    runs = _runs(tmp_path)
+    assert len(runs) == 8 and set(runs["mlflow_run_id"]) == set(parents) and (runs["train_step"] == 60).all()
