@@ -16,15 +16,16 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fm_core.names import OBJECTIVE_NAMES, SCORE_OBJECTIVES
-from fm_core.paths import AffinePath, _expand_like
+from fm_core.names import OBJECTIVE_NAMES, path_objective_problem, time_sampling_of, time_sampling_problem
+from fm_core.paths import PATHS, AffinePath, _expand_like
+from fm_core.time_sampling import TimeSampler, Uniform, make_time_sampler
 
 VectorField = Callable[[Tensor, Tensor], Tensor]
 """A field called as f(t, x) (torchdiffeq's order) with a scalar t."""
@@ -45,6 +46,7 @@ class Objective(ABC):
     """A regression loss for the network and the recipe that turns it into an ODE field."""
 
     path: AffinePath
+    times: TimeSampler = field(default_factory=Uniform)  # how training draws t (fm_core.time_sampling)
     name: ClassVar[str] = "objective"
 
     @abstractmethod
@@ -64,9 +66,12 @@ class FlowMatching(Objective):
     name: ClassVar[str] = "fm"
 
     def loss(self, model: nn.Module, x0: Tensor, x1: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        t = self.path.sample_t(x1.shape[0], device=x1.device, generator=generator).to(x1.dtype)
+        t, weight = self.times.sample(self.path, x1.shape[0], device=x1.device, generator=generator)
+        t = t.to(x1.dtype)
         x_t, target = self.path.sample(x0, x1, t)
-        return _mse(model(x_t, t), target)
+        if weight is None:
+            return _mse(model(x_t, t), target)
+        return (_per_sample_mean((model(x_t, t) - target) ** 2) * weight.to(x1.dtype)).mean()
 
     def vector_field(self, model: nn.Module) -> VectorField:
         return lambda t, x: model(x, t)
@@ -87,11 +92,8 @@ class ScoreMatching(_ScoreBased):
 
     name: ClassVar[str] = "sm"
 
-    def _times(self, n: int, device: torch.device, generator: torch.Generator | None) -> tuple[Tensor, Tensor | None]:
-        return self.path.sample_t(n, device=device, generator=generator), None
-
     def loss(self, model: nn.Module, x0: Tensor, x1: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        t, weight = self._times(x1.shape[0], x1.device, generator)
+        t, weight = self.times.sample(self.path, x1.shape[0], device=x1.device, generator=generator)
         t = t.to(x1.dtype)
         x_t, _ = self.path.sample(x0, x1, t)
         _, sigma = self.path.alpha_sigma(t)
@@ -110,9 +112,6 @@ class ScoreFlow(ScoreMatching):
 
     name: ClassVar[str] = "scoreflow"
 
-    def _times(self, n: int, device: torch.device, generator: torch.Generator | None) -> tuple[Tensor, Tensor | None]:
-        return self.path.likelihood_weighted_t(n, device=device, generator=generator)
-
 
 class NoisePrediction(_ScoreBased):
     """DDPM's epsilon prediction: ||eps(x_t, t) - x0||^2, score = -eps / sigma_t."""
@@ -120,17 +119,21 @@ class NoisePrediction(_ScoreBased):
     name: ClassVar[str] = "ddpm"
 
     def loss(self, model: nn.Module, x0: Tensor, x1: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        t = self.path.sample_t(x1.shape[0], device=x1.device, generator=generator).to(x1.dtype)
+        t, weight = self.times.sample(self.path, x1.shape[0], device=x1.device, generator=generator)
+        t = t.to(x1.dtype)
         x_t, _ = self.path.sample(x0, x1, t)
-        return _mse(model(x_t, t), x0)
+        if weight is None:
+            return _mse(model(x_t, t), x0)
+        return (_per_sample_mean((model(x_t, t) - x0) ** 2) * weight.to(x1.dtype)).mean()
 
     def score(self, model: nn.Module, x: Tensor, t: Tensor) -> Tensor:
         _, sigma = self.path.alpha_sigma(torch.as_tensor(t, dtype=x.dtype, device=x.device))
         return -model(x, t) / _expand_like(sigma, x)
 
 
-def make_objective(name: str, path: AffinePath) -> Objective:
-    """Build an objective by name; score objectives need a diffusion path (vp or ve)."""
+def make_objective(name: str, path: AffinePath, times: TimeSampler | None = None) -> Objective:
+    """Build an objective by name on a path, training with `times` (default: the objective's own); what the
+    path can do (fm_core.paths) decides which objectives and times fit it."""
     classes: dict[str, type[Objective]] = {
         "fm": FlowMatching,
         "sm": ScoreMatching,
@@ -139,9 +142,10 @@ def make_objective(name: str, path: AffinePath) -> Objective:
     }
     if name not in classes:
         raise ValueError(f"unknown objective '{name}'; choose one of {', '.join(OBJECTIVE_NAMES)}")
-    if name in SCORE_OBJECTIVES and path.name == "ot":
-        raise ValueError(
-            f"objective '{name}' learns a score and needs a diffusion path (vp or ve); "
-            "the OT path has no score-based probability-flow ODE at t = 0"
-        )
-    return classes[name](path)
+    known = path.name in PATHS
+    problem = path_objective_problem(path.name, name) if known else None
+    times = times if times is not None else make_time_sampler(time_sampling_of(name, None))
+    problem = problem or (time_sampling_problem(path.name, name, times.kind) if known else None)
+    if problem:
+        raise ValueError(problem)
+    return classes[name](path, times)

@@ -1,31 +1,54 @@
-"""Conditional Gaussian probability paths of Lipman et al. (2023), Section 4.
+"""Conditional Gaussian probability paths of Lipman et al. (2023), Section 4: one path class per schedule.
 
 Every path here is *affine*: given noise x0 ~ N(0, I) and a data point x1,
 
     x_t = psi_t(x0 | x1) = alpha_t * x1 + sigma_t * x0,
 
-with t = 0 the noise end and t = 1 the data end (the paper's convention).  Writing the
-three paths in this one form lets the objectives, the score <-> vector-field conversion
-and the closed-form Gaussian tests share one implementation:
+with t = 0 the noise end and t = 1 the data end (the paper's convention). A schedule is one subclass of
+`AffinePath` that gives alpha_t, sigma_t and their derivatives; sampling, the CFM target, the conditional
+field and the score <-> vector-field conversion are shared. What a schedule can do sits beside its name as
+class attributes (`score_field`, `likelihood_weighting`, its options as dataclass fields), and every other
+part of fmx (fm_core.names, the sweep validation) reads them from `PATHS`:
 
-* OT:  alpha_t = t,               sigma_t = 1 - (1 - sigma_min) t
-* VP:  alpha_t = a(1 - t),        sigma_t = sqrt(1 - a(1 - t)^2),  a(s) = exp(-T(s) / 2)
-* VE:  alpha_t = 1,               sigma_t = sigma_ve(1 - t),  sigma_ve geometric in s
+* OT:        alpha_t = t,               sigma_t = 1 - (1 - sigma_min) t
+* VP:        alpha_t = a(1 - t),        sigma_t = sqrt(1 - a(1 - t)^2),  a(s) = exp(-T(s) / 2)
+* VE:        alpha_t = 1,               sigma_t = sigma_ve(1 - t),  sigma_ve geometric in s
+* cosine:    alpha_t = sin(pi t / 2),   sigma_t = cos(pi t / 2)
+* poly (n):  alpha_t = t^n,             sigma_t = 1 - t^n
+* linear_vp: alpha_t = t,               sigma_t = sqrt(1 - t^2)
 
 The regression target of conditional flow matching is d/dt psi_t(x0) = alpha'_t x1 + sigma'_t x0.
+
+This module imports PyTorch at first use, not at import: the sweep driver and `fmx validate` read the
+schedules' names and capabilities from it without loading PyTorch.
 """
 
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import MISSING, dataclass, fields
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
-from torch import Tensor
+if TYPE_CHECKING:
+    from torch import Tensor
 
-from fm_core.names import PATH_NAMES
+
+class _LazyTorch:
+    """Stands in for the `torch` module until a path computes something; then it puts the real module in
+    its place, so later calls pay nothing."""
+
+    def __getattr__(self, name: str) -> Any:
+        import torch as module
+
+        globals()["torch"] = module
+        return getattr(module, name)
+
+
+torch: Any = _LazyTorch()
+
+#: Every schedule by name, in the order they are defined (filled as each subclass is created).
+PATHS: dict[str, type[AffinePath]] = {}
 
 
 def _expand_like(t: Tensor, x: Tensor) -> Tensor:
@@ -42,6 +65,26 @@ class AffinePath(ABC):
     name: ClassVar[str] = "affine"
     #: Largest t at which the path is evaluated (diffusion paths are singular at t = 1).
     t_max: ClassVar[float] = 1.0
+    #: alpha_t > 0 on all of [0, t_max]: a score then defines the probability-flow field (Tweedie divides by
+    #: alpha), so the score objectives (sm, scoreflow, ddpm) can train on this path.
+    score_field: ClassVar[bool] = False
+    #: A diffusion coefficient g(t) to weight the score loss by likelihood (the ScoreFlow objective).
+    likelihood_weighting: ClassVar[bool] = False
+    #: The option a sweep's `train.sigma_min` sets (the std left at the data end, the paper's sigma_min);
+    #: None where the schedule has no such free choice.
+    sigma_min_option: ClassVar[str | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:  # a schedule: registered under its name
+            if cls.name in PATHS:
+                raise TypeError(f"two paths are named '{cls.name}'")
+            PATHS[cls.name] = cls
+
+    @classmethod
+    def option_defaults(cls) -> dict[str, float]:
+        """The schedule's options (its dataclass fields) and their defaults."""
+        return {f.name: f.default for f in fields(cls) if f.default is not MISSING}  # type: ignore[arg-type]
 
     @abstractmethod
     def alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
@@ -107,6 +150,11 @@ class OTPath(AffinePath):
     sigma_min: float = 0.0
     name: ClassVar[str] = "ot"
     t_max: ClassVar[float] = 1.0
+    sigma_min_option: ClassVar[str | None] = "sigma_min"
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.sigma_min < 1.0:
+            raise ValueError(f"ot path: sigma_min must be in [0, 1), got {self.sigma_min}")
 
     def alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
         return t, 1.0 - (1.0 - self.sigma_min) * t
@@ -130,10 +178,16 @@ class VPPath(AffinePath):
     beta_max: float = 20.0
     eps: float = 1e-5
     name: ClassVar[str] = "vp"
+    score_field: ClassVar[bool] = True
+    likelihood_weighting: ClassVar[bool] = True
 
     @property
     def t_max(self) -> float:  # type: ignore[override]
         return 1.0 - self.eps
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.beta_min < self.beta_max:
+            raise ValueError(f"vp path: needs 0 <= beta_min < beta_max, got {self.beta_min} and {self.beta_max}")
 
     def _s(self, t: Tensor) -> Tensor:
         """Diffusion time s = 1 - t, held at eps past t_max.
@@ -201,10 +255,16 @@ class VEPath(AffinePath):
     sigma_max: float = 10.0
     eps: float = 1e-5
     name: ClassVar[str] = "ve"
+    score_field: ClassVar[bool] = True
+    likelihood_weighting: ClassVar[bool] = True
 
     @property
     def t_max(self) -> float:  # type: ignore[override]
         return 1.0 - self.eps
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.sigma_min < self.sigma_max:
+            raise ValueError(f"ve path: needs 0 < sigma_min < sigma_max, got {self.sigma_min} and {self.sigma_max}")
 
     def _log_ratio(self) -> float:
         return math.log(self.sigma_max / self.sigma_min)
@@ -226,9 +286,79 @@ class VEPath(AffinePath):
         return t, torch.full_like(t, 2.0 * self._log_ratio() * self.t_max)
 
 
+@dataclass(frozen=True, repr=True)
+class CosinePath(AffinePath):
+    """The cosine schedule (Nichol & Dhariwal 2021 in flow form): alpha_t = sin(pi t/2), sigma_t = cos(pi t/2),
+    so alpha^2 + sigma^2 = 1 at every t, like VP, but reaching pure data at t = 1."""
+
+    name: ClassVar[str] = "cosine"
+
+    def alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        angle = 0.5 * math.pi * t
+        return torch.sin(angle), torch.cos(angle)
+
+    def d_alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        angle = 0.5 * math.pi * t
+        return 0.5 * math.pi * torch.cos(angle), -0.5 * math.pi * torch.sin(angle)
+
+
+@dataclass(frozen=True, repr=True)
+class PolyPath(AffinePath):
+    """A polynomial convex schedule: alpha_t = t^n, sigma_t = 1 - t^n (n = 1 is OT with sigma_min = 0;
+    larger n stays near the noise longer)."""
+
+    n: float = 2.0
+    name: ClassVar[str] = "poly"
+
+    def __post_init__(self) -> None:
+        if not self.n > 0:
+            raise ValueError(f"poly path: n must be > 0, got {self.n}")
+
+    def alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        a = t**self.n
+        return a, 1.0 - a
+
+    def d_alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        # n t^(n-1), written so that t = 0 gives 0 (n > 1) instead of 0 * inf.
+        d = self.n * t.clamp_min(torch.finfo(t.dtype).tiny) ** (self.n - 1.0)
+        return d, -d
+
+
+@dataclass(frozen=True, repr=True)
+class LinearVPPath(AffinePath):
+    """A linear variance-preserving schedule: alpha_t = t, sigma_t = sqrt(1 - t^2). sigma'_t = -t / sigma_t is
+    singular at t = 1 (the CFM target's variance would be unbounded there), so training and sampling stop
+    at t_max = 1 - eps, where sigma is about sqrt(2 eps)."""
+
+    eps: float = 1e-4
+    name: ClassVar[str] = "linear_vp"
+
+    @property
+    def t_max(self) -> float:  # type: ignore[override]
+        return 1.0 - self.eps
+
+    def _t(self, t: Tensor) -> Tensor:
+        """t held at t_max past it (adaptive solvers overshoot the last time)."""
+        return t.clamp_max(self.t_max)
+
+    def alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        t = self._t(t)
+        # sqrt((1 - t)(1 + t)) keeps sigma accurate near t = 1, where 1 - t^2 cancels.
+        return t, torch.sqrt((1.0 - t) * (1.0 + t))
+
+    def d_alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        held = self._t(t)
+        inside = (t <= self.t_max).to(t.dtype)  # past t_max the path is constant
+        return inside, -inside * held / torch.sqrt((1.0 - held) * (1.0 + held))
+
+
 def make_path(name: str, **options: float) -> AffinePath:
-    """Build a path by name ('ot', 'vp', 've') with its options (sigma_min, beta_min, ...)."""
-    classes: dict[str, type[AffinePath]] = {"ot": OTPath, "vp": VPPath, "ve": VEPath}
-    if name not in classes:
-        raise ValueError(f"unknown path '{name}'; choose one of {', '.join(PATH_NAMES)}")
-    return classes[name](**options)  # type: ignore[call-arg]
+    """Build a path by name (`PATHS`) with its options (sigma_min, beta_min, n, ...)."""
+    if name not in PATHS:
+        raise ValueError(f"unknown path '{name}'; choose one of {', '.join(PATHS)}")
+    cls = PATHS[name]
+    unknown = sorted(set(options) - set(cls.option_defaults()))
+    if unknown:
+        known = ", ".join(cls.option_defaults()) or "none"
+        raise ValueError(f"path '{name}' has no option {', '.join(unknown)} (its options: {known})")
+    return cls(**options)

@@ -14,6 +14,7 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from orchestrator.config import ConfigError, SweepConfig, load_sweep, local_capacity_problem
@@ -31,7 +32,7 @@ TrackingUri = Annotated[
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
-    console.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
+    console.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)  # text, never markup
     raise typer.Exit(code)
 
 
@@ -90,12 +91,13 @@ def _more(total: int) -> str:
 def _print_plan(config: SweepConfig) -> None:
     plan = plan_sweep(config)
     table = Table(title=f"sweep '{config.name}': {len(plan.trainings)} trainings")
-    for col in ("trial", "path", "objective", "coupling", "seed"):
-        table.add_column(col)
+    axes = bool(config.grid.train)
+    for col in ("trial", "path", "objective", "coupling", "seed", *(["train"] if axes else [])):
+        table.add_column(col, overflow="fold")
     for key in plan.trainings[:PLAN_ROWS_SHOWN]:
-        table.add_row(key.trial_id, key.path, key.objective, key.coupling, str(key.seed))
+        table.add_row(key.trial_id, key.path, key.objective, key.coupling, str(key.seed), *([key.axes_label or ""] if axes else []))
     if _more(len(plan.trainings)):
-        table.add_row(_more(len(plan.trainings)), "", "", "", "")
+        table.add_row(_more(len(plan.trainings)), *[""] * (4 + axes))
     out.print(table)
     labels = [s.label for s in plan.settings[:PLAN_ROWS_SHOWN]] + [_more(len(plan.settings))]
     steps = plan.eval_steps[:PLAN_ROWS_SHOWN] + ([_more(len(plan.eval_steps))] if _more(len(plan.eval_steps)) else [])
@@ -282,10 +284,13 @@ def _show_table(table, markdown: bool) -> None:  # noqa: ANN001 - a pandas DataF
         return
     shown = display_table(table)
     rich_table = Table()
-    for col in shown.columns:  # labels stay whole (two tolerances must never read alike); numbers and headers wrap
-        rich_table.add_column(str(col), no_wrap=col in ("method", "solver"), overflow="fold")
-    for row in shown.itertuples(index=False):
-        rich_table.add_row(*(str(v) for v in row))
+    # Labels stay whole (two tolerances must never read alike); numbers, headers and method labels that carry
+    # training-option values (`FM-OT [ema_decay=0.999]`) fold onto more lines instead of being cut.
+    whole = {"solver"} | ({"method"} if shown["method"].str.len().max() <= 24 else set())
+    for col in shown.columns:
+        rich_table.add_column(str(col), no_wrap=col in whole, overflow="fold")
+    for row in shown.itertuples(index=False):  # escaped: `FM-OT [lr=0.001]` is text, not rich markup
+        rich_table.add_row(*(escape(str(v)) for v in row))
     rich_table.caption = CELL_LEGEND
     out.print(rich_table)
 
@@ -346,7 +351,7 @@ def compare(
         _fail(str(err))
     if not cells:
         _fail(f"{label_a} and {label_b} share no evaluated cell in sweep '{name}'")
-    table = Table(caption=f"A = {label_a}, B = {label_b}, on {metric}; paired by seed (same training seed, and the "
+    table = Table(caption=f"A = {escape(label_a)}, B = {escape(label_b)}, on {metric}; paired by seed (same training seed, and the "
                           "same evaluation noise: eval.seed is shared by every trial)")  # fmt: skip
     for column in ("step", "setting", "K", "seeds", "A", "B", "A - B [95 % CI]", "d_z", "p", "verdict"):
         table.add_column(column, no_wrap=True)

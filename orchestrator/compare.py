@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
@@ -10,7 +11,7 @@ from fm_core.solvers import SolverSetting
 from orchestrator.stats import Comparison, paired_comparison
 from orchestrator.tables import VALUE_COLUMNS, method_label
 
-METHOD_COLUMNS = ["path", "objective", "coupling"]
+METHOD_COLUMNS = ["path", "objective", "coupling", "train_axes"]
 #: What makes two rows the same evaluation cell, apart from the method and the seed.
 CELL_COLUMNS = ["train_step", "solver", "tol", "nfe_budget", "dequant_draws"]
 
@@ -27,19 +28,28 @@ class CellComparison:
     comparison: Comparison
 
 
-def methods_of(runs: pd.DataFrame) -> dict[str, tuple[str, str, str]]:
-    """Every name a method answers to: its label (FM-OT, SM-VP +mbOT) and its key (ot-fm-independent)."""
-    names: dict[str, tuple[str, str, str]] = {}
-    for path, objective, coupling in runs[METHOD_COLUMNS].drop_duplicates().itertuples(index=False):
-        method = (path, objective, coupling)
-        names[method_label(path, objective, coupling).lower()] = method
-        names[f"{path}-{objective}-{coupling}"] = method
-        if coupling == "independent":
-            names.setdefault(f"{path}-{objective}", method)
-    return names
+Method = tuple[str, str, str, Any]  # path, objective, coupling, train_axes (None without grid.train)
 
 
-def resolve_method(runs: pd.DataFrame, name: str) -> tuple[str, str, str]:
+def methods_of(runs: pd.DataFrame) -> dict[str, Method]:
+    """Every name a method answers to: its label (FM-OT, SM-VP +mbOT, FM-OT [lr=0.001]) and its key
+    (ot-fm-independent); a short name that several training-option variants share names none of them."""
+    names: dict[str, Method] = {}
+    shared: set[str] = set()
+    for row in runs[METHOD_COLUMNS].drop_duplicates().itertuples(index=False):
+        path, objective, coupling, axes = row
+        method = (path, objective, coupling, None if pd.isna(axes) else axes)
+        names[method_label(*method).lower()] = method
+        short = [method_label(path, objective, coupling).lower(), f"{path}-{objective}-{coupling}"]
+        short += [f"{path}-{objective}"] if coupling == "independent" else []
+        for name in short:
+            if name in names and names[name] != method:
+                shared.add(name)
+            names.setdefault(name, method)
+    return {k: v for k, v in names.items() if k not in shared}
+
+
+def resolve_method(runs: pd.DataFrame, name: str) -> Method:
     names = methods_of(runs)
     found = names.get(name.lower())
     if found is None:
@@ -60,7 +70,7 @@ def compare_methods(runs: pd.DataFrame, a: str, b: str, metric: str) -> list[Cel
     for cell, rows in ok.groupby(CELL_COLUMNS, dropna=False, sort=True):
         values = {}
         for method in (method_a, method_b):
-            mine = rows[(rows[METHOD_COLUMNS] == pd.Series(method, index=METHOD_COLUMNS)).all(axis=1)]
+            mine = rows[(rows[METHOD_COLUMNS].fillna("") == pd.Series(method, index=METHOD_COLUMNS).fillna("")).all(axis=1)]
             values[method] = dict(zip(mine["seed"].astype(int), mine[metric].astype("float64"), strict=True))
         if not values[method_a] or not values[method_b]:
             continue

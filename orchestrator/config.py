@@ -27,9 +27,12 @@ from fm_core.models.spec import UNetSpec, mlp_parameter_count
 from fm_core.solvers import SolverSetting
 from fm_core.names import (
     PRECISION_NAMES,
-    ADAPTIVE_SOLVERS, COUPLING_NAMES, DATASET_NAMES, FIXED_STAGES, OBJECTIVE_NAMES, PATH_NAMES, SCORE_OBJECTIVES,
-    SOLVER_NAMES,
+    ADAPTIVE_SOLVERS, COUPLING_NAMES, DATASET_NAMES, FIXED_STAGES, OBJECTIVE_NAMES, PATH_NAMES,
+    SOLVER_NAMES, TIME_SAMPLING_NAMES, path_objective_problem, time_sampling_problem,
 )  # fmt: skip
+
+from fm_core.paths import PATHS  # noqa: E402 - torch-free: the schedules' names, options and capabilities
+from fm_core.time_sampling import TIME_SAMPLERS  # noqa: E402 - torch-free too
 
 IMAGE_DATASETS = tuple(name for name, spec in DATASET_SPECS.items() if spec.is_image)
 #: A sweep file is a few KiB; a bigger one is a mistake (or an attack), refused before YAML parses it.
@@ -91,7 +94,7 @@ class ConfigError(ValueError):
     """A sweep file problem, worded for the user: file, key, value, what is allowed."""
 
     def __init__(self, file: str | Path, key: str, message: str) -> None:
-        self.file, self.key = str(file), key
+        self.file, self.key, self.message = str(file), key, message
         where = f"{file}: {key}: " if key else f"{file}: "
         super().__init__(where + message)
 
@@ -135,6 +138,34 @@ MODEL_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
+class TimeSamplingConfig(_Strict):
+    """How training draws t: `kind` (fm_core.time_sampling; null: each objective's own, uniform but for
+    scoreflow's likelihood weighting) and that kind's options (logit_normal: loc, scale)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    kind: Literal[TIME_SAMPLING_NAMES] | None = None  # type: ignore[valid-type]
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    @model_validator(mode="after")
+    def _options_of_the_kind(self) -> TimeSamplingConfig:
+        known = TIME_SAMPLERS[self.kind].option_defaults() if self.kind else {}
+        for name, number in self.options.items():
+            if name not in known:
+                raise _KeyedError(f"train.time_sampling.{name}",
+                                  f"time sampling '{self.kind}' has no option '{name}' (its options: {', '.join(known) or 'none'})")  # fmt: skip
+            if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
+                raise _KeyedError(f"train.time_sampling.{name}", f"expected a finite number, got {number!r}")
+        if self.kind:
+            try:
+                TIME_SAMPLERS[self.kind](**self.options)
+            except ValueError as err:
+                raise _KeyedError("train.time_sampling", str(err)) from None
+        return self
+
+
 class TrainConfig(_Strict):
     """Optimisation and Ray Train scaling for every training trial of the sweep."""
 
@@ -169,8 +200,42 @@ class TrainConfig(_Strict):
     cpus_per_worker: _number(Range(1e-4, 1024.0)) = 1.0  # type: ignore[valid-type]
     max_failures: _number(integers(0, 100)) = Field(0, description="Tune retries of a failed trial (and Train restarts)")  # type: ignore[valid-type]
     sigma_min: _number(Range(0.0, 1.0, hi_open=True)) = Field(  # type: ignore[valid-type]
-        0.0, description="OT path's sigma_min (the paper's 2D runs use ~1e-4)"
+        0.0, description="the std left at the data end, for the paths that take it (ot; the paper's 2D runs use ~1e-4)"
     )
+    time_sampling: TimeSamplingConfig = Field(
+        TimeSamplingConfig(), description="the distribution of training times: {kind: uniform | logit_normal | likelihood, ...}"
+    )
+    path_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="each path's schedule options, e.g. {poly: {n: 3}, vp: {beta_max: 20}}"
+    )
+
+    @field_validator("path_options")
+    @classmethod
+    def _path_options_exist(cls, value: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        """Names and values a path accepts, from the path classes themselves (fm_core.paths)."""
+        for path, options in value.items():
+            if path not in PATHS:
+                raise _KeyedError(f"train.path_options.{path}", f"unknown path '{path}'; choose one of {', '.join(PATHS)}")
+            known = PATHS[path].option_defaults()
+            for name, number in options.items():
+                if name not in known:
+                    raise _KeyedError(f"train.path_options.{path}.{name}",
+                                      f"path '{path}' has no option '{name}' (its options: {', '.join(known) or 'none'})")  # fmt: skip
+                if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
+                    raise _KeyedError(f"train.path_options.{path}.{name}", f"expected a finite number, got {number!r}")
+            try:
+                PATHS[path](**options)
+            except (TypeError, ValueError) as err:
+                raise _KeyedError(f"train.path_options.{path}", str(err)) from None
+        return value
+
+    def path_options_for(self, path: str) -> dict[str, float]:
+        """The options `path` is built with: its `path_options`, and `sigma_min` where the path takes it."""
+        options = dict(self.path_options.get(path, {}))
+        option = PATHS[path].sigma_min_option
+        if option is not None and option not in options:
+            options[option] = self.sigma_min
+        return options
 
     @property
     def worker_batch(self) -> int:
@@ -290,6 +355,9 @@ class GridConfig(_Strict):
         None,
         description="explicit [path, objective] or [path, objective, coupling] rows instead of the full product",
     )
+    train: dict[str, tuple[Any, ...]] | None = Field(
+        None, description="training options as axes, each value trained once: {lr: [1e-3, 3e-4], ema_decay: [null, 0.999]}"
+    )
 
 
 class LimitsConfig(_Strict):
@@ -336,6 +404,33 @@ class SweepConfig(_Strict):
         if self.grid.pairs is not None:
             return [(r[0], r[1], r[2] if len(r) == 3 else None) for r in self.grid.pairs]
         return [(p, o, None) for p in self.grid.path for o in self.grid.objective]
+
+    def train_variants(self, only: str | None = None) -> list[tuple[tuple[str, str], ...]]:
+        """Every combination of the grid's training-option values, as TrainingKey.train tuples ([()] without
+        `grid.train`); `only`: of that one axis."""
+        import itertools
+        import json
+
+        axes = {k: v for k, v in (self.grid.train or {}).items() if only is None or k == only}
+        texts = [[(name, json.dumps(value, sort_keys=True, separators=(",", ":"))) for value in values] for name, values in axes.items()]
+        return [tuple(combo) for combo in itertools.product(*texts)]
+
+    def time_kind(self, variant: tuple[tuple[str, str], ...]) -> str | None:
+        """The time sampling a training-option variant trains with (its own axis value, else the file's)."""
+        import json
+
+        for name, text in variant:
+            if name == "time_sampling":
+                return (json.loads(text) or {}).get("kind")
+        return self.train.time_sampling.kind
+
+    def for_training(self, key: Any) -> SweepConfig:
+        """The sweep as one training sees it: `train` with its key's training-option values (grid.train)."""
+        overrides = getattr(key, "overrides", None)
+        if not overrides:
+            return self
+        train = TrainConfig.model_validate({**self.train.model_dump(), **overrides})
+        return self.model_copy(update={"train": train})
 
     def path_objective_pairs(self) -> list[tuple[str, str]]:
         """The (path, objective) pairs to train, before the validity filter."""
@@ -406,9 +501,13 @@ class _KeyedError(ValueError):
         super().__init__(message)
 
 
-def is_valid_pair(path: str, objective: str) -> bool:
-    """Score-based objectives need a diffusion path: their ODE is defined through a score."""
-    return not (objective in SCORE_OBJECTIVES and path == "ot")
+def pair_problem(path: str, objective: str, time_kind: str | None = None) -> str | None:
+    """Why the objective cannot train on the path with these times (fm_core's capabilities), or None."""
+    return path_objective_problem(path, objective) or time_sampling_problem(path, objective, time_kind)
+
+
+def is_valid_pair(path: str, objective: str, time_kind: str | None = None) -> bool:
+    return pair_problem(path, objective, time_kind) is None
 
 
 def _format_loc(loc: tuple[Any, ...]) -> str:
@@ -503,6 +602,38 @@ def _check_grid_keys(file: str | Path, grid: GridConfig) -> None:
         )
 
 
+def _check_train_axes(file: str | Path, config: SweepConfig) -> None:
+    """grid.train: options of `train` that a training computes with (not its length or how it runs), each
+    value valid as that option, none repeated, none also fixed in `train`."""
+    import json
+
+    from orchestrator.cells import OPERATIONAL_TRAIN_FIELDS
+
+    fixed = OPERATIONAL_TRAIN_FIELDS | {"steps", "num_workers"}
+    for name, values in (config.grid.train or {}).items():
+        key = f"grid.train.{name}"
+        if name not in TrainConfig.model_fields:
+            raise ConfigError(file, key, f"unknown training option '{name}'; an axis is one of train's options")
+        if name in fixed:
+            raise ConfigError(file, key, f"train.{name} cannot be an axis: it decides how a training runs or "
+                                         "where its evaluations are, not what it computes; sweep it in another file")  # fmt: skip
+        if name in config.train.model_fields_set:
+            raise ConfigError(file, key, f"train.{name} is also set in train; remove one")
+        if not values:
+            raise ConfigError(file, key, "an axis needs at least one value")
+        seen: set[str] = set()
+        for i, value in enumerate(values):
+            text = json.dumps(value, sort_keys=True)
+            if text in seen:
+                raise ConfigError(file, f"{key}[{i}]", f"repeats the value {value!r}")
+            seen.add(text)
+            try:
+                train = TrainConfig.model_validate({**config.train.model_dump(), name: value})
+            except ValidationError as err:
+                raise ConfigError(file, f"{key}[{i}]", _first_error(file, err).message) from None
+            _check_batch(file, train)
+
+
 def _check_batch(file: str | Path, train: TrainConfig) -> None:
     """batch_size is the global batch: it must split evenly over the workers and their accumulation steps."""
     parts = train.num_workers * train.grad_accum
@@ -515,16 +646,16 @@ def _check_batch(file: str | Path, train: TrainConfig) -> None:
 
 def _check_combinations(file: str | Path, config: SweepConfig) -> None:
     pairs = config.path_objective_pairs()
-    bad = [(p, o) for p, o in pairs if not is_valid_pair(p, o)]
+    kinds = list(dict.fromkeys(config.time_kind(v) for v in config.train_variants(only="time_sampling")))
+    bad = [(p, o, k) for p, o in pairs for k in kinds if not is_valid_pair(p, o, k)]
     if bad and config.invalid == "reject":
-        p, o = bad[0]
+        p, o, k = bad[0]
+        where = "grid.train.time_sampling" if config.grid.train and "time_sampling" in config.grid.train else "train.time_sampling.kind"
+        key = "grid" if path_objective_problem(p, o) else where
         raise ConfigError(
-            file,
-            "grid",
-            f"objective '{o}' on path '{p}' makes no sense (score objectives need a diffusion path); "
-            "remove it, list grid.pairs explicitly, or set `invalid: skip`",
+            file, key, f"{pair_problem(p, o, k)}; remove it, list grid.pairs explicitly, or set `invalid: skip`"
         )
-    if not [pair for pair in pairs if is_valid_pair(*pair)]:
+    if not [pair for pair in pairs for k in kinds if is_valid_pair(*pair, k)]:
         raise ConfigError(file, "grid", "no valid (path, objective) combination is left to train")
 
 
@@ -601,6 +732,7 @@ def parse_sweep(data: Any, file: str | Path = "<sweep>", base: Path | None = Non
     _check_dataset(file, config.dataset, base or Path.cwd())
     _check_storage_path(file, config)
     _check_grid_keys(file, config.grid)
+    _check_train_axes(file, config)
     _check_batch(file, config.train)
     _check_combinations(file, config)
     _check_size(file, config)

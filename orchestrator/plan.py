@@ -7,8 +7,11 @@ nfe) only decide how a trained checkpoint is evaluated, so they never multiply t
 from __future__ import annotations
 
 import itertools
+import json
+import re
 from collections import Counter
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from fm_core.names import ADAPTIVE_SOLVERS, FIXED_STAGES
 from fm_core.solvers import SolverSetting
@@ -16,19 +19,58 @@ from orchestrator.config import SweepConfig, is_valid_pair
 
 @dataclass(frozen=True, order=True)
 class TrainingKey:
-    """One training configuration of a sweep; its id names the Tune trial and the MLflow run."""
+    """One training configuration of a sweep; its id names the Tune trial and the MLflow run. `train` holds
+    the values of the grid's training-option axes (`grid.train`), as (option, JSON text) pairs."""
 
     path: str
     objective: str
     coupling: str
     seed: int
+    train: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.train, dict):  # from as_dict() / JSON: {option: value}
+            object.__setattr__(self, "train", tuple((k, _json(v)) for k, v in self.train.items()))
+        else:
+            object.__setattr__(self, "train", tuple((str(k), str(v)) for k, v in self.train))
+
+    @property
+    def overrides(self) -> dict[str, Any]:
+        """The training options this key sets, with their values."""
+        return {name: json.loads(text) for name, text in self.train}
+
+    @property
+    def axes_label(self) -> str | None:
+        """`lr=0.001 ema_decay=0.999` (None without training-option axes): the rows' and tables' name of it."""
+        return " ".join(f"{name}={_readable(value)}" for name, value in self.overrides.items()) or None
 
     @property
     def trial_id(self) -> str:
-        return f"{self.path}-{self.objective}-{self.coupling}-s{self.seed}"
+        base = f"{self.path}-{self.objective}-{self.coupling}-s{self.seed}"
+        return base + "".join(f"-{name}_{_slug(value)}" for name, value in self.overrides.items())
 
     def as_dict(self) -> dict[str, object]:
-        return asdict(self)
+        out: dict[str, object] = {k: v for k, v in asdict(self).items() if k != "train"}
+        return {**out, "train": self.overrides} if self.train else out
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _readable(value: Any) -> str:
+    """A training option's value as the tables show it: `logit_normal(loc=0.5)` for a time sampling."""
+    if isinstance(value, dict):
+        kind = value.get("kind") or "default"
+        options = ", ".join(f"{k}={v}" for k, v in value.items() if k != "kind" and v is not None)
+        return f"{kind}({options})" if options else str(kind)
+    return "none" if value is None else str(value)
+
+
+def _slug(value: Any) -> str:
+    """The value in a trial id (folder names): letters, digits, '.', '_' and '-' only."""
+    text = _readable(value)
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")
 
 
 def train_run_name(trial_id: str, cell: str, pass_name: str) -> str:
@@ -65,8 +107,15 @@ def _row_couplings(config: SweepConfig, coupling: str | None) -> tuple[str, ...]
     return (coupling,) if coupling is not None else config.grid.coupling
 
 
-def _trained_rows(config: SweepConfig) -> list[tuple[str, str, str | None]]:
-    return [row for row in config.method_rows() if is_valid_pair(row[0], row[1])]
+def _trained(config: SweepConfig) -> list[tuple[str, str, str | None, tuple[tuple[str, str], ...]]]:
+    """(path, objective, coupling or None, training-option variant) rows that can train, in the file's order:
+    a variant's time sampling must fit the objective and path too (fm_core's capabilities)."""
+    out = []
+    for path, objective, coupling in config.method_rows():
+        for variant in config.train_variants():
+            if is_valid_pair(path, objective, config.time_kind(variant)):
+                out.append((path, objective, coupling, variant))
+    return out
 
 
 def _eval_steps(config: SweepConfig) -> list[int]:
@@ -74,8 +123,17 @@ def _eval_steps(config: SweepConfig) -> list[int]:
 
 
 def count_trainings(config: SweepConfig) -> int:
-    """len(plan_sweep(config).trainings) from the axes' lengths alone (validation keeps rows distinct)."""
-    return sum(len(_row_couplings(config, c)) for _, _, c in _trained_rows(config)) * len(config.grid.seed)
+    """len(plan_sweep(config).trainings) from the axes' lengths alone (validation keeps rows distinct); the
+    training-option variants are counted, not listed, except for the time sampling, which decides validity."""
+    other = 1
+    for name, values in (config.grid.train or {}).items():
+        other *= 1 if name == "time_sampling" else len(values)
+    kinds = [config.time_kind(variant) for variant in config.train_variants(only="time_sampling")]
+    rows = sum(
+        len(_row_couplings(config, c)) * sum(1 for kind in kinds if is_valid_pair(p, o, kind))
+        for p, o, c in config.method_rows()
+    )  # fmt: skip
+    return rows * other * len(config.grid.seed)
 
 
 def count_evaluations(config: SweepConfig) -> int:
@@ -86,10 +144,12 @@ def count_evaluations(config: SweepConfig) -> int:
 def plan_sweep(config: SweepConfig) -> SweepPlan:
     """Expand the grid, in time linear in its size; invalid (path, objective) pairs were rejected by
     validation or are skipped here."""
-    skipped = [(p, o) for p, o, _ in config.method_rows() if not is_valid_pair(p, o)]
+    trained = _trained(config)
+    valid = {(p, o) for p, o, _, _ in trained}
+    skipped = [(p, o) for p, o, _ in config.method_rows() if (p, o) not in valid]
     trainings = dict.fromkeys(  # ordered and free of repeats, at a hash per key
-        TrainingKey(path, objective, c, seed)
-        for path, objective, coupling in _trained_rows(config)
+        TrainingKey(path, objective, c, seed, variant)
+        for path, objective, coupling, variant in trained
         for c, seed in itertools.product(_row_couplings(config, coupling), config.grid.seed)
     )
     settings = eval_settings(config)

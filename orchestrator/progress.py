@@ -9,6 +9,8 @@ from typing import Any
 from ray.tune import Callback
 from rich.console import Console
 
+from orchestrator.plan import TrainingKey
+
 
 def _process_start() -> float:
     """When this command started (epoch seconds), so elapsed times include its own start-up."""
@@ -69,7 +71,7 @@ class SweepProgress(Callback):
     @staticmethod
     def _name(trial: Any) -> str:
         key = (trial.config or {}).get("key") or {}
-        return "{path}-{objective}-{coupling}-s{seed}".format(**key) if key else str(trial)
+        return TrainingKey(**key).trial_id if key else str(trial)
 
     def _status(self) -> str:
         return (

@@ -56,7 +56,9 @@ def trial_params(config: SweepConfig, key: TrainingKey) -> dict[str, Any]:
     """The MLflow params of a training (parent) run: the training configuration, only fields that apply to its
     model kind, identical names in every run of the sweep. Values that the sweep file took from the environment
     are logged as written (`${VAR}`), never expanded."""
-    params: dict[str, Any] = {**key.as_dict(), "sweep": config.name, "dataset": config.dataset.name}
+    config = config.for_training(key)
+    params: dict[str, Any] = {k: v for k, v in key.as_dict().items() if k != "train"}
+    params.update({"sweep": config.name, "dataset": config.dataset.name, "train_axes": key.axes_label or "none"})
     params.update({f"dataset.{k}": v for k, v in config.dataset.options.items()})
     params.update({f"model.{k}": v for k, v in model_fields(config).items()})
     params.update({f"train.{k}": v for k, v in config.train.model_dump().items()})
@@ -73,14 +75,17 @@ def trial_identity(config: SweepConfig, key: TrainingKey) -> dict[str, Any]:
     """What was trained, as every row of the trial says it (`weights`: the EMA when the sweep keeps one)."""
     from orchestrator.cells import eval_digest, training_cell
 
+    config = config.for_training(key)
     weights = "ema" if config.train.ema_decay is not None else "model"
+    method = {k: v for k, v in key.as_dict().items() if k != "train"}
     return {"sweep": config.name, "trial_id": key.trial_id, "cell": training_cell(config, key), "eval_digest": eval_digest(config),
-            "dataset": config.dataset.name, "model": config.model.kind, "weights": weights, **key.as_dict()}  # fmt: skip
+            "dataset": config.dataset.name, "model": config.model.kind, "weights": weights, "train_axes": key.axes_label,
+            **method}  # fmt: skip
 
 
 def trial_summary(config: SweepConfig, key: TrainingKey, node_id: str | None, started_at: float | None) -> dict[str, Any]:
     """The fields every row of a trial shares (row.replace(**summary))."""
-    train = config.train
+    train = config.for_training(key).train
     scale = {"global_batch": train.batch_size, "worker_batch": train.worker_batch, "world_size": train.num_workers,
              "grad_accum": train.grad_accum, "precision": train.precision}  # fmt: skip
     return {**trial_identity(config, key), **scale, "node_id": node_id, "resumed_from_step": 0, "trial_started_at": started_at}

@@ -21,7 +21,7 @@ from fm_core.solvers import SolverSetting  # noqa: E402
 from orchestrator.plots import data_extent, draw_2d, draw_samples, figure_title, panel_title, readable_log_axis  # noqa: E402
 from orchestrator.scorecard import judge  # noqa: E402
 from orchestrator.scorecard import to_markdown as scorecard_markdown  # noqa: E402
-from orchestrator.tables import method_label, summarize, to_markdown  # noqa: E402
+from orchestrator.tables import method_label, method_labels, summarize, to_markdown  # noqa: E402
 
 ODE_ERROR_LABEL = "ODE error (MSE vs reference solve)"
 
@@ -34,10 +34,7 @@ class Report:
 
 
 def _methods(frame: pd.DataFrame) -> pd.Series:
-    return pd.Series(
-        [method_label(p, o, c) for p, o, c in zip(frame["path"], frame["objective"], frame["coupling"], strict=True)],
-        index=frame.index,
-    )
+    return pd.Series(method_labels(frame), index=frame.index)
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
@@ -211,7 +208,7 @@ def _final_artifacts(tracking_uri: str, runs: pd.DataFrame, prefix: str) -> dict
                 # allow_pickle=False (numpy's default, said here on purpose): an artifact from a shared store
                 # yields plain arrays only; one holding pickled objects raises instead of running anything.
                 with np.load(local, allow_pickle=False) as arrays:
-                    out[method_label(row["path"], row["objective"], row["coupling"])] = dict(arrays)
+                    out[method_label(row["path"], row["objective"], row["coupling"], row.get("train_axes"))] = dict(arrays)
         except Exception:  # an older run, or a failed trial, has no such artifact
             continue
     return out

@@ -55,6 +55,7 @@ class EvalRow:
     path: str | None = _col("string", "method", mlflow="param")
     objective: str | None = _col("string", "method", mlflow="param")
     coupling: str | None = _col("string", "method", mlflow="param")
+    train_axes: str | None = _col("string", "method", mlflow="param")  # grid.train values: `lr=0.001 ema_decay=0.999`
     seed: int | None = _col("Int64", "seed", mlflow="param")
     # How it was evaluated.
     train_step: int | None = _col("Int64", "setting", mlflow="param")

@@ -128,18 +128,24 @@ def _cells(table: pd.DataFrame, value: str) -> list[str]:
 OBJECTIVE_LABELS = {"fm": "FM", "sm": "SM", "scoreflow": "ScoreFlow", "ddpm": "DDPM"}
 
 
-def method_label(path: str, objective: str, coupling: str) -> str:
-    """The paper's row names: FM-OT, FM-VP, SM-VP, ...; '+mbOT' marks minibatch OT couplings."""
+def method_label(path: str, objective: str, coupling: str, train_axes: str | None = None) -> str:
+    """The paper's row names: FM-OT, FM-VP, SM-VP, ...; '+mbOT' marks minibatch OT couplings, and a sweep
+    with training-option axes adds their values: `FM-OT [ema_decay=0.999]`."""
     label = f"{OBJECTIVE_LABELS.get(objective, objective)}-{path.upper()}"
-    return label + (" +mbOT" if coupling == "minibatch_ot" else "")
+    label += " +mbOT" if coupling == "minibatch_ot" else ""
+    return label + (f" [{train_axes}]" if isinstance(train_axes, str) and train_axes else "")
+
+
+def method_labels(frame: pd.DataFrame) -> list[str]:
+    """method_label of every row of a runs or summary frame."""
+    columns = [frame[c] for c in ("path", "objective", "coupling")] + [frame.get("train_axes", pd.Series([None] * len(frame)))]
+    return [method_label(p, o, c, a) for p, o, c, a in zip(*columns, strict=True)]
 
 
 def display_table(table: pd.DataFrame) -> pd.DataFrame:
     """The summary as the paper shows it: one readable column per quantity."""
     out = pd.DataFrame()
-    out["method"] = [
-        method_label(p, o, c) for p, o, c in zip(table["path"], table["objective"], table["coupling"], strict=True)
-    ]
+    out["method"] = method_labels(table)
     if table["train_step"].nunique() > 1:
         out["step"] = table["train_step"]
     out["solver"] = [SolverSetting.of(row).label for row in table[["solver", "tol", "nfe_budget"]].to_dict("records")]

@@ -24,7 +24,9 @@ from fm_core.likelihood import LikelihoodResult, bits_per_dim_from_draws, log_li
 from fm_core.metrics import classifier_frechet_distance, ode_solution_error, sliced_wasserstein
 from fm_core.models.mlp import MLP
 from fm_core.models.unet import UNet
+from fm_core.names import time_sampling_of
 from fm_core.objectives import Objective, make_objective
+from fm_core.time_sampling import make_time_sampler
 from fm_core.paths import AffinePath, make_path
 from fm_core.precision import Precision
 from fm_core.sampling import sample
@@ -110,7 +112,7 @@ def device_name(device: str) -> str:
 
 
 def build_path(key: TrainingKey, config: SweepConfig) -> AffinePath:
-    return make_path("ot", sigma_min=config.train.sigma_min) if key.path == "ot" else make_path(key.path)
+    return make_path(key.path, **config.train.path_options_for(key.path))
 
 
 @dataclass
@@ -139,11 +141,14 @@ class TrialRunner:
     trained_on: str | None = field(init=False, default=None)  # the device's name (record.json: "device")
 
     def __post_init__(self) -> None:
+        self.config = self.config.for_training(self.key)  # with the key's grid.train values
         self.dataset = make_dataset(self.config.dataset.name, **self.config.dataset.options)
         if isinstance(self.dataset, ImageDataset):  # uint8 on the training device, converted per batch there
             self.dataset.to_device(self.device)
         self.path = build_path(self.key, self.config)
-        self.objective = make_objective(self.key.objective, self.path)
+        times = self.config.train.time_sampling
+        sampler = make_time_sampler(time_sampling_of(self.key.objective, times.kind), **times.options)
+        self.objective = make_objective(self.key.objective, self.path, sampler)
         torch.manual_seed(self.key.seed)
         self.model = build_model(self.config.model, self.dataset).to(self.device)
         train = self.config.train

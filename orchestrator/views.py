@@ -19,7 +19,7 @@ VIEW_KEY = "fmx-comparison"
 VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
 #: Children only (training runs carry no evaluation tag), of the cells the sweep file asks for now.
 EVALUATIONS_FILTER = "tags.`fmx.evaluation` != '' and tags.`fmx.current` = 'true'"
-CHART_AXES = ("path", "objective", "coupling", SETTING_PARAM)  # the parallel plot's parameter axes
+CHART_AXES = ("path", "objective", "coupling", "train_axes", SETTING_PARAM)  # the parallel plot's parameter axes
 LEAD_PARAMS = ("path", "objective", "coupling", "solver", "tol", "nfe_budget")  # left of the value metrics
 PLOT_METRIC_LIMIT = 3  # nfe, the likelihood, the sample metric: more axes make the plot unreadable
 

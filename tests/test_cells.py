@@ -116,3 +116,38 @@ def test_an_edited_sweep_runs_only_its_missing_cells(tmp_path: Path):
     assert "0 to train, 4 reused" in back.stderr, back.stderr
     runs = _runs(tmp_path)
     assert len(runs) == 8 and set(runs["mlflow_run_id"]) == set(parents) and (runs["train_step"] == 60).all()
+
+
+AXES = """\
+name: axes
+dataset: {name: moons}
+model: {kind: mlp, hidden: 32, depth: 2}
+train: {steps: 40, batch_size: 128, checkpoint_every: 40, log_every: 20}
+eval: {samples: 200, likelihood_points: 20, reference_tol: null}
+grid:
+  pairs: [[ot, fm]]
+  solver: [euler]
+  nfe: [4]
+  train: {ema_decay: [null, 0.9], sigma_min: [0.0, 0.01]}
+"""
+
+
+def test_training_options_as_grid_axes_train_once_per_value_and_line_up_in_the_table(tmp_path: Path):
+    (tmp_path / "axes.yaml").write_text(AXES)
+    result = _fmx(["sweep", "axes.yaml"], tmp_path)
+    runs = pd.read_parquet(tmp_path / "results" / "axes" / "runs.parquet")
+    assert len(runs) == 4 and runs["mlflow_run_id"].nunique() == 4 and (runs["status"] == "ok").all()
+    assert sorted(runs["train_axes"]) == [
+        "ema_decay=0.9 sigma_min=0.0", "ema_decay=0.9 sigma_min=0.01", "ema_decay=none sigma_min=0.0", "ema_decay=none sigma_min=0.01",
+    ]  # fmt: skip
+    assert (runs["weights"] == runs["train_axes"].str.startswith("ema_decay=0.9").map({True: "ema", False: "model"})).all()
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    for row in runs.itertuples():
+        params = client.get_run(row.mlflow_run_id).data.params
+        ema, sigma = (part.split("=")[1] for part in row.train_axes.split())
+        assert params["train.ema_decay"] == ("None" if ema == "none" else ema) and params["train.sigma_min"] == sigma
+        assert params["train_axes"] == row.train_axes and row.trial_id.startswith("ot-fm-independent-s0-ema_decay_")
+    table = pd.read_parquet(tmp_path / "results" / "axes" / "table.parquet")
+    assert len(table) == 4 and table["train_axes"].nunique() == 4 and (table["seeds"] == 1).all()
+    # The printed table names each variant in its method label (folded onto two lines in 80 columns).
+    assert result.stdout.count("[ema_decay=0.9") == 2 and result.stdout.count("sigma_min=0.01]") == 2, result.stdout

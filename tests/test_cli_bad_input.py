@@ -35,7 +35,9 @@ CASES = {
     "malformed_yaml": (GOOD.replace("grid: {", "grid: {{"), [], ["malformed YAML", "line"]),
     "unknown_key": (GOOD + "extra_key: 1\n", [], ["extra_key", "unknown key"]),
     "unknown_nested_key": (GOOD.replace("steps: 10", "stepz: 10"), [], ["train.stepz", "unknown key"]),
-    "unknown_path": (GOOD.replace("path: [ot]", "path: [cosine]"), [], ["grid.path", "cosine"]),
+    # Square brackets are rich's markup: an error quoting them must print them, not swallow them as a style.
+    "markup_in_a_key": (GOOD.replace("steps: 10", "steps: 10, '[bold]lr[/bold]': 1"), [], ["train.[bold]lr[/bold]", "unknown key"]),
+    "unknown_path": (GOOD.replace("path: [ot]", "path: [sigmoid]"), [], ["grid.path", "sigmoid"]),
     "unknown_solver": (GOOD.replace("solver: [euler]", "solver: [rk45]"), [], ["grid.solver", "rk45"]),
     "impossible_combination": (GOOD.replace("objective: [fm]", "objective: [sm]"), [], ["grid", "'sm'", "'ot'"]),
     "tolerance_for_euler": (GOOD.replace("nfe: [4]", "nfe: [4], tol: [1.0e-5]"), [], ["grid.tol", "euler"]),

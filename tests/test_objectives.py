@@ -69,10 +69,11 @@ def test_score_objectives_turn_the_exact_network_into_the_true_field(gaussian_2d
         torch.testing.assert_close(field(tt, x), truth(tt, x), rtol=1e-9, atol=1e-9)
 
 
-def test_score_objectives_on_the_ot_path_are_rejected():
+@pytest.mark.parametrize("path", ["ot", "cosine", "poly", "linear_vp"])
+def test_score_objectives_are_rejected_where_alpha_is_zero_at_the_noise_end(path):
     for name in ("sm", "scoreflow", "ddpm"):
-        with pytest.raises(ValueError, match="diffusion path"):
-            make_objective(name, make_path("ot"))
+        with pytest.raises(ValueError, match=f"cannot train on path '{path}': alpha_t is 0 at its noise end.*vp, ve"):
+            make_objective(name, make_path(path))
     with pytest.raises(ValueError, match="unknown objective"):
         make_objective("gan", make_path("vp"))
     assert set(OBJECTIVE_NAMES) == {"fm", "sm", "scoreflow", "ddpm"}

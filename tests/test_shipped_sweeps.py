@@ -22,7 +22,7 @@ from orchestrator.sweep import run_sweep
 from tests.cli_helpers import REPO
 
 pytestmark = pytest.mark.slow
-ABLATIONS = ["path_ablation", "path_ablation_digits", "solver_ablation", "training_speed", "dequantization"]
+ABLATIONS = ["path_ablation", "path_ablation_digits", "solver_ablation", "training_speed", "dequantization", "schedule_ablation"]
 # The plots `fmx report` must draw for each sweep: what the ablation is about.
 REPORT_PLOTS = {
     "path_ablation": {"samples_per_method", "density_over_t"},
@@ -30,6 +30,7 @@ REPORT_PLOTS = {
     "solver_ablation": {"samples_per_method", "density_over_t", "error_vs_nfe", "quality_vs_nfe", "nfe_vs_tolerance"},
     "training_speed": {"samples_per_method", "density_over_t", "quality_vs_step"},
     "dequantization": {"samples_per_method"},
+    "schedule_ablation": {"samples_per_method", "density_over_t"},
 }
 
 

@@ -65,6 +65,17 @@ def test_compare_pairs_methods_by_seed_in_each_cell_and_names_what_is_missing():
         compare_methods(runs, "FM-OT", "FM-VP", "speed")
 
 
+def test_training_option_variants_are_methods_of_their_own():
+    uniform = [r.replace(train_axes="time_sampling=uniform") for r in _rows({("ot", s): 20 + s for s in range(3)})]
+    logit = [r.replace(train_axes="time_sampling=logit_normal", nfe=r.nfe + 5) for r in _rows({("ot", s): 20 + s for s in range(3)})]
+    runs = rows_frame(uniform + logit)
+    (cell,) = compare_methods(runs, "FM-OT [time_sampling=uniform]", "FM-OT [time_sampling=logit_normal]", "nfe")
+    assert cell.comparison.verdict == "A lower" and cell.comparison.mean_a == 21 and cell.comparison.mean_b == 26
+    with pytest.raises(CompareError, match=r"no method 'FM-OT'.*FM-OT \[time_sampling=logit_normal\], FM-OT \[time_sampling=uniform\]"):
+        compare_methods(runs, "FM-OT", "FM-OT [time_sampling=uniform]", "nfe")  # the short name is ambiguous here
+    assert summarize(runs)["train_axes"].tolist() == ["time_sampling=logit_normal", "time_sampling=uniform"]
+
+
 def test_the_table_carries_n_and_the_interval_per_cell():
     runs = rows_frame(_rows({("ot", s): v for s, v in enumerate([20.0, 22.0, 24.0])}))
     (row,) = summarize(runs).to_dict("records")

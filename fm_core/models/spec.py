@@ -24,9 +24,16 @@ def _norm(channels: int) -> int:
     return 2 * channels
 
 
-def mlp_parameter_count(dim: int, hidden: int, depth: int) -> int:
-    """fm_core.models.mlp.MLP: `depth` hidden layers on [x, t], then a linear read-out."""
-    return _linear(dim + 1, hidden) + (depth - 1) * _linear(hidden, hidden) + _linear(hidden, dim)
+#: Width of a class-conditional MLP's label embedding.
+LABEL_DIM = 16
+
+
+def mlp_parameter_count(dim: int, hidden: int, depth: int, num_classes: int = 0) -> int:
+    """fm_core.models.mlp.MLP: `depth` hidden layers on [x, t] (and a label embedding when class-conditional),
+    then a linear read-out."""
+    labels = (num_classes + 1) * LABEL_DIM if num_classes else 0
+    inputs = dim + 1 + (LABEL_DIM if num_classes else 0)
+    return labels + _linear(inputs, hidden) + (depth - 1) * _linear(hidden, hidden) + _linear(hidden, dim)
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,7 @@ class UNetSpec:
     num_head_channels: int = -1
     dropout: float = 0.0
     out_channels: int | None = None
+    num_classes: int = 0  # > 0: class-conditional (a label embedding added to the time embedding)
 
     @property
     def outputs(self) -> int:
@@ -96,6 +104,7 @@ class UNetSpec:
             return _norm(ch) + _linear(ch, 3 * ch) + _linear(ch, ch)
 
         total = _linear(mc, emb) + _linear(emb, emb) + _conv(self.in_channels, mc, 3)
+        total += (self.num_classes + 1) * emb if self.num_classes else 0  # the label embedding
         ch, res, skips = mc, self.image_size, [mc]
         last = len(self.channel_mult) - 1
         for level, mult in enumerate(self.channel_mult):

@@ -151,13 +151,14 @@ class UNet(nn.Module):
         num_head_channels: int = -1,
         dropout: float = 0.0,
         out_channels: int | None = None,
+        num_classes: int = 0,
     ) -> None:
         super().__init__()
         channel_mult = tuple(int(m) for m in channel_mult)
         attention_resolutions = tuple(int(r) for r in attention_resolutions)
         out_channels = in_channels if out_channels is None else out_channels
         UNetSpec(in_channels, image_size, model_channels, num_res_blocks, channel_mult, attention_resolutions,
-                 num_heads, num_head_channels, dropout, out_channels).check()  # fmt: skip
+                 num_heads, num_head_channels, dropout, out_channels, num_classes).check()  # fmt: skip
         self.in_channels, self.out_channels, self.image_size = in_channels, out_channels, image_size
         self.model_channels = model_channels
         self.downsample_factor = 2 ** (len(channel_mult) - 1)
@@ -169,6 +170,10 @@ class UNet(nn.Module):
         self.time_embed = nn.Sequential(
             nn.Linear(model_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
         )
+        # Class-conditional (num_classes > 0): a label embedding joins the time embedding, as in ADM; index
+        # num_classes is the null label classifier-free guidance trains with and samples from.
+        self.num_classes = num_classes
+        self.label_embed = nn.Embedding(num_classes + 1, emb_dim) if num_classes else None
 
         ch = model_channels
         res = image_size
@@ -206,8 +211,9 @@ class UNet(nn.Module):
 
         self.out = nn.Sequential(_norm(ch), nn.SiLU(), _zero(nn.Conv2d(ch, out_channels, 3, padding=1)))
 
-    def forward(self, x: Tensor, t: Tensor | float) -> Tensor:
-        """Evaluate v(t, x); a scalar t is broadcast because ODE solvers call with one time per step."""
+    def forward(self, x: Tensor, t: Tensor | float, y: Tensor | None = None) -> Tensor:
+        """Evaluate v(t, x) (v(t, x | y) when class-conditional; y None: the null label); a scalar t is
+        broadcast because ODE solvers call with one time per step."""
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected x of shape (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
         if x.shape[-2] % self.downsample_factor or x.shape[-1] % self.downsample_factor:
@@ -220,6 +226,9 @@ class UNet(nn.Module):
         else:
             raise ValueError(f"t must be a scalar or have one entry per sample ({x.shape[0]}), got {tuple(t.shape)}")
         emb = self.time_embed(timestep_embedding(t, self.model_channels).to(x.dtype))
+        if self.label_embed is not None:
+            y = torch.full((x.shape[0],), self.num_classes, device=x.device) if y is None else y
+            emb = emb + self.label_embed(y).to(emb.dtype)
 
         h, skips = x, []
         for block in self.input_blocks:
