@@ -382,12 +382,26 @@ class ImageDataset(Dataset):
         """Training-split indices drawn uniformly with replacement (to pair images with labels)."""
         return torch.randint(0, self.num_train, (_check_n(n),), generator=generator)
 
+    @property
+    def num_classes(self) -> int | None:
+        """How many classes the labels name (None: the source has no labels)."""
+        return None if self.labels_train is None else int(self.labels_train.max()) + 1
+
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """Training images drawn uniformly *with replacement*, as float32 in [-1, 1] on the device the training
         split lives on (`to_device`: gathered and converted there, never copied from the CPU per batch); with
         `hflip`, each mirrored left-right with probability 1/2 (drawn from `generator`: the same per seed and
         rank). The held-out split and the references stay on the CPU."""
+        return self.sample_with_labels(n, generator)[0]
+
+    def sample_with_labels(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor | None]:
+        """`sample` and the drawn images' class labels (None without labels), on the images' device."""
         index = self.sample_indices(n, generator)
+        labels = None if self.labels_train is None else self.labels_train[index].to(self.images_train_uint8.device)
+        return self._images_at(index, generator), labels
+
+    def _images_at(self, index: Tensor, generator: torch.Generator | None) -> Tensor:
+        n = len(index)
         flip = torch.rand(n, generator=generator) < 0.5 if self.hflip else None
         images = from_uint8(self.images_train_uint8[index.to(self.images_train_uint8.device)])
         if flip is not None:
@@ -503,7 +517,19 @@ class ImageFolderDataset(ImageDataset):
             )
         images = torch.from_numpy(np.stack(arrays))
         tr, ho = _split_indices(len(files), holdout_fraction, split_seed, "image_folder")
-        super().__init__("image_folder", images[torch.from_numpy(tr)], images[torch.from_numpy(ho)], hflip=hflip)
+        # Class labels from class subfolders (root/<class>/...), as torchvision's ImageFolder reads them;
+        # a folder with images outside them, or with one class only, has no labels.
+        parents = [p.relative_to(root_path).parts for p in files]
+        self.classes = sorted({parts[0] for parts in parents}) if all(len(parts) > 1 for parts in parents) else []
+        labels = None
+        if len(self.classes) > 1:
+            index = {name: i for i, name in enumerate(self.classes)}
+            labels = torch.tensor([index[parts[0]] for parts in parents], dtype=torch.int64)
+        super().__init__(
+            "image_folder", images[torch.from_numpy(tr)], images[torch.from_numpy(ho)],
+            None if labels is None else labels[torch.from_numpy(tr)], None if labels is None else labels[torch.from_numpy(ho)],
+            hflip=hflip,
+        )  # fmt: skip
         self.root = root_path
         self.files_train = [files[i] for i in tr]
         self.files_heldout = [files[i] for i in ho]

@@ -48,6 +48,13 @@ def _planar(options: Mapping[str, Any]) -> tuple[int, ...]:
 class DatasetSpec:
     options: tuple[Option, ...]
     is_image: bool = False
+    #: Class labels come with the data (digits, CIFAR-10; an image folder from its class subfolders): a
+    #: class-conditional model (train.label_dropout) and guidance (grid.cfg_scale) need them.
+    has_labels: bool = False
+    #: The metric of sample quality evaluations report for this dataset (fm_core.metrics.SAMPLE_METRICS):
+    #: sliced W2 for low-dimensional data, the classifier FD for digits; None where fmx has none built in
+    #: (FID needs an Inception network that cannot be downloaded here).
+    sample_metric: str | None = "sliced_w2"
     #: Checks across options (gmm: stds and weights must fit the means' K x d).
     joint: Callable[[Mapping[str, Any]], None] | None = field(default=None)
     #: One sample's shape from the (checked) options, None where only the data can tell (native image sizes):
@@ -188,7 +195,8 @@ DATASET_SPECS: dict[str, DatasetSpec] = {
         joint=_check_gmm,
         shape=lambda o: (len(o["means"][0]),),
     ),
-    "digits": DatasetSpec((_HOLDOUT, _SPLIT_SEED, _HFLIP), is_image=True, shape=lambda o: (1, 8, 8)),
+    "digits": DatasetSpec((_HOLDOUT, _SPLIT_SEED, _HFLIP), is_image=True, shape=lambda o: (1, 8, 8), has_labels=True,
+                          sample_metric="classifier_fd"),
     "image_folder": DatasetSpec(
         (
             _ROOT,
@@ -200,8 +208,10 @@ DATASET_SPECS: dict[str, DatasetSpec] = {
         ),
         is_image=True,
         shape=_folder_shape,
+        has_labels=True,
+        sample_metric=None,
     ),
-    "cifar10": DatasetSpec((_ROOT, _HFLIP), is_image=True, shape=lambda o: (3, 32, 32)),
+    "cifar10": DatasetSpec((_ROOT, _HFLIP), is_image=True, shape=lambda o: (3, 32, 32), has_labels=True, sample_metric=None),
 }
 
 

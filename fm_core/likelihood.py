@@ -22,6 +22,14 @@ from torch import Tensor
 from fm_core.sampling import SolverSetting, odeint_counted
 
 DIVERGENCES = ("exact", "hutchinson")
+#: `divergence: auto` is exact up to this many dimensions (d backward passes per step stay cheap) and a
+#: Hutchinson estimate above (one pass per probe).
+EXACT_DIVERGENCE_MAX_DIM = 16
+
+
+def auto_divergence(dim: int) -> str:
+    """The divergence `auto` picks for data of `dim` dimensions."""
+    return "exact" if dim <= EXACT_DIVERGENCE_MAX_DIM else "hutchinson"
 PROBES = ("rademacher", "gaussian")
 
 

@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import contextlib
 import hashlib
 import json
@@ -465,3 +467,15 @@ def fid_from_extractor(
     fs = _extract(extractor, samples.detach(), batch_size, image_size, dev)
     fr = _extract(extractor, reference.detach(), batch_size, image_size, dev)
     return _stats_distance(fs, fr)
+
+
+#: The sample metrics a dataset can name as its own (fm_core.dataset_specs: `sample_metric`), by name.
+SAMPLE_METRICS: dict[str, Callable[[Tensor, Tensor], float]] = {
+    "sliced_w2": lambda samples, reference: sliced_wasserstein(samples, reference),
+    "classifier_fd": lambda samples, reference: classifier_frechet_distance(samples, reference),
+}
+
+
+def sample_metric(name: str, samples: Tensor, reference: Tensor) -> float:
+    """A dataset's sample metric of `samples` against held-out `reference` data (lower is better)."""
+    return SAMPLE_METRICS[name](samples, reference)

@@ -24,6 +24,16 @@ def tol_text(tol: float) -> str:
     return f"{tol:.16e}"  # 17 significant digits read back as any double
 
 
+def _absent(value: Any) -> bool:
+    """None, NaN (a float Parquet column) or pandas' NA (an Int64 one): no value."""
+    if value is None:
+        return True
+    try:
+        return bool(value != value)
+    except TypeError:  # pandas.NA refuses to be a bool
+        return True
+
+
 @dataclass(frozen=True)
 class SolverSetting:
     """A fixed-step method at an NFE budget, or an adaptive one at a tolerance (atol = rtol = tol)."""
@@ -31,8 +41,13 @@ class SolverSetting:
     solver: str = "dopri5"
     tol: float | None = None
     nfe_budget: int | None = None
+    #: Classifier-free guidance scale of a class-conditional model (fm_core.guidance); None: no guidance.
+    #: Not the solver's, but how the field it integrates is made: part of the evaluation setting and its label.
+    cfg_scale: float | None = None
 
     def __post_init__(self) -> None:
+        if self.cfg_scale is not None and not (self.cfg_scale >= 0 and self.cfg_scale < float("inf")):
+            raise ValueError(f"a guidance scale must be a finite number >= 0, got {self.cfg_scale}")
         if self.solver in FIXED_STAGES:
             stages = FIXED_STAGES[self.solver]
             if self.tol is not None:
@@ -61,10 +76,9 @@ class SolverSetting:
     @classmethod
     def of(cls, row: Mapping[str, Any]) -> SolverSetting:
         """The setting a row (or a dict with these three keys) was evaluated with."""
-        tol, budget = row.get("tol"), row.get("nfe_budget")
-        tol = None if tol is None or tol != tol else float(tol)  # NaN from a Parquet column reads as None
-        budget = None if budget is None or budget != budget else int(budget)
-        return cls(str(row["solver"]), tol=tol, nfe_budget=budget)
+        tol, budget, scale = (row.get(k) for k in ("tol", "nfe_budget", "cfg_scale"))
+        return cls(str(row["solver"]), tol=None if _absent(tol) else float(tol), nfe_budget=None if _absent(budget) else int(budget),
+                   cfg_scale=None if _absent(scale) else float(scale))  # fmt: skip
 
     @property
     def is_adaptive(self) -> bool:
@@ -85,8 +99,13 @@ class SolverSetting:
 
     @property
     def label(self) -> str:
-        """`dopri5_tol1e-05`, `dopri5_tol1.4e-04`, `euler_nfe8`: safe in MLflow metric names, one per value."""
-        return f"{self.solver}_tol{tol_text(self.tol)}" if self.tol is not None else f"{self.solver}_nfe{self.nfe_budget}"
+        """`dopri5_tol1e-05`, `dopri5_tol1.4e-04`, `euler_nfe8`, `rk4_nfe20_cfg2` (guidance scale 2): safe in
+        MLflow metric names, one per value."""
+        base = f"{self.solver}_tol{tol_text(self.tol)}" if self.tol is not None else f"{self.solver}_nfe{self.nfe_budget}"
+        return base if self.cfg_scale is None else f"{base}_cfg{self.cfg_scale:g}"
+
+    def with_guidance(self, scale: float | None) -> SolverSetting:
+        return SolverSetting(self.solver, self.tol, self.nfe_budget, scale)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"solver": self.solver, "tol": self.tol, "nfe_budget": self.nfe_budget}
+        return {"solver": self.solver, "tol": self.tol, "nfe_budget": self.nfe_budget, "cfg_scale": self.cfg_scale}

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from fm_core.couplings import couple
+from fm_core.guidance import conditioned
 from fm_core.objectives import Objective
 from fm_core.precision import Precision
 
@@ -92,6 +93,7 @@ def train_step(
     measure_grad_norm: bool = False,
     precision: Precision | None = None,
     accumulation: int = 1,
+    labels: Tensor | None = None,
 ) -> StepStats:
     """One optimizer step on a data batch x1 with fresh noise (its loss, and the gradient norm where measured),
     raising on a NaN/inf loss. Under `precision`
@@ -103,13 +105,15 @@ def train_step(
     x0 = torch.randn(x1.shape, generator=generator, dtype=x1.dtype, device="cpu").to(x1.device)
     optimizer.zero_grad(set_to_none=True)
     total = 0.0
-    chunks = list(zip(x0.chunk(accumulation), x1.chunk(accumulation), strict=True))
-    for i, (noise, data) in enumerate(chunks):
-        noise, data = couple(coupling, noise, data)
+    label_chunks = labels.chunk(accumulation) if labels is not None else [None] * len(x1.chunk(accumulation))
+    chunks = list(zip(x0.chunk(accumulation), x1.chunk(accumulation), label_chunks, strict=True))
+    for i, (noise, data, y) in enumerate(chunks):
+        noise, data = couple(coupling, noise, data)  # pairs noise to data: the labels stay with their data
+        net = model if y is None else conditioned(model, y)
         deferred = i < len(chunks) - 1 and hasattr(model, "no_sync")  # DDP: all-reduce once, after the last
         with model.no_sync() if deferred else contextlib.nullcontext():
             with precision.autocast():
-                loss = objective.loss(model, noise, data, generator=generator)
+                loss = objective.loss(net, noise, data, generator=generator)
             value = float(loss.detach())
             if not math.isfinite(value):
                 raise NonFiniteLossError(f"loss is {value}")

@@ -258,11 +258,11 @@ def _report_outcome(outcome, file: Path) -> None:  # noqa: ANN001 - orchestrator
         out.print(f"rows: {outcome.runs_path}\ntable: {outcome.table_path}", highlight=False)
     for trial, why in outcome.repaired.items():
         if trial not in outcome.unrecorded and trial not in outcome.interrupted:
-            console.print(f"[yellow]note:[/] trial {trial}'s record was completed by the driver: {why or 'rows from its checkpoint'}", highlight=False)
+            console.print(f"[yellow]note:[/] trial {trial}'s record was completed by the driver: {escape(why or 'rows from its checkpoint')}", highlight=False)
     for trial, why in outcome.unrecorded.items():
-        console.print(f"[red]error:[/] trial {trial} failed before it recorded anything: {why}", highlight=False)
+        console.print(f"[red]error:[/] trial {trial} failed before it recorded anything: {escape(why)}", highlight=False)
     if outcome.not_written:
-        console.print(f"[red]error:[/] tables not written: {outcome.not_written}", highlight=False)
+        console.print(f"[red]error:[/] tables not written: {escape(outcome.not_written)}", highlight=False)
     if outcome.interrupted:
         console.print(
             f"[red]interrupted:[/] {len(outcome.interrupted)} trial(s) did not finish; run `fmx sweep {file} --resume`",
@@ -280,7 +280,7 @@ def _show_table(table, markdown: bool) -> None:  # noqa: ANN001 - a pandas DataF
     from orchestrator.tables import CELL_LEGEND, display_table, to_markdown
 
     if markdown:
-        out.print(to_markdown(table) + f"\n\n{CELL_LEGEND}", highlight=False, soft_wrap=True)
+        out.print(escape(to_markdown(table)) + f"\n\n{CELL_LEGEND}", highlight=False, soft_wrap=True)
         return
     shown = display_table(table)
     rich_table = Table()

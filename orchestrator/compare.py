@@ -13,7 +13,7 @@ from orchestrator.tables import VALUE_COLUMNS, method_label
 
 METHOD_COLUMNS = ["path", "objective", "coupling", "train_axes"]
 #: What makes two rows the same evaluation cell, apart from the method and the seed.
-CELL_COLUMNS = ["train_step", "solver", "tol", "nfe_budget", "dequant_draws"]
+CELL_COLUMNS = ["train_step", "solver", "tol", "nfe_budget", "cfg_scale", "dequant_draws"]
 
 
 class CompareError(ValueError):
@@ -74,9 +74,8 @@ def compare_methods(runs: pd.DataFrame, a: str, b: str, metric: str) -> list[Cel
             values[method] = dict(zip(mine["seed"].astype(int), mine[metric].astype("float64"), strict=True))
         if not values[method_a] or not values[method_b]:
             continue
-        step, solver, tol, nfe_budget, draws = cell
-        setting = SolverSetting(str(solver), tol=None if pd.isna(tol) else float(tol),
-                                nfe_budget=None if pd.isna(nfe_budget) else int(nfe_budget)).label  # fmt: skip
+        step, solver, tol, nfe_budget, scale, draws = cell
+        setting = SolverSetting.of({"solver": solver, "tol": tol, "nfe_budget": nfe_budget, "cfg_scale": scale}).label
         out.append(CellComparison(int(step), setting, None if pd.isna(draws) else int(draws),
                                   paired_comparison(values[method_a], values[method_b])))  # fmt: skip
     return out

@@ -202,6 +202,10 @@ class TrainConfig(_Strict):
     sigma_min: _number(Range(0.0, 1.0, hi_open=True)) = Field(  # type: ignore[valid-type]
         0.0, description="the std left at the data end, for the paths that take it (ot; the paper's 2D runs use ~1e-4)"
     )
+    label_dropout: _number(Range(0.0, 1.0, lo_open=True, hi_open=True)) | None = Field(  # type: ignore[valid-type]
+        None, description="train a class-conditional model, each label dropped to the null class with this "
+        "probability (classifier-free guidance; datasets with labels); null: unconditional",
+    )
     time_sampling: TimeSamplingConfig = Field(
         TimeSamplingConfig(), description="the distribution of training times: {kind: uniform | logit_normal | likelihood, ...}"
     )
@@ -354,6 +358,9 @@ class GridConfig(_Strict):
     pairs: _axis(tuple[str, ...]) | None = Field(  # type: ignore[valid-type]
         None,
         description="explicit [path, objective] or [path, objective, coupling] rows instead of the full product",
+    )
+    cfg_scale: _axis(_number(Range(0.0, 100.0))) = Field(  # type: ignore[valid-type]
+        (), description="classifier-free guidance scales to evaluate (1: the conditional field, 0: the unconditional)"
     )
     train: dict[str, tuple[Any, ...]] | None = Field(
         None, description="training options as axes, each value trained once: {lr: [1e-3, 3e-4], ema_decay: [null, 0.999]}"
@@ -609,7 +616,7 @@ def _check_train_axes(file: str | Path, config: SweepConfig) -> None:
 
     from orchestrator.cells import OPERATIONAL_TRAIN_FIELDS
 
-    fixed = OPERATIONAL_TRAIN_FIELDS | {"steps", "num_workers"}
+    fixed = OPERATIONAL_TRAIN_FIELDS | {"steps", "num_workers", "label_dropout"}
     for name, values in (config.grid.train or {}).items():
         key = f"grid.train.{name}"
         if name not in TrainConfig.model_fields:
@@ -632,6 +639,16 @@ def _check_train_axes(file: str | Path, config: SweepConfig) -> None:
             except ValidationError as err:
                 raise ConfigError(file, f"{key}[{i}]", _first_error(file, err).message) from None
             _check_batch(file, train)
+
+
+def _check_guidance(file: str | Path, config: SweepConfig) -> None:
+    """A class-conditional model needs labels in the data; guidance scales need a class-conditional model."""
+    spec = DATASET_SPECS[config.dataset.name]
+    if config.train.label_dropout is not None and not spec.has_labels:
+        labelled = ", ".join(name for name, s in DATASET_SPECS.items() if s.has_labels)
+        raise ConfigError(file, "train.label_dropout", f"dataset '{config.dataset.name}' has no class labels ({labelled} have)")
+    if config.grid.cfg_scale and config.train.label_dropout is None:
+        raise ConfigError(file, "grid.cfg_scale", "guidance needs a class-conditional model: set train.label_dropout (e.g. 0.1)")
 
 
 def _check_batch(file: str | Path, train: TrainConfig) -> None:
@@ -733,6 +750,7 @@ def parse_sweep(data: Any, file: str | Path = "<sweep>", base: Path | None = Non
     _check_storage_path(file, config)
     _check_grid_keys(file, config.grid)
     _check_train_axes(file, config)
+    _check_guidance(file, config)
     _check_batch(file, config.train)
     _check_combinations(file, config)
     _check_size(file, config)

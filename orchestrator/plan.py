@@ -92,14 +92,16 @@ class SweepPlan:
 
 
 def eval_settings(config: SweepConfig) -> list[SolverSetting]:
-    """Every solver setting of the grid: adaptive x tol, fixed-step x nfe."""
+    """Every evaluation setting of the grid: adaptive x tol, fixed-step x nfe, each x guidance scale."""
     out: list[SolverSetting] = []
     for solver in config.grid.solver:
         if solver in ADAPTIVE_SOLVERS:
             out += [SolverSetting(solver, tol=t) for t in config.grid.tol]
         elif solver in FIXED_STAGES:
             out += [SolverSetting(solver, nfe_budget=n) for n in config.grid.nfe]
-    return out
+    # A class-conditional model samples with guidance: at the grid's scales, else at 1 (its conditional field).
+    scales = config.grid.cfg_scale or ((1.0,) if config.train.label_dropout is not None else (None,))
+    return [setting.with_guidance(scale) for setting in out for scale in scales]
 
 
 def _row_couplings(config: SweepConfig, coupling: str | None) -> tuple[str, ...]:

@@ -115,6 +115,11 @@ def figure_title(method: str | None = None, step: int | None = None, title: str 
     return " · ".join(parts)
 
 
+#: Panels side by side in one row of a samples figure, and the characters of a panel title's line.
+PANELS_PER_ROW = 5
+TITLE_WIDTH = 34
+
+
 def draw_samples(
     panels: Mapping[str, Any],
     *,
@@ -126,25 +131,33 @@ def draw_samples(
 ) -> plt.Figure:
     """One panel per entry of `panels` (numpy arrays or tensors, keyed by panel name); `titles` overrides a
     panel's title (default: its key). 2-D panels share a window fitted to all samples and `reference`."""
+    import textwrap
+
     names = list(panels)
     arrays = {k: _numpy(panels[k]) for k in names}
     is_2d = all(a.ndim == 2 for a in arrays.values())
     n = len(names)
     size = 2.6 if is_2d else 2.9
-    fig, axes = plt.subplots(1, n, figsize=(size * n + 0.4, size + 0.9), squeeze=False, layout="constrained")
+    columns = min(n, PANELS_PER_ROW)  # more panels (training-option variants) go on further rows
+    rows = -(-n // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(size * columns + 0.4, (size + 1.1) * rows), squeeze=False,
+                             layout="constrained")  # fmt: skip
     extent = None
     if is_2d:
         extent = data_extent(*arrays.values(), None if reference is None else _numpy(reference))
-    for i, (ax, name) in enumerate(zip(axes[0], names, strict=True)):
+    for i, (ax, name) in enumerate(zip(axes.flat, names)):
         x = arrays[name]
         if x.ndim == 2:
             draw_2d(ax, x, extent, kind)
-            if i > 0:
+            if i % columns:
                 ax.set_ylabel("")
         else:
             ax.imshow(image_grid(x, max_images), interpolation="nearest")
             ax.set_axis_off()
-        ax.set_title((titles or {}).get(name, name), fontsize=8)
+        title = (titles or {}).get(name, name)  # long labels wrap instead of running into the next panel
+        ax.set_title("\n".join(textwrap.wrap(title, TITLE_WIDTH)) or title, fontsize=8)
+    for ax in list(axes.flat)[n:]:
+        ax.set_axis_off()
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
     return fig

@@ -8,6 +8,7 @@ from typing import Any
 
 from ray.tune import Callback
 from rich.console import Console
+from rich.markup import escape
 
 from orchestrator.plan import TrainingKey
 
@@ -23,7 +24,7 @@ def _evaluation_line(result: dict[str, Any]) -> str:
     """'step 2000 eval 3/33 rk4_nfe8: NFE 8 · sliced_w2 0.231 · NLL 3.82' from an evaluation progress result."""
     parts = [f"step {int(result['step'])} eval {result['evaluated']}/{result['evaluations']} {result['setting']}:"]
     if result.get("error"):
-        return " ".join(parts) + f" [red]failed: {result['error']}[/]"
+        return " ".join(parts) + f" [red]failed: {escape(str(result['error']))}[/]"
     if result.get("nfe") is not None:
         parts.append(f"NFE {int(result['nfe'])}")
     if result.get("sample_metric_name") and result.get("sample_metric") is not None:
@@ -115,4 +116,4 @@ class SweepProgress(Callback):
         self.running.discard(name)
         self.done.add(name)
         self.failed.add(name)
-        self.console.print(f"{self._status()}  [red]✗[/] {name} failed: {_error_of(trial)}", highlight=False)
+        self.console.print(f"{self._status()}  [red]✗[/] {name} failed: {escape(_error_of(trial))}", highlight=False)

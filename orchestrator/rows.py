@@ -62,6 +62,7 @@ class EvalRow:
     solver: str | None = _col("string", "setting", mlflow="param")
     tol: float | None = _col("float64", "setting", mlflow="param")
     nfe_budget: int | None = _col("Int64", "setting", mlflow="param")
+    cfg_scale: float | None = _col("float64", "setting", mlflow="param")  # classifier-free guidance scale
     dequant_draws: int | None = _col("Int64", "setting", mlflow="param")
     weights: str = _col("string", "setting", "model", mlflow="param")
     # What was measured.

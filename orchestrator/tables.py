@@ -148,7 +148,7 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
     out["method"] = method_labels(table)
     if table["train_step"].nunique() > 1:
         out["step"] = table["train_step"]
-    out["solver"] = [SolverSetting.of(row).label for row in table[["solver", "tol", "nfe_budget"]].to_dict("records")]
+    out["solver"] = [SolverSetting.of(row).label for row in table[["solver", "tol", "nfe_budget", "cfg_scale"]].to_dict("records")]
     if table["dequant_draws"].nunique() > 1:
         out["K"] = table["dequant_draws"]
     unit = next((u for u in table["nll_unit"] if isinstance(u, str)), None)

@@ -20,8 +20,10 @@ import torch
 from torch import Tensor, nn
 
 from fm_core.data import Dataset, ImageDataset, make_dataset
-from fm_core.likelihood import LikelihoodResult, bits_per_dim_from_draws, log_likelihood, uniform_dequantize
-from fm_core.metrics import classifier_frechet_distance, ode_solution_error, sliced_wasserstein
+from fm_core.guidance import drop_labels, guided, sampling_labels
+from fm_core.likelihood import LikelihoodResult, auto_divergence, bits_per_dim_from_draws, log_likelihood, uniform_dequantize
+from fm_core.dataset_specs import DATASET_SPECS
+from fm_core.metrics import ode_solution_error, sample_metric
 from fm_core.models.mlp import MLP
 from fm_core.models.unet import UNet
 from fm_core.names import time_sampling_of
@@ -61,10 +63,10 @@ def load_state_file(path: Path, device: str = "cpu") -> dict[str, Any]:
 TRAJECTORY_POINTS = 6  # states kept along the reference solve of 2-D data (t = 0, 0.2, ..., 1)
 
 
-def build_model(model: ModelConfig, dataset: Dataset) -> nn.Module:
-    """The sweep's network for this dataset's shape."""
+def build_model(model: ModelConfig, dataset: Dataset, num_classes: int = 0) -> nn.Module:
+    """The sweep's network for this dataset's shape (class-conditional with `num_classes` > 0)."""
     if model.kind == "mlp":
-        return MLP(dim=dataset.dim, hidden=model.hidden, depth=model.depth)
+        return MLP(dim=dataset.dim, hidden=model.hidden, depth=model.depth, num_classes=num_classes)
     channels, size = dataset.shape[0], dataset.shape[-1]
     return UNet(
         in_channels=channels,
@@ -76,6 +78,7 @@ def build_model(model: ModelConfig, dataset: Dataset) -> nn.Module:
         num_heads=model.num_heads,
         num_head_channels=model.num_head_channels,
         dropout=model.dropout,
+        num_classes=num_classes,
     )
 
 
@@ -150,7 +153,8 @@ class TrialRunner:
         sampler = make_time_sampler(time_sampling_of(self.key.objective, times.kind), **times.options)
         self.objective = make_objective(self.key.objective, self.path, sampler)
         torch.manual_seed(self.key.seed)
-        self.model = build_model(self.config.model, self.dataset).to(self.device)
+        self.num_classes = self._num_classes()
+        self.model = build_model(self.config.model, self.dataset, self.num_classes).to(self.device)
         train = self.config.train
         self.optimizer, self.scheduler = make_optimizer(
             self.model, train.lr, train.lr_schedule, train.warmup_steps, train.steps
@@ -162,6 +166,16 @@ class TrialRunner:
         self.sampling_precision = Precision(self.config.eval.precision, device_type)
         faults = self.config.fault_injection
         self.poison_from = faults.nan_at_step if faults is not None and self.key.trial_id in faults.trials else None
+
+    def _num_classes(self) -> int:
+        """The classes of a class-conditional training (train.label_dropout), 0 for an unconditional one."""
+        if self.config.train.label_dropout is None:
+            return 0
+        classes = getattr(self.dataset, "num_classes", None)
+        if not classes:
+            raise ValueError(f"train.label_dropout: dataset '{self.dataset.name}' gives no class labels here "
+                             "(an image folder needs one subfolder per class)")  # fmt: skip
+        return int(classes)
 
     # --- checkpoints ---------------------------------------------------------------------------
     # state.pt holds tensors and plain containers only, loaded with weights_only=True: a checkpoint is data,
@@ -285,11 +299,12 @@ class TrialRunner:
         since, since_step = start, self.step
         try:
             while self.step < stop_step:
-                x1 = self.next_batch(batch).to(self.device)  # a no-op for image data, already there
+                x1, labels = self.next_batch(batch)
+                x1 = x1.to(self.device)  # a no-op for image data, already there
                 logs = (self.step + 1) % cfg.log_every == 0 or self.step + 1 == stop_step
                 stats = train_step(net, self.objective, self.optimizer, x1, self.key.coupling, self.generator,
                                          cfg.grad_clip, measure_grad_norm=logs and on_log is not None,
-                                         precision=self.precision, accumulation=cfg.grad_accum)  # fmt: skip
+                                         precision=self.precision, accumulation=cfg.grad_accum, labels=labels)  # fmt: skip
                 if self.ema is not None:
                     self.ema.update_parameters(self.model)
                 lr = self.scheduler.get_last_lr()[0]
@@ -330,10 +345,18 @@ class TrialRunner:
         """The EMA of the weights when the sweep keeps one (what diffusion and FM papers evaluate), else the model."""
         return self.ema.module if self.ema is not None else self.model
 
-    def next_batch(self, size: int) -> Tensor:
-        """A training batch (fault injection, where the sweep asks for it, poisons it from its step on)."""
-        x1 = self.dataset.sample(size, self.generator)
-        return x1 * math.nan if self.poison_from is not None and self.step + 1 >= self.poison_from else x1
+    def next_batch(self, size: int) -> tuple[Tensor, Tensor | None]:
+        """A training batch and, for a class-conditional training, its labels with each dropped to the null
+        class with train.label_dropout (fault injection, where the sweep asks for it, poisons the batch from
+        its step on)."""
+        labels = None
+        if self.num_classes:
+            x1, labels = self.dataset.sample_with_labels(size, self.generator)  # type: ignore[attr-defined]
+            labels = drop_labels(labels, float(self.config.train.label_dropout), self.num_classes, self.generator)
+        else:
+            x1 = self.dataset.sample(size, self.generator)
+        poisoned = self.poison_from is not None and self.step + 1 >= self.poison_from
+        return (x1 * math.nan if poisoned else x1), labels
 
     # --- evaluation ----------------------------------------------------------------------------
 
@@ -367,8 +390,25 @@ class TrialRunner:
         noise = noise.to(self.device)
         is_image = isinstance(self.dataset, ImageDataset)
         reference_data = self.dataset.reference(cfg.samples, seed=cfg.seed)
-        ode_reference = self._reference_solve(field_fn, noise, t_span, is_image)
-        metric_name = "classifier_fd" if self.dataset.name == "digits" else ("sliced_w2" if not is_image else None)
+        # A class-conditional model samples balanced, fixed classes (like the noise) under each setting's
+        # guidance scale; its likelihood is the unconditional model's (the null label: `field_fn`).
+        labels = sampling_labels(len(noise), self.num_classes, self.device) if self.num_classes else None
+
+        def field_of(scale: float | None, rows: slice) -> Callable[[Tensor, Tensor], Tensor]:
+            if scale is None or labels is None:
+                return field_fn
+            return self.objective.vector_field(guided(evaluated, labels[rows], scale, self.num_classes))
+
+        references: dict[float | None, Tensor | None] = {}
+
+        def ode_reference(scale: float | None) -> Tensor | None:
+            """The reference solve of the field a setting integrates (one per guidance scale)."""
+            if scale not in references:
+                references[scale] = self._reference_solve(lambda rows: field_of(scale, rows), noise, t_span, is_image)
+            return references[scale]
+
+        ode_reference(settings[0].cfg_scale if settings else None)  # before any setting: as it always was
+        metric_name = DATASET_SPECS[self.dataset.name].sample_metric  # what the dataset says it is judged by
         likelihood = _Likelihood(self, field_fn, is_image)
         shared = cfg.likelihood.setting()
         shared_nll = likelihood.measure(shared, SHARED) if shared is not None else None  # once per checkpoint
@@ -380,19 +420,18 @@ class TrialRunner:
             start = time.perf_counter()
             try:
                 with torch.no_grad(), self.sampling_precision.autocast():
-                    x, nfe = self._solve_in_batches(lambda chunk: sample(field_fn, chunk, setting, t_span), noise)
+                    x, nfe = self._solve_in_batches(
+                        lambda chunk, rows: sample(field_of(setting.cfg_scale, rows), chunk, setting, t_span), noise
+                    )
                 x = x.float()
                 x = x.detach().cpu()
                 if not bool(torch.isfinite(x).all()):
                     raise FloatingPointError("the ODE solution has non-finite values")
                 samples[setting.label] = x
-                metric = math.nan
-                if metric_name == "sliced_w2":
-                    metric = sliced_wasserstein(x, reference_data)
-                elif metric_name == "classifier_fd":
-                    metric = classifier_frechet_distance(x, reference_data)
+                metric = math.nan if metric_name is None else sample_metric(metric_name, x, reference_data)
                 nll = shared_nll if shared_nll is not None else likelihood.measure(setting, PER_SAMPLE_SOLVER)
-                error = math.nan if ode_reference is None else ode_solution_error(x, ode_reference)
+                reference = ode_reference(setting.cfg_scale)
+                error = math.nan if reference is None else ode_solution_error(x, reference)
                 seconds = time.perf_counter() - start
                 for draws, value in nll.values:  # one row per dequantization K (a single row for vectors)
                     rows.append(
@@ -411,8 +450,9 @@ class TrialRunner:
         return rows, samples
 
     def _reference_solve(
-        self, field_fn: Callable[[Tensor, Tensor], Tensor], noise: Tensor, t_span: tuple[float, float], is_image: bool
-    ) -> Tensor | None:
+        self, field_of: Callable[[slice], Callable[[Tensor, Tensor], Tensor]], noise: Tensor, t_span: tuple[float, float],
+        is_image: bool,
+    ) -> Tensor | None:  # fmt: skip
         """The dopri5 solve at eval.reference_tol from the same noise that ode_error is measured against; for
         2-D data it also keeps a few intermediate states (the density-over-t plot) in self.trajectory."""
         self.trajectory = None
@@ -426,7 +466,7 @@ class TrialRunner:
         reference = SolverSetting.adaptive("dopri5", tol)
         with torch.no_grad():
             states, _ = self._solve_in_batches(
-                lambda chunk: sample(field_fn, chunk, reference, t_span, times),
+                lambda chunk, rows: sample(field_of(rows), chunk, reference, t_span, times),
                 noise,
                 lambda sol: sol.x.unsqueeze(1) if sol.trajectory is None else sol.trajectory.transpose(0, 1),
             )
@@ -434,12 +474,13 @@ class TrialRunner:
         return states[:, -1].cpu()
 
     def _solve_in_batches(
-        self, solve: Callable[[Tensor], Any], inputs: Tensor, value: Callable[[Any], Tensor] = lambda r: r.x
+        self, solve: Callable[[Tensor, slice], Any], inputs: Tensor, value: Callable[[Any], Tensor] = lambda r: r.x
     ) -> tuple[Tensor, int]:
-        """Run `solve` on chunks of at most eval.batch_size points (bounding GPU memory on big evaluations);
-        returns the concatenated values and the NFE of one solve (the mean over chunks, rounded)."""
+        """Run `solve(chunk, rows)` on chunks of at most eval.batch_size points (bounding GPU memory on big
+        evaluations; `rows` says which, so that each point keeps its class label); returns the concatenated
+        values and the NFE of one solve (the mean over chunks, rounded)."""
         size = self.config.eval.batch_size or len(inputs)
-        results = [solve(chunk) for chunk in inputs.split(size)]
+        results = [solve(inputs[i : i + size], slice(i, i + size)) for i in range(0, len(inputs), size)]
         nfe = round(sum(r.nfe for r in results) / len(results))
         return torch.cat([value(r) for r in results]), nfe
 
@@ -460,7 +501,7 @@ class _Likelihood:
     def __init__(self, runner: TrialRunner, field_fn: Callable[[Tensor, Tensor], Tensor], is_image: bool) -> None:
         self.runner, self.field_fn, self.is_image = runner, field_fn, is_image
         cfg = runner.config.eval
-        self.divergence = cfg.divergence if cfg.divergence != "auto" else ("exact" if runner.dataset.dim <= 16 else "hutchinson")
+        self.divergence = cfg.divergence if cfg.divergence != "auto" else auto_divergence(runner.dataset.dim)
 
     def measure(self, setting: SolverSetting, protocol: str) -> Likelihoods:
         cfg = self.runner.config.eval
@@ -484,7 +525,7 @@ class _Likelihood:
         g = torch.Generator().manual_seed(cfg.seed + 1)
 
         def log_prob(x: Tensor) -> tuple[Tensor, int]:
-            def one(chunk: Tensor) -> LikelihoodResult:
+            def one(chunk: Tensor, rows: slice) -> LikelihoodResult:
                 return log_likelihood(
                     self.field_fn, chunk.to(runner.device), setting, t1=runner.path.t_max, prior_std=runner.path.prior_std,
                     divergence=self.divergence, probe=cfg.probe, generator=g,

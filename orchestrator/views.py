@@ -58,9 +58,11 @@ def comparison_view(metrics: list[str], axes: list[str]) -> dict[str, Any]:
     one full-width parallel-coordinates chart over `axes` -> the value metrics (all runs) in its own section."""
     section = "fmx-comparison-section"
     values = [m for m in metrics if m not in ("ode_error", "nll_nfe", "eval_seconds")]
+    # A sweep with training-option axes (grid.train) shows their values beside the method too.
+    lead = [p for p in LEAD_PARAMS[:3]] + (["train_axes"] if "train_axes" in axes else []) + list(LEAD_PARAMS[3:])
     columns = (
-        [_column("params", p) for p in LEAD_PARAMS] + [_column("metrics", m) for m in values]
-        + [_column("params", p) for p in param_names() if p not in LEAD_PARAMS]
+        [_column("params", p) for p in lead] + [_column("metrics", m) for m in values]
+        + [_column("params", p) for p in param_names() if p not in lead]
         + [_column("metrics", m) for m in metrics if m not in values]
     )  # fmt: skip
     chart = {

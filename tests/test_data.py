@@ -341,3 +341,22 @@ def test_the_training_split_lives_on_its_device_as_uint8_and_batches_come_from_t
     batch = ds.sample(8, torch.Generator().manual_seed(0))
     assert batch.device.type == "meta" and batch.dtype == torch.float32
     assert ds.images_heldout_uint8.device.type == "cpu"  # references and bits/dim stay on the CPU
+
+
+def test_image_folder_labels_come_from_class_subfolders(tmp_path: Path) -> None:
+    arrays = _write_pngs(tmp_path / "classes", 12, (8, 8))  # odd i under a/, even i under b/nested/
+    ds = make_dataset("image_folder", root=tmp_path / "classes", image_size=8, holdout_fraction=0.25)
+    assert ds.classes == ["a", "b"] and ds.num_classes == 2
+    by_class = {0: {a.transpose(2, 0, 1).tobytes() for i, a in enumerate(arrays) if i % 2},
+                1: {a.transpose(2, 0, 1).tobytes() for i, a in enumerate(arrays) if not i % 2}}  # fmt: skip
+    x, y = ds.sample_with_labels(40, generator=_gen(3))
+    stored = ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    assert all(img.numpy().tobytes() in by_class[int(label)] for img, label in zip(stored, y, strict=True))
+    torch.testing.assert_close(ds.sample(40, generator=_gen(3)), x)  # the same draw with or without labels
+    # Images at the top level (or a single class) give no labels.
+    _write_pngs(tmp_path / "flat", 2, (8, 8))
+    for path in (tmp_path / "flat" / "a").iterdir():
+        path.rename(tmp_path / "flat" / path.name)
+    flat = make_dataset("image_folder", root=tmp_path / "flat", image_size=8, holdout_fraction=0.5)
+    assert flat.num_classes is None and flat.sample_with_labels(3, generator=_gen(0))[1] is None
+    assert make_dataset("digits").num_classes == 10

@@ -22,7 +22,7 @@ def test_every_child_run_carries_the_same_param_names_whatever_the_setting_or_ou
     rows = [_row(s) for s in SETTINGS] + [_row(SETTINGS[0], status="failed", error="boom"), _row(SETTINGS[1], dequant_draws=4)]
     names = {frozenset(r.child_params()) for r in rows}
     assert names == {frozenset({"path", "objective", "coupling", "train_axes", "seed", "solver", "tol", "nfe_budget",
-                                "setting", "train_step", "dequant_draws", "weights"})}  # fmt: skip
+                                "cfg_scale", "setting", "train_step", "dequant_draws", "weights"})}  # fmt: skip
     assert rows[0].child_params()["tol"] == "none" and rows[0].child_params()["nfe_budget"] == "8"
     # The setting's one label, so that every evaluation has a value on one categorical axis.
     assert [r.child_params()["setting"] for r in rows[:3]] == [s.label for s in SETTINGS]

@@ -43,7 +43,7 @@ def _runs_of(uri: str, sweep: str, filter_string: str = "") -> list:
     return client.search_runs([experiment.experiment_id], filter_string=filter_string, max_results=1000)
 
 
-CHILD_PARAMS = {"path", "objective", "coupling", "train_axes", "seed", "solver", "tol", "nfe_budget", "setting", "train_step",
+CHILD_PARAMS = {"path", "objective", "coupling", "train_axes", "seed", "solver", "tol", "nfe_budget", "cfg_scale", "setting", "train_step",
                 "dequant_draws", "weights"}  # fmt: skip
 CHILD_METRICS = {"nfe", "nll_nats", "sliced_w2", "ode_error", "eval_seconds", "nll_nfe"}
 

@@ -90,3 +90,22 @@ def test_the_sweep_file_names_the_times_and_their_problems():
     err = _refused({"time_sampling": {"kind": "uniform"}}, {"objective": ["scoreflow"]})
     assert err.key == "train.time_sampling.kind" and "train 'sm'" in str(err)
     parse_sweep({**BASE, "train": {**BASE["train"], "time_sampling": {"kind": "likelihood"}}, "grid": {**BASE["grid"], "objective": ["sm"]}}, "t.yaml")
+
+
+def test_a_time_sampling_axis_skips_or_refuses_what_does_not_fit_by_the_capabilities():
+    from orchestrator.plan import count_trainings, plan_sweep
+
+    grid = {"path": ["vp", "cosine"], "objective": ["fm", "sm"], "solver": ["euler"], "nfe": [4],
+            "train": {"time_sampling": [{"kind": "uniform"}, {"kind": "likelihood"}]}}  # fmt: skip
+    config = parse_sweep({**BASE, "grid": grid, "invalid": "skip"}, "t.yaml")
+    plan = plan_sweep(config)
+    assert [(k.path, k.objective, config.time_kind(k.train)) for k in plan.trainings] == [
+        ("vp", "fm", "uniform"), ("vp", "sm", "uniform"), ("vp", "sm", "likelihood"), ("cosine", "fm", "uniform"),
+    ]  # fmt: skip
+    assert count_trainings(config) == len(plan.trainings) == 4 and plan.skipped == [("cosine", "sm")]
+    with pytest.raises(ConfigError) as caught:  # without `invalid: skip`, the first misfit is named
+        parse_sweep({**BASE, "grid": grid}, "t.yaml")
+    assert caught.value.key == "grid.train.time_sampling" and "objective 'fm' has none" in str(caught.value)
+    with pytest.raises(ConfigError) as caught:
+        parse_sweep({**BASE, "grid": {**grid, "path": ["cosine"], "objective": ["sm"], "train": {"time_sampling": [{"kind": "uniform"}]}}}, "t.yaml")
+    assert caught.value.key == "grid" and "'sm' cannot train on path 'cosine'" in str(caught.value)

@@ -47,6 +47,17 @@ def test_view_columns_put_method_and_setting_beside_nfe_and_never_repeat():
     assert chart["selectedMetrics"] == ["nfe", "bits_per_dim", "fid"] and chart["metricSectionId"] == view["compareRunSections"][0]["uuid"]
 
 
+def test_training_option_axes_and_guidance_scales_are_columns_and_chart_axes_where_they_vary():
+    rows = [r.replace(train_axes=f"lr={lr}", cfg_scale=w) for r in _rows() for lr in (0.001, 0.01) for w in (1.0, 2.0)]
+    axes = varying_axes(rows)
+    assert axes == ["path", "train_axes", "setting"]  # the guidance scale is part of the setting's label
+    cols = comparison_view(metric_names(rows), axes)["selectedColumns"]
+    assert cols[:4] == ["params.`path`", "params.`objective`", "params.`coupling`", "params.`train_axes`"]
+    assert "params.`cfg_scale`" in cols and len(cols) == len(set(cols))
+    assert {r.child_params()["setting"] for r in rows} == {"euler_nfe8_cfg1", "euler_nfe8_cfg2", "dopri5_tol1e-05_cfg1",
+                                                           "dopri5_tol1e-05_cfg2"}  # fmt: skip
+
+
 def test_saved_in_a_real_store_where_the_ui_reads_it_and_replaced_on_rewrite(tmp_path: Path):
     from mlflow.tracking import MlflowClient
 
