@@ -145,10 +145,11 @@ def stop_local_ray() -> None:
 
 def _quiet_tune_advice() -> None:
     """fmx says how to resume (`fmx sweep FILE --resume`); Tune's own hint names its Python API instead, and
-    its metrics loader warns about trials that never reported, which fmx records itself."""
+    its metrics loader warns about trials that never reported, which fmx records itself (so does its list of
+    trials that did not complete)."""
     class _DropRestoreHint(logging.Filter):
-        def filter(self, record: logging.LogRecord) -> bool:
-            return "Tuner.restore" not in record.getMessage()
+        def filter(self, record: logging.LogRecord) -> bool:  # fmx's summary counts the trials that did not finish
+            return not any(text in record.getMessage() for text in ("Tuner.restore", "Trials did not complete"))
 
     logging.getLogger("ray.tune.tune").addFilter(_DropRestoreHint())
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
@@ -253,6 +254,8 @@ def run_sweep(
     """Restore the last pass where --resume asks, then run a new pass of whatever the file's cells still
     need (orchestrator.registry), then write the tables of the file's cells."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # fmx prints its own progress lines
+    # ... and one line per failed trial with its cause; Tune's traceback of it stays in the trial's error file.
+    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
     console = console or Console(stderr=True)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     _quiet_tune_advice()

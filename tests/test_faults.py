@@ -39,8 +39,8 @@ TRIALS = {f"{p}-fm-independent-s{s}" for p in ("ot", "vp") for s in (0, 1)}
 class Sweep:
     """`fmx sweep` started in the background, as a user would in a terminal, with its stderr in a file."""
 
-    def __init__(self, cwd: Path, args: list[str], log_dir: Path | None = None) -> None:
-        self.env = fmx_env()
+    def __init__(self, cwd: Path, args: list[str], log_dir: Path | None = None, extra_env: dict[str, str] | None = None) -> None:
+        self.env = fmx_env(extra_env)
         (log_dir or cwd).mkdir(exist_ok=True)
         self.log = (log_dir or cwd) / "sweep.log"
         with open(self.log, "w") as stderr:
@@ -223,6 +223,29 @@ def test_an_mlflow_outage_mid_sweep_loses_nothing(tmp_path: Path):
         code, stdout, log = sweep.finish()
         assert code == 0, log[-3000:]
         assert "MLflow call failed" in sweep.worker_output and "retrying in" in sweep.worker_output  # it did hit them
+        _assert_all_finished(tmp_path, server.uri)
+    finally:
+        server.stop()
+
+
+def test_an_outage_longer_than_the_retry_budget_ends_with_exit_1_and_resume_records_every_row(tmp_path: Path):
+    """With a 3 s retry budget the server stays down past it: the trials that cannot record end failed, the
+    command says to resume once the store is back (exit 1, one line, no traceback), and `--resume` against the
+    restarted server then records every row exactly once."""
+    (tmp_path / "faults.yaml").write_text(FAULT_SWEEP)
+    server = MlflowServer(tmp_path)
+    server.start()
+    try:
+        sweep = Sweep(tmp_path, ["faults.yaml", "--tracking-uri", server.uri], extra_env={"FMX_MLFLOW_RETRY_SECONDS": "3"})
+        sweep.wait_for(lambda text: f"step 100/{STEPS}" in text, "a trial started training")
+        server.stop()
+        code, _, log = sweep.finish()
+        last = log.strip().splitlines()[-1]
+        assert code == 1 and "MLflow unreachable" in last and "fmx sweep faults.yaml --resume" in last, log[-3000:]
+        assert "Traceback" not in log
+        server.start()
+        resumed = run_fmx(["sweep", "faults.yaml", "--tracking-uri", server.uri, "--resume"], tmp_path)
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
         _assert_all_finished(tmp_path, server.uri)
     finally:
         server.stop()
