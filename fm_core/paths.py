@@ -27,25 +27,14 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from torch import Tensor
 
 
-class _LazyTorch:
-    """Stands in for the `torch` module until a path computes something; then it puts the real module in
-    its place, so later calls pay nothing."""
-
-    def __getattr__(self, name: str) -> Any:
-        import torch as module
-
-        globals()["torch"] = module
-        return getattr(module, name)
-
-
-torch: Any = _LazyTorch()
+from fm_core.lazy import option_defaults, option_problem, torch  # noqa: F401 - torch: imported at first use
 
 #: Every schedule by name, in the order they are defined (filled as each subclass is created).
 PATHS: dict[str, type[AffinePath]] = {}
@@ -83,8 +72,8 @@ class AffinePath(ABC):
 
     @classmethod
     def option_defaults(cls) -> dict[str, float]:
-        """The schedule's options (its dataclass fields) and their defaults."""
-        return {f.name: f.default for f in fields(cls) if f.default is not MISSING}  # type: ignore[arg-type]
+        """Its options (the dataclass fields) and their defaults."""
+        return option_defaults(cls)
 
     @abstractmethod
     def alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
@@ -356,9 +345,7 @@ def make_path(name: str, **options: float) -> AffinePath:
     """Build a path by name (`PATHS`) with its options (sigma_min, beta_min, n, ...)."""
     if name not in PATHS:
         raise ValueError(f"unknown path '{name}'; choose one of {', '.join(PATHS)}")
-    cls = PATHS[name]
-    unknown = sorted(set(options) - set(cls.option_defaults()))
-    if unknown:
-        known = ", ".join(cls.option_defaults()) or "none"
-        raise ValueError(f"path '{name}' has no option {', '.join(unknown)} (its options: {known})")
-    return cls(**options)
+    problem = option_problem(PATHS[name], options, f"path '{name}'")
+    if problem:
+        raise ValueError(problem[1])
+    return PATHS[name](**options)

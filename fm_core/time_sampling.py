@@ -14,7 +14,7 @@ fm_core.paths this module imports PyTorch at first use only, so validation reads
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
@@ -23,15 +23,7 @@ if TYPE_CHECKING:
     from fm_core.paths import AffinePath
 
 
-class _LazyTorch:
-    def __getattr__(self, name: str) -> Any:
-        import torch as module
-
-        globals()["torch"] = module
-        return getattr(module, name)
-
-
-torch: Any = _LazyTorch()
+from fm_core.lazy import option_defaults, option_problem, torch  # noqa: F401 - torch: imported at first use
 
 #: Every time distribution by its kind, as each class is defined.
 TIME_SAMPLERS: dict[str, type[TimeSampler]] = {}
@@ -51,7 +43,8 @@ class TimeSampler(ABC):
 
     @classmethod
     def option_defaults(cls) -> dict[str, float]:
-        return {f.name: f.default for f in fields(cls) if f.default is not MISSING}  # type: ignore[arg-type]
+        """Its options (the dataclass fields) and their defaults."""
+        return option_defaults(cls)
 
     @abstractmethod
     def sample(self, path: AffinePath, n: int, device: Any = "cpu", generator: Generator | None = None) -> tuple[Tensor, Tensor | None]:
@@ -98,8 +91,7 @@ class LikelihoodWeighted(TimeSampler):
 def make_time_sampler(kind: str = "uniform", **options: float) -> TimeSampler:
     if kind not in TIME_SAMPLERS:
         raise ValueError(f"unknown time sampling '{kind}'; choose one of {', '.join(TIME_SAMPLERS)}")
-    cls = TIME_SAMPLERS[kind]
-    unknown = sorted(set(options) - set(cls.option_defaults()))
-    if unknown:
-        raise ValueError(f"time sampling '{kind}' has no option {', '.join(unknown)} (its options: {', '.join(cls.option_defaults()) or 'none'})")
-    return cls(**options)
+    problem = option_problem(TIME_SAMPLERS[kind], options, f"time sampling '{kind}'")
+    if problem:
+        raise ValueError(problem[1])
+    return TIME_SAMPLERS[kind](**options)

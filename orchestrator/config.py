@@ -33,6 +33,7 @@ from fm_core.names import (
 
 from fm_core.paths import PATHS  # noqa: E402 - torch-free: the schedules' names, options and capabilities
 from fm_core.time_sampling import TIME_SAMPLERS  # noqa: E402 - torch-free too
+from fm_core.lazy import option_problem  # noqa: E402
 
 IMAGE_DATASETS = tuple(name for name, spec in DATASET_SPECS.items() if spec.is_image)
 #: A sweep file is a few KiB; a bigger one is a mistake (or an attack), refused before YAML parses it.
@@ -151,18 +152,12 @@ class TimeSamplingConfig(_Strict):
 
     @model_validator(mode="after")
     def _options_of_the_kind(self) -> TimeSamplingConfig:
-        known = TIME_SAMPLERS[self.kind].option_defaults() if self.kind else {}
-        for name, number in self.options.items():
-            if name not in known:
-                raise _KeyedError(f"train.time_sampling.{name}",
-                                  f"time sampling '{self.kind}' has no option '{name}' (its options: {', '.join(known) or 'none'})")  # fmt: skip
-            if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
-                raise _KeyedError(f"train.time_sampling.{name}", f"expected a finite number, got {number!r}")
-        if self.kind:
-            try:
-                TIME_SAMPLERS[self.kind](**self.options)
-            except ValueError as err:
-                raise _KeyedError("train.time_sampling", str(err)) from None
+        if self.kind is None and self.options:
+            raise _KeyedError("train.time_sampling", f"options {', '.join(self.options)} need a kind")
+        problem = option_problem(TIME_SAMPLERS[self.kind], self.options, f"time sampling '{self.kind}'") if self.kind else None
+        if problem:
+            name, message = problem
+            raise _KeyedError("train.time_sampling" + (f".{name}" if name else ""), message)
         return self
 
 
@@ -220,17 +215,10 @@ class TrainConfig(_Strict):
         for path, options in value.items():
             if path not in PATHS:
                 raise _KeyedError(f"train.path_options.{path}", f"unknown path '{path}'; choose one of {', '.join(PATHS)}")
-            known = PATHS[path].option_defaults()
-            for name, number in options.items():
-                if name not in known:
-                    raise _KeyedError(f"train.path_options.{path}.{name}",
-                                      f"path '{path}' has no option '{name}' (its options: {', '.join(known) or 'none'})")  # fmt: skip
-                if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
-                    raise _KeyedError(f"train.path_options.{path}.{name}", f"expected a finite number, got {number!r}")
-            try:
-                PATHS[path](**options)
-            except (TypeError, ValueError) as err:
-                raise _KeyedError(f"train.path_options.{path}", str(err)) from None
+            problem = option_problem(PATHS[path], options, f"path '{path}'")
+            if problem:
+                name, message = problem
+                raise _KeyedError(f"train.path_options.{path}" + (f".{name}" if name else ""), message)
         return value
 
     def path_options_for(self, path: str) -> dict[str, float]:

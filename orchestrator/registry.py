@@ -166,7 +166,7 @@ def mark_current(config: SweepConfig, plan: SweepPlan, uri: str, experiment_id: 
     current_cells = {training_cell(config, key) for key in plan.trainings}
     digest = eval_digest(config)
     current_evaluations = {(digest, step, s.label) for step in plan.eval_steps for s in plan.settings}
-    runs = retrying(lambda: search_all(mlflow_client, experiment_id, "attributes.status != 'none'"), "list the runs", where=where)
+    runs = retrying(lambda: search_all(mlflow_client, experiment_id, ""), "list the runs", where=where)
     parents = {r.info.run_id: r.data.tags[TAG_CELL] in current_cells for r in runs if TAG_CELL in r.data.tags}
     changed = 0
     for run in runs:

@@ -101,7 +101,7 @@ def test_make_path_rejects_unknown_names_and_options():
     with pytest.raises(ValueError, match="unknown path 'foo'.*ot, vp, ve, cosine, poly, linear_vp"):
         make_path("foo")
     assert make_path("ot", sigma_min=0.1).sigma_min == 0.1
-    with pytest.raises(ValueError, match="path 'cosine' has no option sigma_min"):
+    with pytest.raises(ValueError, match="path 'cosine' has no option 'sigma_min'"):
         make_path("cosine", sigma_min=0.1)
     with pytest.raises(ValueError, match="n must be > 0"):
         make_path("poly", n=0.0)

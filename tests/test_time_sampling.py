@@ -63,7 +63,7 @@ def test_times_that_do_not_fit_the_objective_are_refused_in_fm_core():
     make_objective("sm", VPPath(), LikelihoodWeighted())  # ScoreFlow by another name: allowed
     with pytest.raises(ValueError, match="scale must be > 0"):
         make_time_sampler("logit_normal", scale=0.0)
-    with pytest.raises(ValueError, match="has no option shift"):
+    with pytest.raises(ValueError, match="has no option 'shift'"):
         make_time_sampler("uniform", shift=1.0)
 
 
