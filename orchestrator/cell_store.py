@@ -1,6 +1,8 @@
 """The sweep's own files beside Tune's, on its storage (a local folder, a mounted share or a cloud URI):
 the weights a training had at each evaluation step (`cells/<cell>/step-<n>/`), from which later passes
-evaluate new solver settings without retraining, and the ledger of the sweep's passes (`passes.json`).
+evaluate new solver settings without retraining; each evaluation's sample plots and arrays
+(`cells/<cell>/artifacts/<plots|samples>/`), kept until MLflow holds them, so a trial that dies while the
+server is down loses none; and the ledger of the sweep's passes (`passes.json`).
 
 Local paths and URIs go through pyarrow's filesystems, as Ray's own storage does.
 """
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 CELLS_DIR = "cells"
+ARTIFACTS_DIR = "artifacts"
 PASSES_FILE = "passes.json"
 #: Written last into a snapshot folder: a folder without it is incomplete (its upload was cut off).
 COMPLETE_MARK = "record.json"
@@ -31,6 +34,11 @@ def cell_dir(storage: str, cell: str) -> str:
 
 def step_dir(cell_folder: str, step: int) -> str:
     return _join(cell_folder, f"step-{step}")
+
+
+def artifacts_dir(cell_folder: str) -> str:
+    """Where a cell's evaluation artifacts wait for MLflow: `<artifact_path>/<file>` below it."""
+    return _join(cell_folder, ARTIFACTS_DIR)
 
 
 def _fs(path: str):  # -> (pyarrow FileSystem, path within it)
@@ -81,14 +89,74 @@ def get_dir(source: str, local: Path) -> Path:
     return local
 
 
+class DamagedFile(ValueError):
+    """A file of the sweep's own that exists but cannot be read as what it must hold."""
+
+
+def put_files(files: list[Path], dest: str) -> None:
+    """Copy files into the folder `dest`, each whole: a local file is written beside and renamed into place."""
+    if "://" not in dest:
+        target = Path(dest)
+        target.mkdir(parents=True, exist_ok=True)
+        for file in files:
+            tmp = target / f".incoming-{file.name}"
+            shutil.copyfile(file, tmp)
+            os.replace(tmp, target / file.name)
+        return
+    filesystem, root = _fs(dest)
+    filesystem.create_dir(root, recursive=True)
+    for file in files:
+        with open(file, "rb") as src, filesystem.open_output_stream(f"{root}/{file.name}") as out:
+            shutil.copyfileobj(src, out)
+
+
+def list_files(folder: str) -> list[str]:
+    """Every file below `folder` as a path relative to it ('/'-separated), sorted; [] where it is missing.
+    Files still being written (`.incoming-*`) are left out."""
+    from pyarrow import fs
+
+    filesystem, root = _fs(folder)
+    if filesystem.get_file_info(root).type != fs.FileType.Directory:
+        return []
+    found = filesystem.get_file_info(fs.FileSelector(root, recursive=True))
+    names = [i.path[len(root.rstrip("/")) + 1 :] for i in found if i.type == fs.FileType.File]
+    return sorted(n for n in names if not n.rsplit("/", 1)[-1].startswith(".incoming-"))
+
+
+def remove_dir(folder: str) -> None:
+    """Delete a stored folder and what it holds (nothing happens where it is missing)."""
+    from pyarrow import fs
+
+    filesystem, root = _fs(folder)
+    if filesystem.get_file_info(root).type == fs.FileType.Directory:
+        filesystem.delete_dir(root)
+
+
+def get_file(source: str, local: Path) -> Path:
+    """A stored file as a local path (a local one in place; a URI's copied into the folder `local`)."""
+    if "://" not in source:
+        return Path(source)
+    filesystem, root = _fs(source)
+    local.mkdir(parents=True, exist_ok=True)
+    target = local / root.rsplit("/", 1)[-1]
+    with filesystem.open_input_stream(root) as src, open(target, "wb") as out:
+        shutil.copyfileobj(src, out)
+    return target
+
+
 def read_json(path: str) -> Any | None:
-    """A JSON file on the storage, or None where it is missing or unreadable."""
+    """A JSON file on the storage, or None where it is missing; `DamagedFile` where it is there but unreadable
+    (cut off by a full disk, edited by hand): reading it as missing would start the sweep over its state."""
+    filesystem, root = _fs(path)
+    from pyarrow import fs
+
+    if filesystem.get_file_info(root).type == fs.FileType.NotFound:
+        return None
     try:
-        filesystem, root = _fs(path)
         with filesystem.open_input_stream(root) as src:
             return json.loads(src.read().decode())
-    except (OSError, ValueError):
-        return None
+    except (OSError, ValueError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise DamagedFile(f"{path} cannot be read ({type(err).__name__}: {str(err).splitlines()[0][:120]})") from None
 
 
 def write_json(path: str, content: Any) -> None:

@@ -128,9 +128,14 @@ def _print_pass(config: SweepConfig, tracking_uri: str | None, resume: bool) -> 
         return
     from orchestrator.registry import EVALUATE, plan_pass, read_cells
     from orchestrator.sweep import storage_dir
+    from orchestrator.tracking import DamagedRun
 
     plan = plan_sweep(config)
-    pass_plan = plan_pass(config, plan, read_cells(uri, experiment_id), storage_dir(config), retry_failed=resume)
+    try:
+        cells = read_cells(uri, experiment_id)
+    except DamagedRun as err:
+        _fail(str(err))
+    pass_plan = plan_pass(config, plan, cells, storage_dir(config), retry_failed=resume)
     if not pass_plan.work:
         out.print(f"against {uri}: {pass_plan.summary()}: nothing would run", highlight=False)
         return
@@ -166,7 +171,7 @@ def sweep(
         os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     from orchestrator.disk import as_disk_full, full_disk_under
     from orchestrator.sweep import Unschedulable, results_dir, run_sweep, stop_local_ray
-    from orchestrator.tracking import TrackingUnavailable
+    from orchestrator.tracking import DamagedRun, TrackingUnavailable
 
     uri = _tracking(tracking_uri)
     lock = _preflight_sweep(config, file, address, uri, resume)  # held (referenced) until the command returns
@@ -186,6 +191,8 @@ def sweep(
         outcome = run_sweep(config, uri, address=address, resume=resume, console=console, sweep_file=str(file))
     except Unschedulable as err:
         _fail(f"{file}: {err}")
+    except DamagedRun as err:
+        _fail(str(err))
     except (KeyboardInterrupt, EOFError) as err:  # Ctrl-C outside Tune's own handling (Ray's start, the end)
         full = full_disk_under(results_dir(config), uri) if isinstance(err, EOFError) else None
         if full is not None:  # Tune ends with "Aborted." (an EOFError) when it cannot write its state

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from orchestrator.cell_store import PASSES_FILE, read_json, write_json
+from orchestrator.cell_store import PASSES_FILE, DamagedFile, read_json, write_json
 from orchestrator.registry import WorkItem
 
 FIRST_PASS = "tune"  # the Tune experiment's folder under the storage; later passes are tune-2, tune-3, ...
@@ -33,11 +33,23 @@ def _path(storage: str) -> str:
 
 def read_passes(storage: str, legacy_state: bool = False) -> list[PassEntry]:
     """The passes so far; `legacy_state`: Tune state exists in the first pass's folder without a ledger (a
-    sweep started before it existed), read as one pass that did not end."""
-    content = read_json(_path(storage))
-    if isinstance(content, list):
-        return [PassEntry(**entry) for entry in content]
-    return [PassEntry(FIRST_PASS, None, None, False)] if legacy_state else []
+    sweep started before it existed), read as one pass that did not end. A ledger that is there but not a
+    list of passes raises `DamagedFile` naming it."""
+    path = _path(storage)
+    content = read_json(path)
+    if content is None:
+        return [PassEntry(FIRST_PASS, None, None, False)] if legacy_state else []
+    try:
+        if not isinstance(content, list) or not content:
+            raise TypeError("not a list of passes")
+        passes = [PassEntry(**entry) for entry in content]
+        for entry in passes:
+            if not isinstance(entry.name, str) or not isinstance(entry.ended, bool):
+                raise TypeError("a pass without a name or an ended flag")
+            entry.items()  # every work item readable
+    except (TypeError, KeyError, ValueError, AttributeError) as err:
+        raise DamagedFile(f"{path} is not a ledger of passes ({err})") from None
+    return passes
 
 
 def next_pass_name(passes: list[PassEntry]) -> str:

@@ -15,6 +15,8 @@ from typing import Any
 
 from ray.tune import Callback
 
+from orchestrator.artifacts import send_missing
+from orchestrator.cell_store import cell_dir
 from orchestrator.config import SweepConfig
 from orchestrator.cells import eval_digest
 from orchestrator.plan import SweepPlan, TrainingKey, train_run_name
@@ -198,7 +200,7 @@ def reconcile(
         if run is None and state.status == "ERROR":
             out.unrecorded[trial] = reason or "the trial failed"
         try:
-            _write(config, item, uri, experiment_id, record, rows, reason, interrupted=not state.finished, run=run)
+            _write(config, storage, item, uri, experiment_id, record, rows, reason, interrupted=not state.finished, run=run)
         except TrackingUnavailable as err:  # the others may still get through; this one waits for --resume
             failures.append(err)
             continue
@@ -210,6 +212,7 @@ def reconcile(
 
 def _write(
     config: SweepConfig,
+    storage: str,
     item: WorkItem,
     uri: str,
     experiment_id: str,
@@ -224,5 +227,6 @@ def _write(
     node = None if run is None else run.data.tags.get(TAG_NODE)
     summary = {**trial_summary(config, key, node, None), "error": reason, "trial_seconds": None}
     log_trial_record(trial_run, summary, rows, record, resumed_from=0)
+    send_missing(trial_run, cell_dir(storage, item.cell))  # the plots of the evaluations it reached
     ok = reason is None and all(r.ok for r in rows)
     trial_run.finish("FINISHED" if ok else "FAILED", reason, interrupted=interrupted)

@@ -9,7 +9,6 @@ Tune experiment of its own (Tune cannot change a search space on restore; fmx ne
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -19,7 +18,7 @@ from orchestrator.config import SweepConfig
 from orchestrator.plan import SweepPlan, TrainingKey
 from orchestrator.rows import EvalRow
 from orchestrator.tracking import (
-    TAG_CELL, TAG_CURRENT, TAG_ERROR, _load_text, client, retrying, search_all, store_location,
+    TAG_CELL, TAG_CURRENT, TAG_ERROR, client, load_evaluations, retrying, search_all, store_location,
 )  # fmt: skip
 
 TRAIN, EVALUATE = "train", "evaluate"
@@ -97,8 +96,8 @@ def read_cells(uri: str, experiment_id: str) -> dict[str, CellRecord]:
     runs = retrying(lambda: search_all(mlflow_client, experiment_id, f"tags.`{TAG_CELL}` != ''"), "list the sweep's cells", where=where)
     out: dict[str, CellRecord] = {}
     for run in sorted(runs, key=lambda r: r.info.start_time):  # the newest run of a cell wins (there is one)
-        text = retrying(lambda run=run: _load_text(mlflow_client, run), "read a run's evaluation rows", where=where)
-        rows = [EvalRow.from_dict(r) for r in json.loads(text)["rows"]] if text else []
+        content = retrying(lambda run=run: load_evaluations(mlflow_client, run), "read a run's evaluation rows", where=where)
+        rows = [EvalRow.from_dict(r) for r in content["rows"]] if content else []
         evaluated = frozenset((r.eval_digest, int(r.train_step), r.setting.label) for r in rows if r.train_step is not None)
         cell = run.data.tags[TAG_CELL]
         out[cell] = CellRecord(run.info.run_id, run.info.status, run.data.tags.get(TAG_ERROR), evaluated)

@@ -18,6 +18,7 @@ from orchestrator.config import SweepConfig
 from orchestrator.plan import SweepPlan, TrainingKey, plan_sweep
 from orchestrator.preflight import is_local_ray
 from orchestrator.cells import training_cell
+from orchestrator.cell_store import DamagedFile
 from orchestrator.passes import FIRST_PASS, PassEntry, next_pass_name, read_passes, write_passes
 from orchestrator.reconcile import Reconciled, TrialLedger, TrialState, reconcile, tune_trial_states
 from orchestrator.registry import EVALUATE, TRAIN, PassPlan, WorkItem, drop_runs, mark_current, plan_pass, read_cells
@@ -25,7 +26,7 @@ from orchestrator.sweep_guard import config_digest, write_sweep_state
 from orchestrator.tune_state import CorruptTuneState, StateBackup, repair_tune_state
 from orchestrator.rows import EvalRow
 from orchestrator.tables import FewerRowsError, evaluation_rows, rows_frame, write_tables
-from orchestrator.tracking import TAG_CELL, ensure_experiment, find_experiment, read_evaluations
+from orchestrator.tracking import TAG_CELL, ensure_experiment, existing_experiment, find_experiment, read_evaluations
 from orchestrator.trial_entry import training_trial
 
 #: Where a TorchTrainer trial's Ray Train run keeps its checkpoints (`<storage>/train/train-<trial id>/`).
@@ -83,6 +84,8 @@ def check_resume_state(config: SweepConfig, resume: bool) -> PassEntry | None:
         last = passes[-1] if passes else None
         tune_path = _join(storage, last.name if last else FIRST_PASS)
         exists = last is not None and Tuner.can_restore(tune_path)
+    except DamagedFile as err:
+        raise ResumeError(f"{err}: restore it from a copy, or delete {results_dir(config)} to start over") from None
     except (OSError, ValueError) as err:  # a name too long for the filesystem, a NUL byte, a bad URI
         raise ResumeError(f"storage_path: {str(config.storage_path)[:200]} cannot be used: {err}") from None
     except Exception as err:  # pyarrow's errors for a URI it cannot open
@@ -265,8 +268,12 @@ def run_sweep(
     if "://" not in storage:
         Path(storage).mkdir(parents=True, exist_ok=True)
     restore = check_resume_state(config, resume)
-    # Ray's start-up is the longest pole (~3-5 s here, mostly waiting for its processes); MLflow's first
-    # start (imports, schema migrations) runs meanwhile. The driver never imports PyTorch (trial_entry).
+    # A sweep run before: what its cells hold is read before Ray starts, so a damaged record ends the command
+    # with its one line and nothing started (cells are read after a restored pass instead: it adds rows).
+    known = existing_experiment(tracking_uri, config.name)
+    cells = read_cells(tracking_uri, known) if known is not None and restore is None else None
+    # Ray's start-up is the longest pole (~3-5 s here, mostly waiting for its processes); a new sweep's MLflow
+    # first start (imports, schema migrations) runs meanwhile. The driver never imports PyTorch (trial_entry).
     with ThreadPoolExecutor(max_workers=1) as pool:
         experiment = pool.submit(ensure_experiment, tracking_uri, config.name, config.description.strip() or None)
         init_ray(address)
@@ -284,7 +291,7 @@ def run_sweep(
     pass_plan = None
     previous_digest = passes[-1].config_digest if passes else None
     if not results or not results[-1].fixed.interrupted:
-        cells = read_cells(tracking_uri, experiment_id)
+        cells = cells if cells is not None and not results else read_cells(tracking_uri, experiment_id)
         pass_plan = plan_pass(config, plan, cells, storage, retry_failed=resume, exclude=restored)
         mark_current(config, plan, tracking_uri, experiment_id)
         console.print(f"sweep '{config.name}': {pass_plan.summary()}", highlight=False)

@@ -259,6 +259,16 @@ def find_experiment(uri: str, sweep: str) -> str | None:
     return None if found is None else found.experiment_id
 
 
+def existing_experiment(uri: str, sweep: str) -> str | None:
+    """The sweep's experiment id where the store exists already (a missing sqlite file is not created here,
+    and a store being created by another process is waited for), else None."""
+    db = sqlite_path(uri)
+    if db is not None and not db.is_file():
+        return None
+    with store_creation_lock(uri):
+        return retrying(lambda: find_experiment(uri, sweep), "find the sweep's experiment", where=store_location(uri))
+
+
 class TrialRun:
     """The MLflow run of one training trial: created once, found again by its tags on resume or retry.
 
@@ -331,8 +341,7 @@ class TrialRun:
     def read_evaluations(self) -> dict[str, Any] | None:
         """This run's evaluations.json (summary and rows), or None where it has none yet."""
         run = self.retrying(lambda: self.client.get_run(self.run_id), "read the trial's run")
-        text = self.retrying(lambda: _load_text(self.client, run), "read the evaluation rows")
-        return json.loads(text) if text is not None else None
+        return self.retrying(lambda: load_evaluations(self.client, run), "read the evaluation rows")
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self.retrying(lambda: self.client.log_artifact(self.run_id, str(path), artifact_path), f"log {Path(path).name}")
@@ -411,10 +420,9 @@ def read_evaluations(uri: str, experiment_id: str, current_only: bool = True) ->
         left_out = {(r.data.tags.get(TAG_PARENT, ""), r.data.tags[TAG_EVALUATION]) for r in stale}
     out = []
     for run in runs:
-        text = retrying(lambda run=run: _load_text(mlflow_client, run), "read a run's evaluation rows", where=where)
-        if text is None:
+        content = retrying(lambda run=run: load_evaluations(mlflow_client, run), "read a run's evaluation rows", where=where)
+        if content is None:
             continue
-        content = json.loads(text)
         if left_out:
             rows = [r for r in content["rows"] if (run.info.run_id, EvalRow.from_dict(r).evaluation_key) not in left_out]
             content = {**content, "rows": rows}
@@ -422,14 +430,35 @@ def read_evaluations(uri: str, experiment_id: str, current_only: bool = True) ->
     return out
 
 
-def _load_text(mlflow_client: Any, run: Any) -> str | None:
-    """The run's evaluations.json, or None where the run has none yet (its trial never got that far)."""
+class DamagedRun(LookupError):
+    """A training run's evaluations.json is there but is not a record of rows (a hand edit, a broken upload)."""
+
+
+def load_evaluations(mlflow_client: Any, run: Any) -> dict[str, Any] | None:
+    """The run's evaluations.json ({"summary", "rows"}), or None where the run has none yet (its trial never
+    got that far). Each row is read as an `EvalRow` here, so a damaged file is one `DamagedRun` naming the run,
+    never a traceback later (or rows silently taken as missing and computed again)."""
     names = {Path(a.path).name for a in mlflow_client.list_artifacts(run.info.run_id)}
     if EVALUATIONS_ARTIFACT not in names:
         return None
     with tempfile.TemporaryDirectory() as tmp:
         local = mlflow_client.download_artifacts(run.info.run_id, EVALUATIONS_ARTIFACT, tmp)
-        return Path(local).read_text()
+        raw = Path(local).read_bytes()
+    try:
+        content = json.loads(raw.decode())
+        if not isinstance(content, dict) or not isinstance(content.get("rows"), list):
+            raise ValueError("not an object with a list of rows")
+        if not isinstance(content.get("summary", {}), dict):
+            raise ValueError("its summary is not an object")
+        for row in map(EvalRow.from_dict, content["rows"]):
+            _ = row.evaluation_key  # reads the row's solver setting, which is built on first use
+    except Exception as err:  # noqa: BLE001 - reading rows is pure: whatever it raises, the file is damaged
+        why = f"{type(err).__name__}: {str(err).splitlines()[0][:120]}" if str(err) else type(err).__name__
+        raise DamagedRun(
+            f"MLflow run {run.info.run_id} ({run.info.run_name}): its {EVALUATIONS_ARTIFACT} cannot be read ({why}); "
+            "delete that run (MLflow UI) and run the sweep again to retrain its cell"
+        ) from None
+    return content
 
 
 def log_report(uri: str, sweep: str, directory: Path) -> str:

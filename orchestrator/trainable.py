@@ -23,6 +23,7 @@ from fm_core.solvers import SolverSetting
 from orchestrator.plan import TrainingKey
 from orchestrator.live_logging import LiveLogger
 from orchestrator.plots import save_loss_curve
+from orchestrator.artifacts import keep, send_missing
 from orchestrator.cell_store import cell_dir, get_dir, step_dir
 from orchestrator.evaluation_runs import log_evaluation_runs
 from orchestrator.plan import train_run_name
@@ -157,11 +158,9 @@ def run_training_trial(params: dict[str, Any], started_at: float, started: float
         summary.update(trial_seconds=time.perf_counter() - started, error=error)
         rows = complete_rows(runner.rows, settings, eval_steps, error)
         log_trial_record(run, summary, rows, runner.record(), resumed_from)
-        sent = live.uploaded if live is not None else set()
-        for folder, pattern in (("plots", "*.png"), ("samples", "*.npz")):
-            for file in sorted(artifacts.glob(pattern)):
-                if f"{folder}/{file.name}" not in sent:  # what the live logger could not send
-                    run.log_artifact(file, folder)
+        if (artifacts / "loss_curve.png").exists():
+            run.log_artifact(artifacts / "loss_curve.png", "plots")
+        send_missing(run, cell_dir(params["storage_root"], item.cell))  # what the live logger could not send
         run.finish(status, error)
     if error:
         raise RuntimeError(error)
@@ -189,7 +188,7 @@ def run_evaluation_trial(config: SweepConfig, item: WorkItem, params: dict[str, 
                 todo = [settings[label] for label in labels]
                 found, samples = runner.evaluate(todo, lambda i, row, n=len(todo): ray.tune.report(eval_progress(i, n, row)))
                 rows += found
-                write_samples(runner, found, samples, artifacts, suffix=f"_{params['pass']}")
+                keep(write_samples(runner, found, samples, artifacts, suffix=f"_{params['pass']}"), folder)
         except Exception as err:  # a lost or unreadable snapshot: the evaluations not reached are recorded failed
             error = _reason(err)
         done = {(r.train_step, r.setting.label) for r in rows}
@@ -202,9 +201,7 @@ def run_evaluation_trial(config: SweepConfig, item: WorkItem, params: dict[str, 
         merged = {r.evaluation_key: r for r in rows_from_dicts(content.get("rows", []))}
         merged.update({r.evaluation_key: r for r in rows})
         run.log_evaluations(list(merged.values()), summary)
-        for folder_name, pattern in (("plots", "*.png"), ("samples", "*.npz")):
-            for file in sorted(artifacts.glob(pattern)):
-                run.log_artifact(file, folder_name)
+        send_missing(run, folder)
     if error:
         raise RuntimeError(error)
     ray.tune.report({"done": 1.0, "evaluated": len(rows)})

@@ -21,6 +21,7 @@ import ray.tune
 from torch import nn
 
 from fm_core.solvers import SolverSetting
+from orchestrator.artifacts import forget, keep
 from orchestrator.cell_store import put_dir, step_dir
 from orchestrator.config import SweepConfig
 from orchestrator.live_logging import LiveLogger
@@ -90,6 +91,8 @@ def run_loop(runner: TrialRunner, plan: LoopPlan, reporter: Reporter, samples_di
              live: LiveLogger | None) -> None:  # fmt: skip
     """Train through every checkpoint/evaluation boundary not reached yet (resuming mid-way is the same)."""
     on_log = live.log_point if plan.is_chief and live is not None else None
+    if runner.step == 0 and plan.is_chief and plan.snapshots is not None:
+        forget(plan.snapshots)
     for boundary in plan.boundaries():
         if boundary <= runner.step:
             continue
@@ -118,6 +121,8 @@ def _evaluate(runner: TrialRunner, plan: LoopPlan, reporter: Reporter, samples_d
         with tempfile.TemporaryDirectory() as tmp:
             put_dir(runner.save_weights(tmp), step_dir(plan.snapshots, runner.step))
     files = write_samples(runner, rows, samples, samples_dir) if samples_dir is not None else {}
+    if plan.snapshots is not None:  # kept until MLflow has them (orchestrator.artifacts)
+        keep(files, plan.snapshots)
     if live is not None:
         live.log_rows(rows)
         for artifact_path, paths in files.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -129,8 +130,11 @@ SWEEP_FILES = {
 
 
 def assert_one_error_line(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    """Exit 2 and one line on stderr (after `fmx sweep`'s banner naming the store, where it got that far)."""
     assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
     message = result.stderr.strip()
+    if message.startswith("MLflow tracking: "):
+        message = message.partition("\n")[2]
     assert message.startswith("error:") and "\n" not in message and "Traceback" not in message, message
     assert all(fragment in message for fragment in fragments), message
 
@@ -161,6 +165,60 @@ def test_a_sweep_on_a_corrupt_store_is_refused_before_ray_starts(tmp_path: Path)
     result = run_fmx(["sweep", "bad.yaml"], cwd=tmp_path, timeout=60)
     assert_one_error_line(result, "--tracking-uri", "mlflow.db", "not a sqlite database")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml", "mlflow.db"]
+
+
+DAMAGED_LEDGERS = {  # a sweep's passes.json as a full disk or a hand edit can leave it
+    "cut_off": b'[{"name": "tune", "config_dig',
+    "not_utf8": b"\xff\xfe[]",
+    "not_a_list": b'{"name": "tune"}',
+    "empty_list": b"[]",
+    "unknown_field": b'[{"name": "tune", "config_digest": null, "work": null, "ended": true, "extra": 1}]',
+    "bad_work_item": b'[{"name": "tune", "config_digest": null, "work": [{"key": 3}], "ended": false}]',
+    "ended_not_bool": b'[{"name": "tune", "config_digest": null, "work": null, "ended": "yes"}]',
+}
+
+
+@pytest.mark.parametrize("case", list(DAMAGED_LEDGERS))
+def test_a_damaged_ledger_of_passes_is_one_line_naming_it_and_exit_2(tmp_path: Path, case: str):
+    """Read as missing, a damaged passes.json would start the sweep over its own Tune state (trials trained
+    twice); a TypeError on it was a traceback."""
+    (tmp_path / "bad.yaml").write_text(GOOD)
+    ledger = tmp_path / "results" / "bad-input" / "ray" / "passes.json"
+    ledger.parent.mkdir(parents=True)
+    ledger.write_bytes(DAMAGED_LEDGERS[case])
+    for args in (["sweep", "bad.yaml"], ["sweep", "bad.yaml", "--resume"]):
+        result = run_fmx(args, cwd=tmp_path, timeout=60)
+        assert_one_error_line(result, "passes.json", "delete", "results")
+    assert ledger.read_bytes() == DAMAGED_LEDGERS[case]  # left as it was
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml", "results"]
+    assert sorted(p.name for p in ledger.parent.iterdir()) == ["passes.json"]
+
+
+DAMAGED_EVALUATIONS = {  # a training run's evaluations.json in the store, as a hand edit or a cut upload leaves it
+    "cut_off": lambda text: text[: len(text) // 2],
+    "rows_not_a_list": lambda text: json.dumps({**json.loads(text), "rows": {"a": 1}}),
+    "row_without_its_setting": lambda text: json.dumps(
+        {**json.loads(text), "rows": [{k: v for k, v in r.items() if k != "solver"} for r in json.loads(text)["rows"]]}
+    ),
+}
+
+
+def test_a_damaged_evaluations_record_in_the_store_is_one_line_naming_the_run_and_exit_2(tmp_path: Path):
+    """The rows a run holds decide what a sweep reuses and what its tables show: a damaged record was a
+    traceback (JSONDecodeError, TypeError) in `fmx sweep`, `--dry-run` and `fmx tables`."""
+    (tmp_path / "bad.yaml").write_text(GOOD)
+    assert run_fmx(["sweep", "bad.yaml"], cwd=tmp_path, timeout=300).returncode == 0
+    (record,) = (tmp_path / "mlartifacts").rglob("evaluations.json")
+    good = record.read_text()
+    run_id = record.parent.parent.name
+    for case, damage in DAMAGED_EVALUATIONS.items():
+        record.write_text(damage(good))
+        for args in (["sweep", "bad.yaml"], ["sweep", "bad.yaml", "--dry-run"], ["tables", "bad-input"]):
+            result = run_fmx(args, cwd=tmp_path, timeout=120)
+            assert_one_error_line(result, run_id, "evaluations.json", "delete that run")
+        assert not list((tmp_path / "results" / "bad-input" / "ray").glob("tune-2")), case  # no pass started
+    record.write_text(good)
+    assert run_fmx(["tables", "bad-input"], cwd=tmp_path, timeout=120).returncode == 0
 
 
 def _garbage_store(tmp_path: Path) -> list[str]:

@@ -133,6 +133,9 @@ def _assert_all_finished(workdir: Path, uri: str) -> pd.DataFrame:
         assert "fmx.error" not in run.data.tags and "fmx.interrupted" not in run.data.tags, run.data.tags
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")]
         assert len(steps) == len(set(steps)) == STEPS // 50, f"{trial}: loss logged twice for some steps"
+        # The evaluation's sample plot and arrays reach the run, also when the trial could not send them.
+        held = {a.path for folder in ("plots", "samples") for a in client.list_artifacts(run.info.run_id, folder)}
+        assert {f"plots/samples_step{STEPS}.png", f"samples/samples_step{STEPS}.npz", "plots/loss_curve.png"} <= held, (trial, held)
     return runs
 
 
