@@ -7,7 +7,7 @@ driver and `fmx validate` read the names, options and capabilities from the clas
 from __future__ import annotations
 
 import importlib
-from dataclasses import MISSING, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 
@@ -27,9 +27,38 @@ class LazyModule:
 torch: Any = LazyModule("torch")
 
 
+@dataclass(frozen=True)
+class Range:
+    """The values an option can take by what it means; `open_low` / `open_high` leave out the ends."""
+
+    low: float
+    high: float
+    open_low: bool = False
+    open_high: bool = False
+
+    def holds(self, value: float) -> bool:
+        above = value > self.low if self.open_low else value >= self.low
+        below = value < self.high if self.open_high else value <= self.high
+        return above and below
+
+    def __str__(self) -> str:
+        return f"{'(' if self.open_low else '['}{self.low:g}, {self.high:g}{')' if self.open_high else ']'}"
+
+
+def option(default: float, low: float, high: float, open_low: bool = False, open_high: bool = False) -> Any:
+    """A numeric option of a schedule or time sampler with its range, which validation reads: every option
+    has one (tests/test_paths.py checks), so no number reaches a trial that only a NaN would refuse."""
+    return field(default=default, metadata={"range": Range(low, high, open_low, open_high)})
+
+
 def option_defaults(cls: type) -> dict[str, Any]:
     """A dataclass's options (its fields with defaults) and their defaults."""
     return {f.name: f.default for f in fields(cls) if f.default is not MISSING}
+
+
+def option_range(cls: type, name: str) -> Range | None:
+    """The declared range of one option (None where the field has none)."""
+    return next((f.metadata.get("range") for f in fields(cls) if f.name == name), None)
 
 
 def option_problem(cls: type, options: dict[str, Any], what: str) -> tuple[str | None, str] | None:
@@ -43,6 +72,11 @@ def option_problem(cls: type, options: dict[str, Any], what: str) -> tuple[str |
             return name, f"{what} has no option '{name}' (its options: {', '.join(known) or 'none'})"
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             return name, f"{what}: option '{name}' must be a finite number, got {value!r}"
+        bounds = option_range(cls, name)
+        if bounds is None:  # a class written without ranges: its author is told, before any trial runs
+            return name, f"{what}: option '{name}' declares no range (write it with fm_core.lazy.option(default, low, high))"
+        if not bounds.holds(value):
+            return name, f"{what}: option '{name}' must be in {bounds}, got {value!r}"
     try:
         cls(**options)
     except (TypeError, ValueError) as err:

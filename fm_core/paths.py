@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from torch import Tensor
 
 
-from fm_core.lazy import option_defaults, option_problem, torch  # noqa: F401 - torch: imported at first use
+from fm_core.lazy import option, option_defaults, option_problem, torch  # noqa: F401 - torch: imported at first use
 
 #: Every schedule by name, in the order they are defined (filled as each subclass is created).
 PATHS: dict[str, type[AffinePath]] = {}
@@ -136,7 +136,7 @@ class AffinePath(ABC):
 class OTPath(AffinePath):
     """Optimal-transport displacement path: mu_t = t x1, sigma_t = 1 - (1 - sigma_min) t."""
 
-    sigma_min: float = 0.0
+    sigma_min: float = option(0.0, 0.0, 1.0, open_high=True)
     name: ClassVar[str] = "ot"
     t_max: ClassVar[float] = 1.0
     sigma_min_option: ClassVar[str | None] = "sigma_min"
@@ -163,9 +163,10 @@ class OTPath(AffinePath):
 class VPPath(AffinePath):
     """Variance-preserving diffusion path with beta(s) = beta_min + s (beta_max - beta_min), s = 1 - t."""
 
-    beta_min: float = 0.1
-    beta_max: float = 20.0
-    eps: float = 1e-5
+    # beta_max <= 100: alpha_t = exp(-T / 2) stays above float32's smallest normal at T(1) = 50.
+    beta_min: float = option(0.1, 0.0, 100.0)
+    beta_max: float = option(20.0, 0.0, 100.0, open_low=True)
+    eps: float = option(1e-5, 0.0, 0.1, open_low=True)
     name: ClassVar[str] = "vp"
     score_field: ClassVar[bool] = True
     likelihood_weighting: ClassVar[bool] = True
@@ -240,9 +241,9 @@ class VEPath(AffinePath):
     sigma_max well above the data's scale (Song et al. 2021 take the largest pairwise distance).
     """
 
-    sigma_min: float = 0.01
-    sigma_max: float = 10.0
-    eps: float = 1e-5
+    sigma_min: float = option(0.01, 0.0, 1e4, open_low=True)
+    sigma_max: float = option(10.0, 0.0, 1e4, open_low=True)
+    eps: float = option(1e-5, 0.0, 0.1, open_low=True)
     name: ClassVar[str] = "ve"
     score_field: ClassVar[bool] = True
     likelihood_weighting: ClassVar[bool] = True
@@ -296,7 +297,7 @@ class PolyPath(AffinePath):
     """A polynomial convex schedule: alpha_t = t^n, sigma_t = 1 - t^n (n = 1 is OT with sigma_min = 0;
     larger n stays near the noise longer)."""
 
-    n: float = 2.0
+    n: float = option(2.0, 0.0, 100.0, open_low=True)
     name: ClassVar[str] = "poly"
 
     def __post_init__(self) -> None:
@@ -319,7 +320,7 @@ class LinearVPPath(AffinePath):
     singular at t = 1 (the CFM target's variance would be unbounded there), so training and sampling stop
     at t_max = 1 - eps, where sigma is about sqrt(2 eps)."""
 
-    eps: float = 1e-4
+    eps: float = option(1e-4, 0.0, 0.1, open_low=True)
     name: ClassVar[str] = "linear_vp"
 
     @property

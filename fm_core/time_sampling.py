@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from fm_core.paths import AffinePath
 
 
-from fm_core.lazy import option_defaults, option_problem, torch  # noqa: F401 - torch: imported at first use
+from fm_core.lazy import option, option_defaults, option_problem, torch  # noqa: F401 - torch: imported at first use
 
 #: Every time distribution by its kind, as each class is defined.
 TIME_SAMPLERS: dict[str, type[TimeSampler]] = {}
@@ -61,8 +61,8 @@ class Uniform(TimeSampler):
 
 @dataclass(frozen=True)
 class LogitNormal(TimeSampler):
-    loc: float = 0.0
-    scale: float = 1.0
+    loc: float = option(0.0, -10.0, 10.0)
+    scale: float = option(1.0, 0.0, 10.0, open_low=True)
     kind: ClassVar[str] = "logit_normal"
 
     def __post_init__(self) -> None:

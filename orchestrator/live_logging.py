@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 #: Seconds between two sends of the queued points: a few requests a minute, whatever log_every is
 #: (FMX_LIVE_FLUSH_SECONDS overrides it: tests watch a run fill up within seconds).
 FLUSH_SECONDS = float(os.environ.get("FMX_LIVE_FLUSH_SECONDS", "5"))
-SYSTEM_METRICS_SECONDS = 10.0
+#: Seconds between two samples of MLflow's system metrics (FMX_SYSTEM_METRICS_SECONDS overrides it).
+SYSTEM_METRICS_SECONDS = float(os.environ.get("FMX_SYSTEM_METRICS_SECONDS", "10"))
 _STOP = object()  # the last job: send what is left, then end the writer
 
 

@@ -103,8 +103,31 @@ def test_make_path_rejects_unknown_names_and_options():
     assert make_path("ot", sigma_min=0.1).sigma_min == 0.1
     with pytest.raises(ValueError, match="path 'cosine' has no option 'sigma_min'"):
         make_path("cosine", sigma_min=0.1)
-    with pytest.raises(ValueError, match="n must be > 0"):
+    with pytest.raises(ValueError, match=r"option 'n' must be in \(0, 100\], got 0.0"):
         make_path("poly", n=0.0)
+
+
+def test_every_option_of_a_schedule_or_time_sampler_declares_a_range_holding_its_default():
+    """Validation reads the ranges (a value outside is refused naming its key); an option without one is
+    refused when set, telling the class's author to declare it."""
+    from dataclasses import fields
+
+    from fm_core.lazy import Range, option_problem
+    from fm_core.time_sampling import TIME_SAMPLERS
+
+    for cls in [*SCHEDULES.values(), *TIME_SAMPLERS.values()]:
+        for f in fields(cls):
+            bounds = f.metadata.get("range")
+            assert isinstance(bounds, Range) and bounds.holds(f.default), (cls.__name__, f.name)
+
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class Bare:
+        k: float = 1.0
+
+    assert option_problem(Bare, {"k": 2.0}, "path 'bare'") == ("k", "path 'bare': option 'k' declares no range "
+                                                                     "(write it with fm_core.lazy.option(default, low, high))")
 
 
 def _posterior_mean(data: GaussianData, path, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -162,6 +185,7 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
+from fm_core.lazy import option
 from fm_core.paths import AffinePath, torch
 
 
@@ -169,7 +193,7 @@ from fm_core.paths import AffinePath, torch
 class SigmoidPath(AffinePath):
     """Written only here: alpha_t = sigmoid(k (t - 1/2)) rescaled onto [0, 1], sigma_t = 1 - alpha_t."""
 
-    k: float = 6.0
+    k: float = option(6.0, 0.0, 50.0, open_low=True)
     name: ClassVar[str] = "sigmoid"
 
     def _ends(self):

@@ -95,7 +95,7 @@ def test_a_trial_still_training_already_shows_its_loss_curve_in_mlflow(tmp_path:
     from tests.cli_helpers import FMX, fmx_env
 
     (tmp_path / "live.yaml").write_text(LONG_SWEEP)
-    env = {**fmx_env(), "FMX_LIVE_FLUSH_SECONDS": "0.5"}
+    env = {**fmx_env(), "FMX_LIVE_FLUSH_SECONDS": "0.5", "FMX_SYSTEM_METRICS_SECONDS": "1"}
     log = tmp_path / "sweep.log"
     with open(log, "w") as stderr:
         proc = subprocess.Popen([FMX, "sweep", "live.yaml"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
@@ -122,3 +122,6 @@ def test_a_trial_still_training_already_shows_its_loss_curve_in_mlflow(tmp_path:
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == list(range(100, 3001, 100))
     record = json.loads(next((tmp_path / "results" / "live").rglob("record.json")).read_text())
     assert record["step"] == 3000
+    # MLflow's own system metrics (psutil) were sampled in the trial's run while it trained.
+    system = {name for name in client.get_run(run.info.run_id).data.metrics if name.startswith("system/")}
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= system, system
