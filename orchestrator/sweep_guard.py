@@ -97,11 +97,26 @@ def write_sweep_state(folder: Path, tracking_uri: str, experiment_id: str, confi
     os.replace(tmp, folder / STATE_FILE)
 
 
+_STATE_KEYS = ("tracking_uri", "experiment_id", "experiment_name")  # and config_digest (absent in older states)
+
+
 def read_sweep_state(folder: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((folder / STATE_FILE).read_text())
-    except (OSError, ValueError):
+    """What `write_sweep_state` wrote, or None where there is none; a file that is there but is not that
+    (cut off, edited) raises StoreMismatch naming it: --resume must not guess which store it logged to."""
+    path = folder / STATE_FILE
+    if not path.exists():
         return None
+    try:
+        state = json.loads(path.read_text())
+        if not isinstance(state, dict) or not all(isinstance(state.get(k), str) for k in _STATE_KEYS):
+            raise ValueError(f"not an object with the strings {', '.join(_STATE_KEYS)}")
+        if not isinstance(state.get("config_digest", ""), str):
+            raise ValueError("config_digest is not a string")
+    except (OSError, ValueError) as err:
+        raise StoreMismatch(
+            f"--resume: {path} cannot be read ({str(err).splitlines()[0][:120]}); restore it, or delete {folder} to start over"
+        ) from None
+    return state
 
 
 def check_store_matches(folder: Path, tracking_uri: str, config: SweepConfig, file: str | Path, same_file: bool = True) -> None:

@@ -203,9 +203,10 @@ DAMAGED_EVALUATIONS = {  # a training run's evaluations.json in the store, as a 
 }
 
 
-def test_a_damaged_evaluations_record_in_the_store_is_one_line_naming_the_run_and_exit_2(tmp_path: Path):
+def test_damaged_records_of_a_sweep_are_one_line_naming_them_and_exit_2(tmp_path: Path):
     """The rows a run holds decide what a sweep reuses and what its tables show: a damaged record was a
-    traceback (JSONDecodeError, TypeError) in `fmx sweep`, `--dry-run` and `fmx tables`."""
+    traceback (JSONDecodeError, TypeError) in `fmx sweep`, `--dry-run` and `fmx tables`; a damaged
+    sweep-state.json was a traceback, or silently not checked, in `--resume`."""
     (tmp_path / "bad.yaml").write_text(GOOD)
     assert run_fmx(["sweep", "bad.yaml"], cwd=tmp_path, timeout=300).returncode == 0
     (record,) = (tmp_path / "mlartifacts").rglob("evaluations.json")
@@ -219,6 +220,15 @@ def test_a_damaged_evaluations_record_in_the_store_is_one_line_naming_the_run_an
         assert not list((tmp_path / "results" / "bad-input" / "ray").glob("tune-2")), case  # no pass started
     record.write_text(good)
     assert run_fmx(["tables", "bad-input"], cwd=tmp_path, timeout=120).returncode == 0
+    # The sweep's note of which store and experiment it logs to, read by --resume: never guessed past.
+    state = tmp_path / "results" / "bad-input" / "sweep-state.json"
+    kept = state.read_text()
+    for damaged in ('{"tracking_uri": 5', "[]", '{"tracking_uri": 5, "experiment_id": [], "experiment_name": null}'):
+        state.write_text(damaged)
+        result = run_fmx(["sweep", "bad.yaml", "--resume"], cwd=tmp_path, timeout=120)
+        assert_one_error_line(result, "sweep-state.json", "cannot be read", "delete")
+    state.write_text(kept)
+    assert run_fmx(["sweep", "bad.yaml", "--resume"], cwd=tmp_path, timeout=120).returncode == 0
 
 
 def _garbage_store(tmp_path: Path) -> list[str]:
