@@ -16,6 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from orchestrator.folders import join
+
 CELLS_DIR = "cells"
 ARTIFACTS_DIR = "artifacts"
 PASSES_FILE = "passes.json"
@@ -23,22 +25,18 @@ PASSES_FILE = "passes.json"
 COMPLETE_MARK = "record.json"
 
 
-def _join(base: str, *parts: str) -> str:
-    return "/".join([base.rstrip("/"), *parts])
-
-
 def cell_dir(storage: str, cell: str) -> str:
     """The folder of one training cell's evaluation snapshots."""
-    return _join(storage, CELLS_DIR, cell)
+    return join(storage, CELLS_DIR, cell)
 
 
 def step_dir(cell_folder: str, step: int) -> str:
-    return _join(cell_folder, f"step-{step}")
+    return join(cell_folder, f"step-{step}")
 
 
 def artifacts_dir(cell_folder: str) -> str:
     """Where a cell's evaluation artifacts wait for MLflow: `<artifact_path>/<file>` below it."""
-    return _join(cell_folder, ARTIFACTS_DIR)
+    return join(cell_folder, ARTIFACTS_DIR)
 
 
 def _fs(path: str):  # -> (pyarrow FileSystem, path within it)

@@ -1,25 +1,37 @@
-"""The `fmx` command line: validate, sweep, train, eval, tables, ui.
+"""The `fmx` command line: validate, sweep, train, eval, tables, compare, report, ui.
 
-Bad input of any kind (file, key, value, address) ends with one message and exit code 2, before
-Ray or MLflow are started and before anything is written.
+It parses arguments, calls fmx's Python API (orchestrator.api and the stage modules) and prints; what a
+command does and how it ends (exit codes: 2 bad input, 1 a store or disk that gave out, 130 interrupted) is
+decided there. Bad input of any kind ends with one message and exit code 2, before Ray or MLflow are
+started and before anything is written.
 """
 
 from __future__ import annotations
 
 import gc
-import os
 import subprocess
 from pathlib import Path
 from typing import Annotated, NoReturn
 
+import pandas as pd
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from orchestrator.config import ConfigError, SweepConfig, load_sweep, local_capacity_problem
+from orchestrator import ui as fmx_ui
+from orchestrator.api import SweepStopped, run_sweep
+from orchestrator.compare import CompareError, compare_methods, resolve_method
+from orchestrator.config import ConfigError, SweepConfig, load_sweep
+from orchestrator.outcome import SweepOutcome
 from orchestrator.plan import plan_sweep
-from orchestrator.preflight import is_local_ray
+from orchestrator.planning import preview
+from orchestrator.publish import collect_runs
+from orchestrator.pass_work import EVALUATE
+from orchestrator.report import build_report, load_samples, load_trajectories
+from orchestrator.store_check import check_existing_store
+from orchestrator.tables import CELL_LEGEND, FewerRowsError, display_table, method_label, summarize, to_markdown, write_tables
+from orchestrator.tracking import REPORT_EXPERIMENT, TrackingError, check_tracking_uri, log_report, resolve_tracking_uri
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Flow Matching ablations at any scale.")
 console = Console(stderr=True, soft_wrap=True)
@@ -31,8 +43,8 @@ TrackingUri = Annotated[
 ]
 
 
-def _fail(message: str, code: int = 2) -> NoReturn:
-    console.print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)  # text, never markup
+def _fail(message: str, code: int = 2, label: str = "error") -> NoReturn:
+    console.print(f"[red]{label}:[/] {escape(message)}", highlight=False, soft_wrap=True)  # text, never markup
     raise typer.Exit(code)
 
 
@@ -46,9 +58,6 @@ def _load(file: Path) -> SweepConfig:
 def _tracking(uri: str | None, existing: bool = False) -> str:
     """The resolved tracking URI, checked; `existing`: a read-only command, which must find a local store
     there (MLflow would create an empty one) and one that is an MLflow store."""
-    from orchestrator.store_check import check_existing_store
-    from orchestrator.tracking import TrackingError, check_tracking_uri, resolve_tracking_uri
-
     resolved = resolve_tracking_uri(uri)
     try:
         check_tracking_uri(resolved)
@@ -108,38 +117,19 @@ def _print_plan(config: SweepConfig) -> None:
 
 
 def _print_pass(config: SweepConfig, tracking_uri: str | None, resume: bool) -> None:
-    """What a run would train, evaluate from stored weights and reuse, judged against what MLflow holds
-    (read only: a store that does not exist yet is not created)."""
-    from orchestrator.store_check import sqlite_path
-    from orchestrator.tracking import TrackingError, check_tracking_uri, find_experiment, resolve_tracking_uri
-
-    uri = resolve_tracking_uri(tracking_uri)
-    db = sqlite_path(uri)
+    """What a run would train, evaluate from stored weights and reuse, against what MLflow holds."""
     try:
-        if db is not None and not db.is_file():
-            raise TrackingError(f"no MLflow store at {db} yet")
-        check_tracking_uri(uri)
-        experiment_id = find_experiment(uri, config.name)
-    except TrackingError as err:
-        out.print(f"nothing is reused ({err}): every training would run", highlight=False)
+        seen = preview(config, resolve_tracking_uri(tracking_uri), resume)
+    except SweepStopped as err:
+        _fail(str(err), err.exit_code)
+    if seen.pass_plan is None:
+        out.print(seen.nothing_reused, highlight=False)
         return
-    if experiment_id is None:
-        out.print(f"nothing is reused (no experiment '{config.name}' at {uri} yet): every training would run", highlight=False)
-        return
-    from orchestrator.registry import EVALUATE, plan_pass, read_cells
-    from orchestrator.sweep import storage_dir
-    from orchestrator.tracking import DamagedRun
-
-    plan = plan_sweep(config)
-    try:
-        cells = read_cells(uri, experiment_id)
-    except DamagedRun as err:
-        _fail(str(err))
-    pass_plan = plan_pass(config, plan, cells, storage_dir(config), retry_failed=resume)
+    pass_plan = seen.pass_plan
     if not pass_plan.work:
-        out.print(f"against {uri}: {pass_plan.summary()}: nothing would run", highlight=False)
+        out.print(f"against {seen.uri}: {pass_plan.summary()}: nothing would run", highlight=False)
         return
-    table = Table(title=f"against {uri}: {pass_plan.summary()}")
+    table = Table(title=f"against {seen.uri}: {pass_plan.summary()}")
     for col in ("trial", "would", "why"):
         table.add_column(col)
     for item in pass_plan.work[:PLAN_ROWS_SHOWN]:
@@ -159,106 +149,26 @@ def sweep(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the trainings and evaluations, run nothing")] = False,
 ) -> None:
     """Run a sweep: Ray Tune trials train each configuration once and evaluate every solver setting."""
-    config = _load(file)
     if dry_run:
+        config = _load(file)
         _print_plan(config)
         _print_pass(config, tracking_uri, resume)
         return
-    local = is_local_ray(address)
-    if local:
-        # A local Ray serves this machine only: its GCS, raylet and agents then listen on 127.0.0.1 instead of
-        # every interface. Ray reads this when it is imported, so before anything below imports it.
-        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    from orchestrator.disk import as_disk_full, full_disk_under
-    from orchestrator.sweep import Unschedulable, results_dir, run_sweep, stop_local_ray
-    from orchestrator.tracking import DamagedRun, TrackingUnavailable
-
-    uri = _tracking(tracking_uri)
-    lock = _preflight_sweep(config, file, address, uri, resume)  # held (referenced) until the command returns
-    console.print(f"MLflow tracking: [bold]{uri}[/]   (browse with: fmx ui)", highlight=False)
-    if not local:
-        if not config.storage_path:
-            console.print(
-                "[yellow]warning:[/] --address without `storage_path` in the sweep file: checkpoints go to this "
-                "machine's results/ folder, which other machines of the cluster cannot reach", highlight=False
-            )
-        if not uri.startswith(("http://", "https://", "databricks")):
-            console.print(
-                "[yellow]warning:[/] --address with a local MLflow store: trials on other machines cannot reach it; "
-                "use --tracking-uri http://HEAD:5000 (see docs/cluster.md)", highlight=False
-            )
     try:
-        outcome = run_sweep(config, uri, address=address, resume=resume, console=console, sweep_file=str(file))
-    except Unschedulable as err:
-        _fail(f"{file}: {err}")
-    except DamagedRun as err:
+        outcome = run_sweep(file, tracking_uri, address=address, resume=resume, console=console)
+    except ConfigError as err:
         _fail(str(err))
-    except (KeyboardInterrupt, EOFError) as err:  # Ctrl-C outside Tune's own handling (Ray's start, the end)
-        full = full_disk_under(results_dir(config), uri) if isinstance(err, EOFError) else None
-        if full is not None:  # Tune ends with "Aborted." (an EOFError) when it cannot write its state
-            _fail_disk_full(full, file)
-        console.print(f"[red]interrupted:[/] run `fmx sweep {file} --resume` to continue", highlight=False)
-        raise typer.Exit(130) from None
-    except TrackingUnavailable as err:
-        _fail(f"{err}; what the trials computed is kept in their checkpoints: run `fmx sweep {file} --resume` "
-              "once the store is back", code=1)  # fmt: skip
-    except Exception as err:
-        full = as_disk_full(err) or full_disk_under(results_dir(config), uri)
-        if full is None:
-            raise
-        _fail_disk_full(full, file)
-    finally:
-        stop_local_ray()
-    _report_outcome(outcome, file)
-    lock.release()
+    except SweepStopped as err:
+        _fail(str(err), err.exit_code, err.label)
+    _report_outcome(outcome)
 
 
-def _fail_disk_full(full: Exception, file: Path) -> NoReturn:
-    _fail(f"{full}: free some space, then run `fmx sweep {file} --resume`", code=1)
-
-
-def _preflight_sweep(config: SweepConfig, file: Path, address: str | None, uri: str, resume: bool):  # -> SweepLock
-    """Everything checked before Ray starts: local capacity, the Ray address, the sweep's earlier state and
-    store, and its lock (held until the command exits). Any problem ends the command with exit 2."""
-    from orchestrator.preflight import PreflightError, check_ray_address, local_gpu_count
-    from orchestrator.sweep import ResumeError, check_resume_state, results_dir, storage_dir, trial_side_cpus
-    from orchestrator.sweep_guard import StoreMismatch, SweepBusy, SweepLock, check_store_matches
-
-    if is_local_ray(address):
-        problem = local_capacity_problem(config, file, extra_cpus=trial_side_cpus(config))
-        if problem is not None:
-            _fail(str(problem))
-        gpus = local_gpu_count() if config.train.use_gpu else None
-        if gpus is not None and gpus < config.train.num_workers:
-            _fail(
-                f"{file}: train.use_gpu: {config.train.num_workers} worker(s) need a GPU each, but this machine has "
-                f"{gpus}; set use_gpu: false, or pass --address of a cluster with GPUs"
-            )
-    storage = storage_dir(config)
-    lock = SweepLock(results_dir(config), None if "://" in storage else Path(storage))
-    try:
-        check_ray_address(address)
-        lock.acquire(config.name, existing_only=True)  # a sweep running says so before its state is judged
-        restore = check_resume_state(config, resume)
-        if resume:  # a pass to restore must be of this very file; any --resume must log to the same store
-            check_store_matches(results_dir(config), uri, config, file, same_file=restore is not None)
-        if not lock.held:  # only now may the folder be created: bad input writes nothing
-            lock.acquire(config.name)
-    except (PreflightError, ResumeError, StoreMismatch, SweepBusy) as err:
-        _fail(str(err))
-    return lock
-
-
-def _report_outcome(outcome, file: Path) -> None:  # noqa: ANN001 - orchestrator.sweep.SweepOutcome
-    """The table, the counts, where results are, and the exit code: 130 if interrupted, 1 if a trial never
-    recorded anything (a broken install, say) or the tables could not be written safely, else 0."""
-    from orchestrator.tables import summarize
-
+def _report_outcome(outcome: SweepOutcome) -> None:
+    """The table, the counts, where results are, and the outcome's exit code."""
     _show_table(summarize(outcome.runs), markdown=False)
-    failed_rows = int((outcome.runs["status"] != "ok").sum())
     out.print(
         f"{outcome.trainings} trainings ({outcome.failed_trials} failed, {len(outcome.interrupted)} interrupted), "
-        f"{len(outcome.runs)} evaluations ({failed_rows} failed) in {outcome.seconds:.0f} s",
+        f"{len(outcome.runs)} evaluations ({outcome.failed_evaluations} failed) in {outcome.seconds:.0f} s",
         highlight=False,
     )
     if outcome.runs_path is not None:
@@ -272,20 +182,17 @@ def _report_outcome(outcome, file: Path) -> None:  # noqa: ANN001 - orchestrator
         console.print(f"[red]error:[/] tables not written: {escape(outcome.not_written)}", highlight=False)
     if outcome.interrupted:
         console.print(
-            f"[red]interrupted:[/] {len(outcome.interrupted)} trial(s) did not finish; run `fmx sweep {file} --resume`",
+            f"[red]interrupted:[/] {len(outcome.interrupted)} trial(s) did not finish; run `fmx sweep {outcome.file} --resume`",
             highlight=False,
         )
-        raise typer.Exit(130)
-    if outcome.unrecorded or outcome.not_written:
-        raise typer.Exit(1)
+    if outcome.exit_code:
+        raise typer.Exit(outcome.exit_code)
     # Everything is written. Python's exit would now run the cyclic garbage collector over the many objects
     # Ray, MLflow and pandas leave behind (about a second here); frozen objects are exempt from it.
     gc.freeze()
 
 
-def _show_table(table, markdown: bool) -> None:  # noqa: ANN001 - a pandas DataFrame
-    from orchestrator.tables import CELL_LEGEND, display_table, to_markdown
-
+def _show_table(table: pd.DataFrame, markdown: bool) -> None:
     if markdown:
         out.print(escape(to_markdown(table)) + f"\n\n{CELL_LEGEND}", highlight=False, soft_wrap=True)
         return
@@ -302,13 +209,11 @@ def _show_table(table, markdown: bool) -> None:  # noqa: ANN001 - a pandas DataF
     out.print(rich_table)
 
 
-def _runs_from_mlflow(sweep_name: str, tracking_uri: str | None, publish_view: bool = False):  # -> (name, uri, DataFrame)
-    """A sweep named directly or by its YAML file, and its rows rebuilt from MLflow (the store checked first,
-    before the seconds of importing what reads it); `publish_view`: the UI's comparison view rewritten too."""
+def _runs_from_mlflow(sweep_name: str, tracking_uri: str | None, publish_view: bool = False) -> tuple[str, str, pd.DataFrame]:
+    """A sweep named directly or by its YAML file, and its rows rebuilt from MLflow (the store checked first);
+    `publish_view`: the UI's comparison view rewritten too."""
     name = _load(Path(sweep_name)).name if sweep_name.endswith((".yaml", ".yml")) else sweep_name
     uri = _tracking(tracking_uri, existing=True)
-    from orchestrator.sweep import collect_runs
-
     try:
         return name, uri, collect_runs(uri, name, publish_view=publish_view)
     except LookupError as err:
@@ -327,8 +232,6 @@ def tables(
 ) -> None:
     """Rebuild runs.parquet and table.parquet from MLflow alone, and print the summary."""
     name, uri, runs = _runs_from_mlflow(sweep_name, tracking_uri, publish_view=True)
-    from orchestrator.tables import FewerRowsError, summarize, write_tables
-
     try:
         runs_path, table_path = write_tables(runs, out_dir or Path("results") / name, allow_fewer=allow_fewer)
     except FewerRowsError as err:
@@ -348,9 +251,6 @@ def compare(
     """A minus B over matched seeds in every evaluation cell both have: mean difference with its 95 %
     interval, effect size d_z, paired t-test p-value, and the verdict (A lower, B lower, tie)."""
     name, uri, runs = _runs_from_mlflow(sweep_name, tracking_uri)
-    from orchestrator.compare import CompareError, compare_methods, resolve_method
-    from orchestrator.tables import method_label
-
     try:
         cells = compare_methods(runs, method_a, method_b, metric)
         label_a, label_b = method_label(*resolve_method(runs, method_a)), method_label(*resolve_method(runs, method_b))
@@ -384,9 +284,6 @@ def report(
 ) -> None:
     """Markdown tables and PNG plots of a finished sweep, written to disk and logged to MLflow."""
     name, uri, runs = _runs_from_mlflow(sweep_name, tracking_uri)
-    from orchestrator.report import build_report, load_samples, load_trajectories
-    from orchestrator.tracking import REPORT_EXPERIMENT, log_report
-
     if runs.empty:
         _fail(f"sweep '{name}' has no evaluated rows in MLflow at {uri}")
     target = out_dir or Path("results") / name / "report"
@@ -481,14 +378,10 @@ def ui(
     problem = _port_problem(port, host)
     if problem:
         _fail(f"--port: {problem}")
-    from orchestrator import ui as fmx_ui
-
     exp_id = fmx_ui.experiment_id(uri, name) if name else None
     if name and exp_id is None:
         _fail(f"no sweep '{name}' in the MLflow store {uri}")
     if name:  # stores written before the view existed get it now; a current one is rewritten identically
-        from orchestrator.sweep import collect_runs
-
         collect_runs(uri, name, publish_view=True)
     if host not in fmx_ui.LOOPBACK:
         console.print(f"[yellow]warning:[/] --host {host}: the UI is reachable from other machines, without login")
@@ -500,11 +393,9 @@ def ui(
 
 def _port_problem(port: int, host: str = "127.0.0.1") -> str | None:
     """Why the UI cannot listen on `host`:`port`, found by binding it (as the server would) and letting go."""
-    from orchestrator.ui import port_in_use
-
     if not 1 <= port <= 65535:
         return f"{port} is not a TCP port (1 to 65535)"
-    if port_in_use(host, port):
+    if fmx_ui.port_in_use(host, port):
         return f"port {port} on {host} is in use; pass another --port"
     return None
 
@@ -512,8 +403,6 @@ def _port_problem(port: int, host: str = "127.0.0.1") -> str | None:
 def _serve(uri: str, host: str, port: int, exp_id: str | None) -> tuple[int, bool]:
     """Run the server until it exits or Ctrl-C stops it; print the URL only once it answers.
     (exit code, whether it ever served); an exit without serving is a failure even with code 0."""
-    from orchestrator import ui as fmx_ui
-
     address = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     process = fmx_ui.start_server(uri, host, port)
     try:

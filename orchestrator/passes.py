@@ -11,7 +11,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from orchestrator.cell_store import PASSES_FILE, DamagedFile, read_json, write_json
-from orchestrator.registry import WorkItem
+from orchestrator.folders import join
+from orchestrator.pass_work import WorkItem
 
 FIRST_PASS = "tune"  # the Tune experiment's folder under the storage; later passes are tune-2, tune-3, ...
 
@@ -28,7 +29,7 @@ class PassEntry:
 
 
 def _path(storage: str) -> str:
-    return f"{storage.rstrip('/')}/{PASSES_FILE}"
+    return join(storage, PASSES_FILE)
 
 
 def read_passes(storage: str, legacy_state: bool = False) -> list[PassEntry]:

@@ -13,19 +13,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ray.tune import Callback
-
 from orchestrator.artifacts import send_missing
 from orchestrator.cell_store import cell_dir
 from orchestrator.config import SweepConfig
+from orchestrator.folders import TRAIN_DIR
 from orchestrator.cells import eval_digest
-from orchestrator.plan import SweepPlan, TrainingKey, train_run_name
-from orchestrator.progress import last_line
+from orchestrator.plan import SweepPlan, train_run_name
 from orchestrator.records import complete_rows, read_record, trial_params, trial_summary
-from orchestrator.registry import TRAIN, WorkItem
+from orchestrator.pass_work import TRAIN, WorkItem
 from orchestrator.rows import EvalRow, rows_from_dicts
+from orchestrator.trial_record import log_trial_record
 from orchestrator.tracking import (
-    TAG_CELL, TAG_NODE, TrackingUnavailable, TrialRun, client, log_trial_record, retrying,
+    TAG_CELL, TAG_NODE, TrackingUnavailable, TrialRun, client, retrying,
     search_all,
 )  # fmt: skip
 
@@ -55,73 +54,6 @@ class Reconciled:
     unrecorded: dict[str, str] = field(default_factory=dict)  # failed without ever creating its MLflow run
 
 
-@dataclass
-class _RunLedger:
-    """What this driver saw of its Tune run: the live Trial objects, the trials that ended during the run,
-    and those that had already ended before it (restored by --resume)."""
-
-    trials: list[Any]
-    ended: dict[str, str] = field(default_factory=dict)  # trial id -> TERMINATED / ERROR
-    ended_before: set[str] = field(default_factory=set)
-
-
-_LEDGERS: dict[str, _RunLedger] = {}  # by Tune experiment path, filled by TrialLedger
-
-
-def _trial_id(trial: Any) -> str:
-    return TrainingKey(**(trial.config or {})["key"]).trial_id
-
-
-class TrialLedger(Callback):
-    """Tells a trial that ended from one that was stopped. Tune's saved state can lag (a trial whose worker
-    was killed was seen still RUNNING there), and on Ctrl-C Tune marks the trials it stops TERMINATED in
-    memory: only the end events say which trials really completed or failed."""
-
-    def __init__(self, tune_path: str) -> None:
-        self.tune_path = tune_path
-
-    def _ledger(self, trials: list) -> _RunLedger:
-        ledger = _LEDGERS.get(self.tune_path)
-        if ledger is None:
-            done = {_trial_id(t) for t in trials if t.status in ("TERMINATED", "ERROR")}
-            ledger = _LEDGERS[self.tune_path] = _RunLedger(trials, ended_before=done)
-        ledger.trials = trials
-        return ledger
-
-    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
-        self._ledger(trials)
-
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._ledger(trials).ended[_trial_id(trial)] = "TERMINATED"
-
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._ledger(trials).ended[_trial_id(trial)] = "ERROR"
-
-
-def tune_trial_states(tune_path: str) -> dict[str, TrialState]:
-    """Every trial of the Tune run, by fmx trial id (also those that never reported): from what this driver
-    saw where it ran the trials (a trial that neither ended nor had ended before was interrupted), else
-    from Tune's saved state."""
-    ledger = _LEDGERS.get(tune_path)
-    if ledger is None:
-        from ray.tune import ExperimentAnalysis
-
-        trials, status_of = ExperimentAnalysis(tune_path).trials, None
-    else:
-        trials = ledger.trials
-        status_of = {t: ledger.ended.get(t) for t in map(_trial_id, trials)}
-    states: dict[str, TrialState] = {}
-    for trial in trials:
-        trial_id = _trial_id(trial)
-        status = trial.status
-        if status_of is not None:
-            status = status_of[trial_id] or (status if trial_id in ledger.ended_before else "INTERRUPTED")
-        error = trial.get_error() if status == "ERROR" else None
-        reason = (last_line(str(error)) or "the trial failed") if status == "ERROR" else None
-        states[trial_id] = TrialState(status, reason, trial.checkpoint)
-    return states
-
-
 def _record_of(checkpoint: Any | None) -> dict[str, Any]:
     if checkpoint is None:
         return {}
@@ -137,8 +69,6 @@ def train_run_record(storage: str, run_name: str) -> dict[str, Any]:
     report checkpoints to Ray Train, not to Tune, so Tune's trial holds none: a trial killed mid-way is
     recovered from there instead. Local (or mounted) storage only; a cloud URI gives nothing to read without
     PyTorch's helpers."""
-    from orchestrator.sweep import TRAIN_DIR
-
     if "://" in storage:
         return {}
     folder = Path(storage) / TRAIN_DIR / run_name
@@ -164,13 +94,11 @@ def reconcile(
     states: dict[str, TrialState],
     sweep_file: str,
     evaluations: dict[str, tuple[Any, dict[str, Any]]],
+    storage: str,
 ) -> Reconciled:
     """Write the record of every training of the pass whose run is missing, not ended, or short of rows (an
     evaluation-only trial writes its own rows, or leaves them missing for the next pass).
-    `evaluations` is what MLflow already holds (training cell -> (run, evaluations.json))."""
-    from orchestrator.sweep import storage_dir
-
-    storage = storage_dir(config)
+    `evaluations` is what MLflow already holds (training cell -> (run, evaluations.json)); `storage` the sweep's."""
     digest = eval_digest(config)
     mlflow_client = client(uri)
     runs = retrying(lambda: search_all(mlflow_client, experiment_id, f"tags.`{TAG_CELL}` != ''"), "list runs")

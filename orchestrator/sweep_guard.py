@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from filelock import FileLock, Timeout
 
 from orchestrator.store_check import sqlite_path
+from orchestrator.tracking import client, retrying
 
 if TYPE_CHECKING:
     from orchestrator.config import SweepConfig
@@ -142,8 +143,6 @@ def check_store_matches(folder: Path, tracking_uri: str, config: SweepConfig, fi
         raise StoreMismatch(
             f"--resume: the MLflow store {db} of sweep '{sweep}' is gone; restore it, or delete {folder} to start over"
         )
-    from orchestrator.tracking import client, retrying
-
     mlflow_client = client(tracking_uri)
 
     def lookup() -> Any:

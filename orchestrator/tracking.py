@@ -26,8 +26,8 @@ from urllib.parse import urlparse
 from orchestrator.disk import as_disk_full
 from orchestrator.plan import TrainingKey
 from orchestrator.records import json_default
-from orchestrator.rows import FIELD_NAMES, EvalRow
-from orchestrator.store_check import sqlite_path
+from orchestrator.rows import EvalRow
+from orchestrator.store_check import check_sqlite_store, sqlite_path
 
 EVALUATIONS_ARTIFACT = "evaluations.json"
 T = TypeVar("T")
@@ -101,8 +101,6 @@ def _check_tracking_uri(uri: str, timeout: float) -> None:
             reason = getattr(err, "reason", err)
             raise TrackingError(f"cannot reach the MLflow server at {uri}: {reason}") from None
     elif parsed.scheme == "sqlite":
-        from orchestrator.store_check import check_sqlite_store
-
         db = sqlite_path(uri) or Path(parsed.path)
         if not db.parent.is_dir():
             raise TrackingError(f"the folder of the MLflow database {db} does not exist")
@@ -357,32 +355,6 @@ class TrialRun:
                 self.retrying(lambda stale=stale: self.client.delete_tag(self.run_id, stale), "clear an old failure tag")
                 self.tags.pop(stale, None)
         self.retrying(lambda: self.client.set_terminated(self.run_id, status=status), "end the run")
-
-
-def log_trial_record(
-    run: TrialRun, summary: dict[str, Any], rows: list[EvalRow], record: dict[str, Any], resumed_from: int
-) -> list[EvalRow]:
-    """Everything a trial's runs show but its plots: the training run's loss curve and timings, one child run per
-    evaluation, and the rows (evaluations.json, the tables' source). Shared by the trial and by the driver
-    repairing a trial's record. Returns the rows as recorded."""
-    from orchestrator.evaluation_runs import log_evaluation_runs
-    from orchestrator.records import totals_of
-
-    totals = totals_of(record)
-    summary = {**summary, **totals, "resumed_from_step": resumed_from}
-    shared = {k: v for k, v in summary.items() if k in FIELD_NAMES and k != "error"}  # a row keeps its own error
-    rows = [row.replace(**shared) for row in rows]
-    losses = [(int(s), float(v)) for s, v in record.get("losses", [])]
-    step = totals["train_steps"]
-    run.log_metrics({"train_loss_final": losses[-1][1]} if losses else {}, step)
-    run.log_history("train_loss", losses)
-    run.log_metrics(
-        {"train_seconds": totals["train_seconds"], "compute_seconds": totals["compute_seconds"], "resumed_from_step": resumed_from},
-        step,
-    )
-    log_evaluation_runs(run, rows)
-    run.log_evaluations(rows, summary)
-    return rows
 
 
 def find_trial_run(mlflow_client: Any, experiment_id: str, cell: str) -> Any | None:

@@ -9,13 +9,9 @@ resume from state it cannot read.
 from __future__ import annotations
 
 import json
-import os
 import pickletools
 import shutil
 from pathlib import Path
-from typing import Any
-
-from ray.tune import Callback
 
 STATE_PATTERNS = ("experiment_state-*.json", "basic-variant-state-*.json")
 BACKUP_DIR = "tune-state-backup"
@@ -25,11 +21,11 @@ class CorruptTuneState(RuntimeError):
     """Tune's state is unreadable and no good copy of it is left."""
 
 
-def _backup_dir(tune_path: Path) -> Path:
+def backup_dir(tune_path: Path) -> Path:
     return tune_path.parent / BACKUP_DIR
 
 
-def _parses(path: Path) -> bool:
+def parses(path: Path) -> bool:
     """Whether a state file is whole. experiment_state-*.json is JSON; basic-variant-state-*.json, despite its
     name, is a (cloud)pickle of Tune's search state. That one is never unpickled here (unpickling runs what
     the file names, and the file sits on storage others may write): pickletools only walks its opcodes,
@@ -46,38 +42,6 @@ def _parses(path: Path) -> bool:
         return False
 
 
-class StateBackup(Callback):
-    """A Tune callback that copies each state file once it has changed and still parses. Every copy is
-    written to a temporary file first, so a full disk leaves the previous good copy in place."""
-
-    def __init__(self, tune_path: str) -> None:
-        self.tune_path = tune_path
-        self._seen: dict[str, int] = {}
-
-    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
-        self.backup()
-
-    def on_experiment_end(self, trials: list, **info: Any) -> None:
-        self.backup()
-
-    def backup(self) -> None:
-        folder = Path(self.tune_path)
-        target = _backup_dir(folder)
-        for pattern in STATE_PATTERNS:
-            for path in folder.glob(pattern):
-                try:
-                    stamp = path.stat().st_mtime_ns
-                    if self._seen.get(path.name) == stamp or not _parses(path):
-                        continue
-                    target.mkdir(exist_ok=True)
-                    tmp = target / (path.name + ".tmp")
-                    shutil.copyfile(path, tmp)
-                    os.replace(tmp, target / path.name)
-                    self._seen[path.name] = stamp
-                except OSError:  # a full disk: keep the last good copy and try again next step
-                    continue
-
-
 def repair_tune_state(tune_path: str) -> list[str]:
     """Before a restore: put back the last good copy of every state file that no longer parses. Returns the
     names repaired; raises CorruptTuneState where a file is unreadable and has no good copy (Tune would
@@ -85,21 +49,21 @@ def repair_tune_state(tune_path: str) -> list[str]:
     if "://" in tune_path:
         return []
     folder = Path(tune_path)
-    backup = _backup_dir(folder)
+    backup = backup_dir(folder)
     repaired = []
     for pattern in STATE_PATTERNS:
         for path in sorted(folder.glob(pattern)):
-            if _parses(path):
+            if parses(path):
                 continue
             good = backup / path.name
-            if not (good.is_file() and _parses(good)):
+            if not (good.is_file() and parses(good)):
                 raise CorruptTuneState(
                     f"the sweep's Ray Tune state {path} is unreadable (a full disk while it was written?) and no "
                     f"good copy of it is in {backup}; delete the sweep's state ({folder.parent}) to start over"
                 )
             shutil.copyfile(good, path)
             repaired.append(path.name)
-    if not any(_parses(p) for p in folder.glob(STATE_PATTERNS[0])):
+    if not any(parses(p) for p in folder.glob(STATE_PATTERNS[0])):
         raise CorruptTuneState(
             f"the sweep's Ray Tune state under {folder} is unreadable (a full disk while it was written?) and no "
             f"good copy is left in {backup}; delete the sweep's state ({folder.parent}) to start over"

@@ -16,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 from orchestrator.store_check import sqlite_path
+from orchestrator.views import VIEW_KEY
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -80,8 +81,6 @@ def runs_page_url(address: str, exp_id: str, charts: bool = False) -> str:
     """The experiment's runs table opened on fmx's comparison view (orchestrator.views), or its chart tab
     with the parallel-coordinates plot (`charts`). MLflow 3 opens `#/experiments/<id>` on its GenAI traces
     tab for some experiments; `/runs` is the route of the runs table (found in the UI bundle's routes)."""
-    from orchestrator.views import VIEW_KEY
-
     return f"{address}/#/experiments/{exp_id}/runs?viewStateShareKey={VIEW_KEY}" + ("&compareRunsMode=CHART" if charts else "")
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from orchestrator import ui  # noqa: E402
-from orchestrator.sweep import collect_runs  # noqa: E402
+from orchestrator.publish import collect_runs  # noqa: E402
 from orchestrator.tracking import TAG_TRIAL, client, search_all  # noqa: E402
 
 WINDOW = "2200,1000"  # wide enough for method, setting and value columns side by side

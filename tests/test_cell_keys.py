@@ -10,7 +10,8 @@ from orchestrator.cell_store import cell_dir, step_dir
 from orchestrator.cells import eval_digest, training_cell
 from orchestrator.config import SweepConfig
 from orchestrator.plan import plan_sweep
-from orchestrator.registry import EVALUATE, TRAIN, CellRecord, _evaluation_of, plan_pass
+from orchestrator.cell_runs import _evaluation_of
+from orchestrator.pass_work import EVALUATE, TRAIN, CellRecord, plan_pass
 
 BASE = {
     "name": "keys",

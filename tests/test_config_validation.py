@@ -761,7 +761,7 @@ def test_the_global_batch_splits_into_worker_and_micro_batches():
 )  # fmt: skip
 def test_a_trial_the_clusters_nodes_cannot_hold_is_named_with_the_totals(train: dict, nodes: list, fragment: str | None):
     """Bounded by the cluster's resources once connected: a TorchTrainer places all its workers at once."""
-    from orchestrator.sweep import schedulable_problem
+    from orchestrator.tune_pass import schedulable_problem
 
     problem = schedulable_problem(parse_sweep(sweep({f"train.{k}": v for k, v in train.items()})), nodes)
     assert (problem is None) if fragment is None else (fragment in (problem or "")), problem

@@ -367,7 +367,8 @@ def test_two_sweeps_of_one_file_started_at_once_on_a_fresh_folder_one_runs_one_i
 def test_tune_state_is_checked_without_running_it_and_put_back_from_its_last_good_copy(tmp_path: Path):
     import pickle
 
-    from orchestrator.tune_state import CorruptTuneState, StateBackup, repair_tune_state
+    from orchestrator.tune_callbacks import StateBackup
+    from orchestrator.tune_state import CorruptTuneState, repair_tune_state
 
     class Payload:
         def __reduce__(self):

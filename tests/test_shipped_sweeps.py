@@ -18,7 +18,7 @@ import yaml
 from orchestrator.config import load_sweep, parse_sweep
 from orchestrator.plan import plan_sweep
 from orchestrator.report import build_report, load_samples, load_trajectories
-from orchestrator.sweep import run_sweep
+from orchestrator import run_sweep
 from tests.cli_helpers import REPO
 
 pytestmark = pytest.mark.slow

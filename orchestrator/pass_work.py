@@ -1,6 +1,6 @@
-"""fmx's cell registry: which trainings and evaluations of a sweep file exist already, and what is missing.
+"""The work a pass does: which trainings and evaluations of a sweep file exist already, and what is missing.
 
-The registry is MLflow (each training run carries its cell key, `fmx.cell`, and its rows) plus the weights
+What exists is in MLflow (each training run carries its cell key, `fmx.cell`, and its rows) plus the weights
 of each evaluation step on the sweep's storage (orchestrator.cell_store). Planning a pass compares the file's
 cells with it: a new training cell trains; a trained cell missing some evaluations is evaluated from its
 stored weights (no retraining); a cell with every evaluation is reused. Tune then runs only that work, in a
@@ -18,7 +18,7 @@ from orchestrator.config import SweepConfig
 from orchestrator.plan import SweepPlan, TrainingKey
 from orchestrator.rows import EvalRow
 from orchestrator.tracking import (
-    TAG_CELL, TAG_CURRENT, TAG_ERROR, client, load_evaluations, retrying, search_all, store_location,
+    TAG_CELL, TAG_ERROR, client, load_evaluations, retrying, search_all, store_location,
 )  # fmt: skip
 
 TRAIN, EVALUATE = "train", "evaluate"
@@ -140,66 +140,3 @@ def plan_pass(
         else:
             out.work.append(WorkItem(key, cell, EVALUATE, "new evaluations", tuple(missing)))
     return out
-
-
-def _evaluation_of(tag: str) -> tuple[str | None, int, str] | None:
-    """(eval digest, step, setting label) from a child's evaluation key `digest/step300/rk4_nfe8/model[/k2]`."""
-    parts = tag.split("/")
-    if parts and not parts[0].startswith("step"):
-        digest, parts = parts[0], parts[1:]
-    else:
-        digest = None
-    if len(parts) < 2 or not parts[0].startswith("step") or not parts[0][4:].isdigit():
-        return None
-    return digest, int(parts[0][4:]), parts[1]
-
-
-def mark_current(config: SweepConfig, plan: SweepPlan, uri: str, experiment_id: str) -> int:
-    """Tag every training and evaluation run of the experiment current or not (TAG_CURRENT) for this file's
-    cells: the tables and the comparison view show the current ones; the others stay in MLflow, marked.
-    Returns how many runs changed."""
-    from orchestrator.evaluation_runs import TAG_EVALUATION, TAG_PARENT
-
-    mlflow_client = client(uri)
-    where = store_location(uri)
-    current_cells = {training_cell(config, key) for key in plan.trainings}
-    digest = eval_digest(config)
-    current_evaluations = {(digest, step, s.label) for step in plan.eval_steps for s in plan.settings}
-    runs = retrying(lambda: search_all(mlflow_client, experiment_id, ""), "list the runs", where=where)
-    parents = {r.info.run_id: r.data.tags[TAG_CELL] in current_cells for r in runs if TAG_CELL in r.data.tags}
-    changed = 0
-    for run in runs:
-        tags = run.data.tags
-        if TAG_CELL in tags:
-            want = parents[run.info.run_id]
-        elif TAG_EVALUATION in tags:
-            want = parents.get(tags.get(TAG_PARENT, ""), False) and _evaluation_of(tags[TAG_EVALUATION]) in current_evaluations
-        else:
-            continue
-        value = "true" if want else "false"
-        if tags.get(TAG_CURRENT) != value:
-            retrying(lambda run=run, value=value: mlflow_client.set_tag(run.info.run_id, TAG_CURRENT, value), "mark a run", where=where)
-            changed += 1
-    return changed
-
-
-def drop_runs(uri: str, experiment_id: str, cells: list[str]) -> int:
-    """Delete (MLflow's soft delete: restorable, hidden from searches) every run of these cells and their
-    evaluation runs, before the cells are trained again from step 0: a new training never mixes into an old
-    run's rows, params or loss curve. Returns how many runs were deleted."""
-    from orchestrator.evaluation_runs import TAG_PARENT
-
-    if not cells:
-        return 0
-    mlflow_client = client(uri)
-    where = store_location(uri)
-    deleted = 0
-    for cell in cells:
-        parents = retrying(lambda cell=cell: search_all(mlflow_client, experiment_id, f"tags.`{TAG_CELL}` = '{cell}'"), "list a cell's runs", where=where)
-        for parent in parents:
-            query = f"tags.`{TAG_PARENT}` = '{parent.info.run_id}'"
-            children = retrying(lambda query=query: search_all(mlflow_client, experiment_id, query), "list the evaluation runs", where=where)
-            for run in [*children, parent]:
-                retrying(lambda run=run: mlflow_client.delete_run(run.info.run_id), "delete a replaced run", where=where)
-                deleted += 1
-    return deleted

@@ -1,0 +1,188 @@
+"""`fmx sweep` as a pipeline of stages, called in order from `run`; each stage is a module with one job and a
+typed value in and out, and data flows down only:
+
+    read + validate (orchestrator.config)     file -> SweepConfig
+    plan            (orchestrator.planning)   SweepConfig + store -> PlannedSweep (checks done, lock held)
+    run             (orchestrator.tune_pass)  each pass's work items -> PassRun (Tune's trial states)
+    reconcile       (orchestrator.reconcile)  PassRun -> every training's MLflow record whole
+    publish         (orchestrator.publish)    MLflow -> runs.parquet, table.parquet, the comparison view
+
+A pass that `--resume` restores runs first; then a new pass runs whatever the file's cells still need. How the
+command ends (the table, counts, exit code) is decided here and returned as a `SweepOutcome`; stopping early
+is a `SweepStopped` carrying its line and exit code. Use it through `orchestrator.api.run_sweep`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+
+from rich.console import Console
+
+from orchestrator.cells import training_cell
+from orchestrator.config import ConfigError, SweepConfig, load_sweep
+from orchestrator.disk import DiskFull, as_disk_full, full_disk_under
+from orchestrator.errors import SweepInterrupted, SweepRefused, SweepStopped
+from orchestrator.outcome import SweepOutcome
+from orchestrator.passes import PassEntry, next_pass_name, read_passes, write_passes
+from orchestrator.planning import PlannedSweep, prepare
+from orchestrator.publish import publish
+from orchestrator.reconcile import Reconciled, reconcile
+from orchestrator.cell_runs import drop_runs, mark_current
+from orchestrator.pass_work import TRAIN, PassPlan, WorkItem, plan_pass, read_cells
+from orchestrator.sweep_guard import config_digest, write_sweep_state
+from orchestrator.tracking import (
+    TAG_CELL, DamagedRun, TrackingUnavailable, check_tracking_uri, ensure_experiment, existing_experiment,
+    read_evaluations, TrackingError, resolve_tracking_uri,
+)  # fmt: skip
+from orchestrator.tune_pass import PassRun, Unschedulable, check_schedulable, init_ray, quiet_tune_advice, run_pass, stop_local_ray
+
+
+def run(
+    sweep: str | Path | SweepConfig, tracking_uri: str | None = None, address: str | None = None,
+    resume: bool = False, console: Console | None = None,
+) -> SweepOutcome:  # fmt: skip
+    """Read, validate and plan the sweep, run its passes on Ray, and publish its rows and tables. `sweep` is a
+    YAML file or an already validated SweepConfig (then named `<sweep>` in messages)."""
+    try:
+        config, file = (sweep, "<sweep>") if isinstance(sweep, SweepConfig) else (load_sweep(sweep), str(sweep))
+    except ConfigError as err:
+        raise SweepRefused(str(err)) from None
+    console = console or Console(stderr=True, soft_wrap=True)
+    uri = resolve_tracking_uri(tracking_uri)
+    try:
+        check_tracking_uri(uri)
+    except TrackingError as err:
+        raise SweepRefused(f"--tracking-uri: {err}") from None
+    planned = prepare(config, file, uri, address, resume)
+    try:
+        _say_where(planned, console)
+        return _run_planned(planned, console)
+    except (KeyboardInterrupt, EOFError) as err:  # Ctrl-C outside Tune's own handling (Ray's start, the end)
+        full = full_disk_under(planned.folders.results, uri) if isinstance(err, EOFError) else None
+        if full is not None:  # Tune ends with "Aborted." (an EOFError) when it cannot write its state
+            raise _disk_full(full, file) from None
+        raise SweepInterrupted(f"run `fmx sweep {file} --resume` to continue") from None
+    except Unschedulable as err:
+        raise SweepRefused(f"{file}: {err}") from None
+    except DamagedRun as err:
+        raise SweepRefused(str(err)) from None
+    except TrackingUnavailable as err:
+        raise SweepStopped(f"{err}; what the trials computed is kept in their checkpoints: run `fmx sweep {file} "
+                           "--resume` once the store is back") from None  # fmt: skip
+    except SweepStopped:
+        raise
+    except Exception as err:
+        full = as_disk_full(err) or full_disk_under(planned.folders.results, uri)
+        if full is None:
+            raise
+        raise _disk_full(full, file) from None
+    finally:
+        stop_local_ray()
+        planned.lock.release()
+
+
+def _disk_full(full: DiskFull, file: str) -> SweepStopped:
+    return SweepStopped(f"{full}: free some space, then run `fmx sweep {file} --resume`")
+
+
+def _say_where(planned: PlannedSweep, console: Console) -> None:
+    console.print(f"MLflow tracking: [bold]{planned.tracking_uri}[/]   (browse with: fmx ui)", highlight=False)
+    if planned.local:
+        return
+    if not planned.config.storage_path:
+        console.print(
+            "[yellow]warning:[/] --address without `storage_path` in the sweep file: checkpoints go to this "
+            "machine's results/ folder, which other machines of the cluster cannot reach", highlight=False
+        )
+    if not planned.tracking_uri.startswith(("http://", "https://", "databricks")):
+        console.print(
+            "[yellow]warning:[/] --address with a local MLflow store: trials on other machines cannot reach it; "
+            "use --tracking-uri http://HEAD:5000 (see docs/cluster.md)", highlight=False
+        )
+
+
+def _run_planned(planned: PlannedSweep, console: Console) -> SweepOutcome:
+    """Restore the last pass where --resume asks, then run a new pass of whatever the file's cells still need,
+    then write the tables of the file's cells."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # fmx prints its own progress lines
+    # ... and one line per failed trial with its cause; Tune's traceback of it stays in the trial's error file.
+    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    quiet_tune_advice()
+    start = time.perf_counter()
+    config, folders, uri, restore = planned.config, planned.folders, planned.tracking_uri, planned.restore
+    if not folders.is_uri:
+        Path(folders.storage).mkdir(parents=True, exist_ok=True)
+    # A sweep run before: what its cells hold is read before Ray starts, so a damaged record ends the command
+    # with its one line and nothing started (cells are read after a restored pass instead: it adds rows).
+    known = existing_experiment(uri, config.name)
+    cells = read_cells(uri, known) if known is not None and restore is None else None
+    # Ray's start-up is the longest pole (~3-5 s here, mostly waiting for its processes); a new sweep's MLflow
+    # first start (imports, schema migrations) runs meanwhile. The driver never imports PyTorch.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        experiment = pool.submit(ensure_experiment, uri, config.name, config.description.strip() or None)
+        init_ray(planned.address)
+        experiment_id = experiment.result()
+    check_schedulable(config, planned.address, console)
+    passes = read_passes(folders.storage, legacy_state=restore is not None and restore.work is None)
+    fixed: list[Reconciled] = []
+    states: dict[str, str] = {}
+    restored: frozenset[str] = frozenset()
+    if restore is not None:
+        work = restore.items() or _every_training(planned)
+        fixed.append(_run_and_reconcile(planned, work, restore.name, experiment_id, console, True, states))
+        restored = frozenset(w.cell for w in work)
+        passes = [*passes[:-1], PassEntry(restore.name, restore.config_digest, [w.as_dict() for w in work], not fixed[-1].interrupted)]
+        write_passes(folders.storage, passes)
+    pass_plan: PassPlan | None = None
+    previous_digest = passes[-1].config_digest if passes else None
+    if not fixed or not fixed[-1].interrupted:
+        cells = cells if cells is not None and not fixed else read_cells(uri, experiment_id)
+        pass_plan = plan_pass(config, planned.plan, cells, folders.storage, retry_failed=planned.resume, exclude=restored)
+        mark_current(config, planned.plan, uri, experiment_id)
+        console.print(f"sweep '{config.name}': {pass_plan.summary()}", highlight=False)
+        if pass_plan.work:
+            drop_runs(uri, experiment_id, [w.cell for w in pass_plan.trainings if w.cell in cells])
+            name = next_pass_name(passes)
+            write_sweep_state(folders.results, uri, experiment_id, config)
+            entry = PassEntry(name, config_digest(config), [w.as_dict() for w in pass_plan.work], False)
+            write_passes(folders.storage, passes := [*passes, entry])
+            fixed.append(_run_and_reconcile(planned, pass_plan.work, name, experiment_id, console, False, states))
+            write_passes(folders.storage, [*passes[:-1], PassEntry(**{**asdict(entry), "ended": not fixed[-1].interrupted})])
+    # An edited file may leave cells out of the tables: fewer rows are then what was asked for.
+    edited = previous_digest not in (None, config_digest(config)) or (pass_plan is not None and not pass_plan.work)
+    published = publish(uri, config.name, folders.results, allow_fewer=edited)
+    total = Reconciled()
+    for one in fixed:
+        total.repaired.update(one.repaired)
+        total.unrecorded.update(one.unrecorded)
+    total.interrupted = fixed[-1].interrupted if fixed else []
+    return SweepOutcome(
+        published.runs, published.runs_path, published.table_path, len(planned.plan.trainings),
+        sum(1 for s in states.values() if s == "ERROR"), time.perf_counter() - start, total.unrecorded,
+        total.interrupted, total.repaired, published.not_written, pass_plan, planned.file,
+    )  # fmt: skip
+
+
+def _every_training(planned: PlannedSweep) -> list[WorkItem]:
+    """A pass started before the ledger: every training of the file."""
+    return [WorkItem(key, training_cell(planned.config, key), TRAIN, "new") for key in planned.plan.trainings]
+
+
+def _run_and_reconcile(
+    planned: PlannedSweep, work: list[WorkItem], name: str, experiment_id: str, console: Console, restore: bool,
+    states: dict[str, str],
+) -> Reconciled:  # fmt: skip
+    """One pass on Tune, then the driver's repair of every training record its trials could not finish."""
+    done: PassRun = run_pass(planned, work, name, experiment_id, console, restore)
+    states.update({trial: state.status for trial, state in done.states.items()})
+    uri = planned.tracking_uri
+    evaluations = {run.data.tags[TAG_CELL]: (run, content) for run, content in read_evaluations(uri, experiment_id, current_only=False)
+                   if TAG_CELL in run.data.tags}  # fmt: skip
+    return reconcile(planned.config, planned.plan, work, name, uri, experiment_id, done.states, planned.file, evaluations,
+                     planned.folders.storage)  # fmt: skip

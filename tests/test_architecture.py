@@ -1,0 +1,158 @@
+"""The shape of the house, read from the source (the `ast` of every module): imports flow one way.
+
+fmx's own modules import each other at the top of the module only, so the import graph is the real
+dependency graph, and it has no circle. fm_core (the science) never imports the orchestrator, Ray or MLflow.
+The only deferred loads of fmx code are the two named in `DEFERRED_LOADS`, each for start-up time.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+PACKAGES = ("fm_core", "orchestrator")
+#: fmx modules loaded on first use (importlib), and why: nowhere else may fmx defer importing its own code.
+DEFERRED_LOADS = {
+    # Ray Tune (seconds to import) must not be paid by validation, --dry-run or the tables, and Ray reads its
+    # local-cluster setting from the environment as it is imported: the driver loads when a sweep runs.
+    ("orchestrator.api", "orchestrator.pipeline"),
+    # A Tune trial imports PyTorch; the driver that hands Tune the trial function never does.
+    ("orchestrator.tune_entry", "orchestrator.trial_run"),
+    # `fmx train` / `fmx eval` run one training in this process: PyTorch only for those two commands.
+    ("orchestrator.api", "orchestrator.local_run"),
+}
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for package in PACKAGES:
+        for path in sorted((REPO / package).rglob("*.py")):
+            parts = path.relative_to(REPO).with_suffix("").parts
+            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            found[name] = path
+    return found
+
+
+MODULES = _modules()
+
+
+def _target(name: str) -> str | None:
+    """The fmx module an import names (`from orchestrator import ui` names orchestrator.ui)."""
+    while name and name not in MODULES:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+def _imports(path: Path) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """(module-level imports of fmx modules, imports of fmx modules inside a function), with line numbers."""
+    top: list[tuple[str, int]] = []
+    local: list[tuple[str, int]] = []
+
+    def names(node: ast.Import | ast.ImportFrom) -> list[str]:
+        if isinstance(node, ast.Import):
+            return [alias.name for alias in node.names]
+        base = node.module or ""
+        return [f"{base}.{alias.name}" for alias in node.names] if base in PACKAGES else [base]
+
+    def visit(node: ast.AST, in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            inside = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+            if isinstance(child, (ast.Import, ast.ImportFrom)):
+                for name in names(child):
+                    target = _target(name) if name.split(".")[0] in PACKAGES else None
+                    if target is not None:
+                        (local if inside else top).append((target, child.lineno))
+            visit(child, inside)
+
+    visit(ast.parse(path.read_text()), False)
+    return top, local
+
+
+def _deferred_loads(path: Path) -> list[str]:
+    """Modules named in `importlib.import_module("...")` calls."""
+    loads = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "import_module"
+                and node.args and isinstance(node.args[0], ast.Constant)):  # fmt: skip
+            loads.append(node.args[0].value)
+    return loads
+
+
+def test_no_fmx_module_imports_another_inside_a_function():
+    found = [f"{name}:{line} imports {target}" for name, path in MODULES.items() for target, line in _imports(path)[1]]
+    assert found == []
+
+
+def test_fmx_defers_loading_its_own_code_only_where_said_why():
+    loads = {(name, target) for name, path in MODULES.items() for target in _deferred_loads(path)}
+    assert loads <= DEFERRED_LOADS, loads - DEFERRED_LOADS
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan), plus modules importing themselves."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    out: list[list[str]] = []
+
+    def connect(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for other in graph.get(node, ()):
+            if other not in index:
+                connect(other)
+                low[node] = min(low[node], low[other])
+            elif other in on_stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                out.append(sorted(component))
+
+    for node in graph:
+        if node not in index:
+            connect(node)
+    return out
+
+
+def _graph() -> dict[str, set[str]]:
+    """Who imports whom at module level (TYPE_CHECKING imports count: a circle for the type checker is one
+    for the reader too). A package's own __init__ importing its submodules is not an edge back."""
+    graph: dict[str, set[str]] = {}
+    for name, path in MODULES.items():
+        graph[name] = {t for t, _ in _imports(path)[0] if t != name and not name.startswith(t + ".")}
+    return graph
+
+
+def test_the_import_graph_has_no_circle():
+    assert _cycles(_graph()) == []
+
+
+def test_the_cycle_finder_finds_a_circle():
+    """The check above could not fail if `_cycles` found nothing ever: a constructed circle is found."""
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+@pytest.mark.parametrize("forbidden", ["orchestrator", "ray", "mlflow"])
+def test_fm_core_never_imports_the_orchestrator_ray_or_mlflow(forbidden: str):
+    offenders = []
+    for name, path in MODULES.items():
+        if not name.startswith("fm_core"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                offenders += [f"{name}:{node.lineno}" for a in node.names if a.name.split(".")[0] == forbidden]
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == forbidden:
+                offenders.append(f"{name}:{node.lineno}")
+    assert offenders == []
