@@ -9,7 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from orchestrator.cell_store import _join, artifacts_dir, get_file, list_files, put_files, remove_dir
+from orchestrator.cell_store import artifacts_dir, get_file, list_files, put_files, remove_dir
+from orchestrator.folders import join
 
 if TYPE_CHECKING:
     from orchestrator.tracking import TrialRun
@@ -19,7 +20,7 @@ def keep(files: dict[str, list[Path]], cell_folder: str) -> None:
     """Store an evaluation's files ({artifact path: files}) under the cell's folder."""
     for artifact_path, paths in files.items():
         if paths:
-            put_files(paths, _join(artifacts_dir(cell_folder), artifact_path))
+            put_files(paths, join(artifacts_dir(cell_folder), artifact_path))
 
 
 def forget(cell_folder: str) -> None:
@@ -42,7 +43,7 @@ def send_missing(run: TrialRun, cell_folder: str) -> list[str]:
             for file in files:
                 if file in held:
                     continue
-                local = get_file(_join(artifacts_dir(cell_folder), artifact_path, file), Path(tmp))
+                local = get_file(join(artifacts_dir(cell_folder), artifact_path, file), Path(tmp))
                 run.log_artifact(local, artifact_path or None)
                 sent.append(f"{artifact_path}/{file}")
     return sent

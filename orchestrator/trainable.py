@@ -28,9 +28,10 @@ from orchestrator.cell_store import cell_dir, get_dir, step_dir
 from orchestrator.evaluation_runs import log_evaluation_runs
 from orchestrator.plan import train_run_name
 from orchestrator.records import complete_rows, failed_rows, trial_identity, trial_params, trial_summary
-from orchestrator.registry import EVALUATE, WorkItem
+from orchestrator.pass_work import EVALUATE, WorkItem
 from orchestrator.rows import FIELD_NAMES, EvalRow, rows_from_dicts
-from orchestrator.tracking import TAG_NODE, TrialRun, log_trial_record
+from orchestrator.tracking import TAG_NODE, TrialRun
+from orchestrator.trial_record import log_trial_record
 from orchestrator.trial import TrialRunner
 from orchestrator.training_loop import LoopPlan, TrainReporter, TuneReporter, eval_progress, run_loop, write_samples
 

@@ -148,12 +148,36 @@ def test_smoke_sweep_with_the_embedded_defaults_and_tables_rebuilt_from_mlflow(t
     assert unknown.returncode == 2 and "no method 'FM-VE'" in unknown.stderr and "Traceback" not in unknown.stderr
 
 
-def test_smoke_sweep_against_a_local_mlflow_server(tmp_path: Path):
+PYTHON_API_SWEEP = """\
+import sys
+from orchestrator import load_results, run_sweep
+
+outcome = run_sweep(sys.argv[1], tracking_uri=sys.argv[2])
+rows = load_results("smoke", tracking_uri=sys.argv[2])
+print("outcome", outcome.exit_code, outcome.trainings, len(outcome.runs), outcome.runs_path)
+print("rows", len(rows), sorted(set(rows["trial_id"])), int((rows["status"] == "ok").sum()))
+"""
+
+
+def test_smoke_sweep_from_python_against_a_local_mlflow_server(tmp_path: Path):
+    """The Python API a notebook uses (`from orchestrator import run_sweep, load_results`), against a tracking
+    server: the same sweep, rows, tables and comparison view as the command line gives."""
+    env = fmx_env()
     with mlflow_server(tmp_path) as uri:
-        _fmx(["sweep", str(REPO / "sweeps" / "smoke.yaml"), "--tracking-uri", uri], tmp_path)
-        _check_smoke_outputs(tmp_path, uri)
+        try:
+            done = subprocess.run([str(Path(FMX).with_name("python")), "-c", PYTHON_API_SWEEP, str(REPO / "sweeps" / "smoke.yaml"), uri],
+                                  cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+            left = leftover_ray_processes(env)
+        finally:
+            cleanup_ray_tmp(env)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+        assert not left, f"the local Ray of run_sweep outlived it: {left}"
+        assert f"outcome 0 3 6 {tmp_path / 'results' / 'smoke' / 'runs.parquet'}" in done.stdout
+        assert f"rows 6 {sorted(SMOKE_TRIALS)} 6" in done.stdout
+        runs = _check_smoke_outputs(tmp_path, uri)
         assert not (tmp_path / "mlflow.db").exists()
         assert any((tmp_path / "server-artifacts").rglob("evaluations.json"))
+    assert len(runs) == 6
 
 
 NAN_SWEEP = """\
