@@ -1,4 +1,4 @@
-"""fmx from Python (a notebook, a script), and what the `fmx` command line calls:
+"""fmx's Python API (a notebook, a script) and what the `fmx` command line calls:
 
     from orchestrator import run_sweep, load_results
     outcome = run_sweep("sweeps/smoke.yaml")          # SweepOutcome: rows, table paths, failures, exit code
@@ -6,6 +6,10 @@
 
 A sweep that cannot run raises `SweepStopped` (its text is one line; `exit_code` 2 for bad input, 1 for a
 store or disk that gave out, 130 for an interruption).
+
+This module is the one place that loads fmx's stage modules on first use (`_stage`): they import Ray Tune,
+PyTorch, pandas or matplotlib, seconds that `fmx validate`, `fmx --help` or a bad file's one-line refusal
+must not pay; and Ray reads its local-cluster setting from the environment as it is imported.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from __future__ import annotations
 import importlib
 import os
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
@@ -20,9 +26,20 @@ from orchestrator.config import SweepConfig
 from orchestrator.errors import SweepInterrupted, SweepRefused, SweepStopped
 from orchestrator.outcome import SweepOutcome
 from orchestrator.preflight import is_local_ray
-from orchestrator.publish import load_results
+from orchestrator.tracking import resolve_tracking_uri
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["SweepInterrupted", "SweepOutcome", "SweepRefused", "SweepStopped", "load_results", "run_sweep"]
+
+#: The stage modules this API loads on first use (tests/test_architecture.py holds fmx to this list).
+STAGES = ("orchestrator.pipeline", "orchestrator.publish", "orchestrator.results", "orchestrator.local_run")
+
+
+def _stage(name: str) -> ModuleType:
+    assert name in STAGES, name
+    return importlib.import_module(name)
 
 
 def run_sweep(
@@ -34,9 +51,43 @@ def run_sweep(
     does not hold yet train or evaluate. Progress goes to `console` (stderr by default)."""
     if is_local_ray(address):
         # A local Ray serves this machine only: its GCS, raylet and agents then listen on 127.0.0.1 instead of
-        # every interface. Ray reads this when it is imported, so before the driver below imports it.
+        # every interface. Ray reads this when it is imported, so before the pipeline imports it.
         os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    # The driver's stages import Ray Tune (seconds) and must see the setting above: they load on first use,
-    # the one place fmx defers importing its own code (validation, --dry-run and the tables never need Ray).
-    pipeline = importlib.import_module("orchestrator.pipeline")
-    return pipeline.run(sweep, tracking_uri, address, resume, console)
+    return _stage("orchestrator.pipeline").run(sweep, tracking_uri, address, resume, console)
+
+
+def load_results(sweep: str, tracking_uri: str | None = None) -> pd.DataFrame:
+    """A sweep's evaluation rows (one per training x solver setting x step; the columns of `EvalRow`) as a
+    pandas DataFrame, rebuilt from MLflow: `tracking_uri`, else $MLFLOW_TRACKING_URI, else ./mlflow.db."""
+    return collect_runs(resolve_tracking_uri(tracking_uri), sweep)
+
+
+def collect_runs(tracking_uri: str, sweep: str, publish_view: bool = False) -> pd.DataFrame:
+    """The rows from MLflow alone (LookupError: no such sweep); `publish_view` rewrites the UI's view too."""
+    return _stage("orchestrator.publish").collect_runs(tracking_uri, sweep, publish_view=publish_view)
+
+
+def table_view(runs: pd.DataFrame, markdown: bool = False) -> tuple[Any, str]:
+    """The sweep's summary as the paper lays it out: (a frame of display strings, or Markdown text; the legend)."""
+    return _stage("orchestrator.results").table_view(runs, markdown)
+
+
+def rebuild_tables(tracking_uri: str, sweep: str, out_dir: Path, allow_fewer: bool = False) -> tuple[pd.DataFrame, Path, Path]:
+    """runs.parquet and table.parquet rebuilt from MLflow alone (and the UI's view); FewerRowsError where that
+    would drop rows unless `allow_fewer`."""
+    return _stage("orchestrator.results").rebuild_tables(tracking_uri, sweep, out_dir, allow_fewer)
+
+
+def compare(runs: pd.DataFrame, method_a: str, method_b: str, metric: str) -> tuple[list[Any], str, str]:
+    """Two methods paired by seed in every evaluation cell both have: (cells, label of A, label of B)."""
+    return _stage("orchestrator.results").compare(runs, method_a, method_b, metric)
+
+
+def report(tracking_uri: str, sweep: str, runs: pd.DataFrame, out_dir: Path) -> Any:
+    """`fmx report`: Markdown tables, plots and the paper's claims judged, written to `out_dir` and MLflow."""
+    return _stage("orchestrator.results").report(tracking_uri, sweep, runs, out_dir)
+
+
+def local_run() -> Any:
+    """One training or evaluation in this process, without Ray (`fmx train`, `fmx eval`; PyTorch)."""
+    return _stage("orchestrator.local_run")

@@ -11,27 +11,27 @@ from __future__ import annotations
 import gc
 import subprocess
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
-import pandas as pd
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from orchestrator import api
 from orchestrator import ui as fmx_ui
-from orchestrator.api import SweepStopped, run_sweep
-from orchestrator.compare import CompareError, compare_methods, resolve_method
+from orchestrator.api import SweepStopped
 from orchestrator.config import ConfigError, SweepConfig, load_sweep
+from orchestrator.errors import CompareError, FewerRowsError
 from orchestrator.outcome import SweepOutcome
+from orchestrator.pass_work import EVALUATE
 from orchestrator.plan import plan_sweep
 from orchestrator.planning import preview
-from orchestrator.publish import collect_runs
-from orchestrator.pass_work import EVALUATE
-from orchestrator.report import build_report, load_samples, load_trajectories
 from orchestrator.store_check import check_existing_store
-from orchestrator.tables import CELL_LEGEND, FewerRowsError, display_table, method_label, summarize, to_markdown, write_tables
-from orchestrator.tracking import REPORT_EXPERIMENT, TrackingError, check_tracking_uri, log_report, resolve_tracking_uri
+from orchestrator.tracking import REPORT_EXPERIMENT, TrackingError, check_tracking_uri, resolve_tracking_uri
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Flow Matching ablations at any scale.")
 console = Console(stderr=True, soft_wrap=True)
@@ -155,7 +155,7 @@ def sweep(
         _print_pass(config, tracking_uri, resume)
         return
     try:
-        outcome = run_sweep(file, tracking_uri, address=address, resume=resume, console=console)
+        outcome = api.run_sweep(file, tracking_uri, address=address, resume=resume, console=console)
     except ConfigError as err:
         _fail(str(err))
     except SweepStopped as err:
@@ -165,7 +165,7 @@ def sweep(
 
 def _report_outcome(outcome: SweepOutcome) -> None:
     """The table, the counts, where results are, and the outcome's exit code."""
-    _show_table(summarize(outcome.runs), markdown=False)
+    _show_table(outcome.runs, markdown=False)
     out.print(
         f"{outcome.trainings} trainings ({outcome.failed_trials} failed, {len(outcome.interrupted)} interrupted), "
         f"{len(outcome.runs)} evaluations ({outcome.failed_evaluations} failed) in {outcome.seconds:.0f} s",
@@ -192,11 +192,11 @@ def _report_outcome(outcome: SweepOutcome) -> None:
     gc.freeze()
 
 
-def _show_table(table: pd.DataFrame, markdown: bool) -> None:
+def _show_table(runs: pd.DataFrame, markdown: bool) -> None:
+    shown, legend = api.table_view(runs, markdown)
     if markdown:
-        out.print(escape(to_markdown(table)) + f"\n\n{CELL_LEGEND}", highlight=False, soft_wrap=True)
+        out.print(escape(shown) + f"\n\n{legend}", highlight=False, soft_wrap=True)
         return
-    shown = display_table(table)
     rich_table = Table()
     # Labels stay whole (two tolerances must never read alike); numbers, headers and method labels that carry
     # training-option values (`FM-OT [ema_decay=0.999]`) fold onto more lines instead of being cut.
@@ -205,17 +205,21 @@ def _show_table(table: pd.DataFrame, markdown: bool) -> None:
         rich_table.add_column(str(col), no_wrap=col in whole, overflow="fold")
     for row in shown.itertuples(index=False):  # escaped: `FM-OT [lr=0.001]` is text, not rich markup
         rich_table.add_row(*(escape(str(v)) for v in row))
-    rich_table.caption = CELL_LEGEND
+    rich_table.caption = legend
     out.print(rich_table)
 
 
-def _runs_from_mlflow(sweep_name: str, tracking_uri: str | None, publish_view: bool = False) -> tuple[str, str, pd.DataFrame]:
-    """A sweep named directly or by its YAML file, and its rows rebuilt from MLflow (the store checked first);
-    `publish_view`: the UI's comparison view rewritten too."""
+def _sweep_and_store(sweep_name: str, tracking_uri: str | None) -> tuple[str, str]:
+    """A sweep named directly or by its YAML file, and its store, checked (it must exist and be MLflow's)."""
     name = _load(Path(sweep_name)).name if sweep_name.endswith((".yaml", ".yml")) else sweep_name
-    uri = _tracking(tracking_uri, existing=True)
+    return name, _tracking(tracking_uri, existing=True)
+
+
+def _runs_from_mlflow(sweep_name: str, tracking_uri: str | None, publish_view: bool = False) -> tuple[str, str, pd.DataFrame]:
+    """The sweep's rows rebuilt from MLflow (the store checked first); `publish_view`: the UI's view rewritten."""
+    name, uri = _sweep_and_store(sweep_name, tracking_uri)
     try:
-        return name, uri, collect_runs(uri, name, publish_view=publish_view)
+        return name, uri, api.collect_runs(uri, name, publish_view=publish_view)
     except LookupError as err:
         _fail(str(err))
 
@@ -231,12 +235,14 @@ def tables(
     ] = False,
 ) -> None:
     """Rebuild runs.parquet and table.parquet from MLflow alone, and print the summary."""
-    name, uri, runs = _runs_from_mlflow(sweep_name, tracking_uri, publish_view=True)
+    name, uri = _sweep_and_store(sweep_name, tracking_uri)
     try:
-        runs_path, table_path = write_tables(runs, out_dir or Path("results") / name, allow_fewer=allow_fewer)
+        runs, runs_path, table_path = api.rebuild_tables(uri, name, out_dir or Path("results") / name, allow_fewer)
+    except LookupError as err:
+        _fail(str(err))
     except FewerRowsError as err:
         _fail(f"{err}; pass --allow-fewer to replace it anyway", code=1)
-    _show_table(summarize(runs), markdown)
+    _show_table(runs, markdown)
     console.print(f"rows: {runs_path}\ntable: {table_path}", highlight=False)
 
 
@@ -252,8 +258,7 @@ def compare(
     interval, effect size d_z, paired t-test p-value, and the verdict (A lower, B lower, tie)."""
     name, uri, runs = _runs_from_mlflow(sweep_name, tracking_uri)
     try:
-        cells = compare_methods(runs, method_a, method_b, metric)
-        label_a, label_b = method_label(*resolve_method(runs, method_a)), method_label(*resolve_method(runs, method_b))
+        cells, label_a, label_b = api.compare(runs, method_a, method_b, metric)
     except CompareError as err:
         _fail(str(err))
     if not cells:
@@ -287,8 +292,7 @@ def report(
     if runs.empty:
         _fail(f"sweep '{name}' has no evaluated rows in MLflow at {uri}")
     target = out_dir or Path("results") / name / "report"
-    built = build_report(runs, target, name, load_samples(uri, runs), load_trajectories(uri, runs))
-    log_report(uri, name, built.directory)
+    built = api.report(uri, name, runs, target)
     out.print(built.markdown.read_text(), highlight=False, markup=False)
     console.print(f"report: {built.markdown} ({len(built.plots)} plots; also in MLflow experiment '{REPORT_EXPERIMENT.format(sweep=name)}')", highlight=False)
 
@@ -382,7 +386,7 @@ def ui(
     if name and exp_id is None:
         _fail(f"no sweep '{name}' in the MLflow store {uri}")
     if name:  # stores written before the view existed get it now; a current one is rewritten identically
-        collect_runs(uri, name, publish_view=True)
+        api.collect_runs(uri, name, publish_view=True)
     if host not in fmx_ui.LOOPBACK:
         console.print(f"[yellow]warning:[/] --host {host}: the UI is reachable from other machines, without login")
     code, served = _serve(uri, host, port, exp_id)

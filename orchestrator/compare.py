@@ -8,16 +8,13 @@ from typing import Any
 import pandas as pd
 
 from fm_core.solvers import SolverSetting
+from orchestrator.errors import CompareError
 from orchestrator.stats import Comparison, paired_comparison
 from orchestrator.tables import VALUE_COLUMNS, method_label
 
 METHOD_COLUMNS = ["path", "objective", "coupling", "train_axes"]
 #: What makes two rows the same evaluation cell, apart from the method and the seed.
 CELL_COLUMNS = ["train_step", "solver", "tol", "nfe_budget", "cfg_scale", "dequant_draws"]
-
-
-class CompareError(ValueError):
-    """A method or metric the sweep does not have; the message lists what it has."""
 
 
 @dataclass(frozen=True)

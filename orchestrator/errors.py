@@ -27,6 +27,14 @@ class SweepInterrupted(SweepStopped):
     label = "interrupted"
 
 
+class FewerRowsError(RuntimeError):
+    """A rebuild would replace runs.parquet with fewer rows than it holds: the store lost some."""
+
+
+class CompareError(ValueError):
+    """A method or metric the sweep does not have; the message lists what it has."""
+
+
 def last_line(text: str) -> str | None:
     """The last non-empty line of an error's text: a remote traceback ends with its cause."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]

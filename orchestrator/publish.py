@@ -11,7 +11,8 @@ import pandas as pd
 from rich.console import Console
 
 from orchestrator.rows import EvalRow
-from orchestrator.tables import FewerRowsError, evaluation_rows, rows_frame, write_tables
+from orchestrator.errors import FewerRowsError
+from orchestrator.tables import evaluation_rows, rows_frame, write_tables
 from orchestrator.tracking import find_experiment, read_evaluations, resolve_tracking_uri
 from orchestrator.views import save_comparison_view
 

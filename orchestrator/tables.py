@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 
 from fm_core.solvers import SolverSetting
+from orchestrator.errors import FewerRowsError
 from orchestrator.stats import mean_interval
 from orchestrator.rows import PER_SAMPLE_SOLVER, EvalRow, columns_with_role, parquet_columns, parquet_dtypes
 
@@ -63,10 +64,6 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     units = runs.groupby(GROUP_COLUMNS, dropna=False)[PROTOCOL_COLUMNS].first().reset_index()
     table = table.merge(units, on=GROUP_COLUMNS, how="left")
     return table.sort_values(GROUP_COLUMNS, na_position="first", kind="stable").reset_index(drop=True)
-
-
-class FewerRowsError(RuntimeError):
-    """A rebuild would replace runs.parquet with fewer rows than it holds: the store lost some."""
 
 
 def write_parquet(frame: pd.DataFrame, path: Path) -> None:

@@ -1,0 +1,37 @@
+"""What the command line shows of a sweep's rows: the summary table, the rebuilt Parquet files, a paired
+comparison of two methods, and the report. Loaded on first use by orchestrator.api (pandas, matplotlib)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+import pandas as pd
+
+from orchestrator.compare import CellComparison, compare_methods, resolve_method
+from orchestrator.publish import collect_runs
+from orchestrator.report import Report, build_report, load_samples, load_trajectories
+from orchestrator.tables import CELL_LEGEND, display_table, method_label, summarize, to_markdown, write_tables
+from orchestrator.tracking import log_report
+
+
+def table_view(runs: pd.DataFrame, markdown: bool = False) -> tuple[pd.DataFrame | str, str]:
+    """(the summary's display frame, or its Markdown; the legend of its cells)."""
+    table = summarize(runs)
+    return (to_markdown(table) if markdown else display_table(table)), CELL_LEGEND
+
+
+def rebuild_tables(tracking_uri: str, sweep: str, out_dir: Path, allow_fewer: bool) -> tuple[pd.DataFrame, Path, Path]:
+    runs = collect_runs(tracking_uri, sweep, publish_view=True)
+    runs_path, table_path = write_tables(runs, out_dir, allow_fewer=allow_fewer)
+    return runs, runs_path, table_path
+
+
+def compare(runs: pd.DataFrame, method_a: str, method_b: str, metric: str) -> tuple[list[CellComparison], str, str]:
+    cells = compare_methods(runs, method_a, method_b, metric)
+    return cells, method_label(*resolve_method(runs, method_a)), method_label(*resolve_method(runs, method_b))
+
+
+def report(tracking_uri: str, sweep: str, runs: pd.DataFrame, out_dir: Path) -> Report:
+    built = build_report(runs, out_dir, sweep, load_samples(tracking_uri, runs), load_trajectories(tracking_uri, runs))
+    log_report(tracking_uri, sweep, built.directory)
+    return built
+
