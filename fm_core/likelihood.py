@@ -8,6 +8,9 @@ end t1 (l = 0) back to the noise end t = 0 gives
 exactly up to the solver's error.  The divergence is the exact trace of the Jacobian (one
 vector-Jacobian product per dimension: cheap for 2D) or Hutchinson's unbiased estimate
 z^T (dv/dx) z with one fixed probe per solve (one product, for images).
+
+Like fm_core.paths, this module imports PyTorch (and the ODE code of fm_core.sampling) at first use, not at
+import: sweep validation reads the divergences, probes and likelihood protocols from here without PyTorch.
 """
 
 from __future__ import annotations
@@ -15,13 +18,24 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-from torch import Tensor
+from fm_core.lazy import LazyModule, torch
 
-from fm_core.sampling import SolverSetting, odeint_counted
+if TYPE_CHECKING:
+    from torch import Tensor
 
-DIVERGENCES = ("exact", "hutchinson")
+    from fm_core.solvers import SolverSetting
+
+#: fm_core.sampling imports torchdiffeq and PyTorch: imported at the first likelihood computed.
+sampling = LazyModule("fm_core.sampling")
+
+#: The likelihood protocols: integrated once per checkpoint with one solver (`shared`), or with each sample
+#: solver (`per_sample_solver`, which is also how a sweep's `eval.likelihood.solver` asks for it).
+SHARED, PER_SAMPLE_SOLVER = "shared", "per_sample_solver"
+LIKELIHOOD_PROTOCOLS: tuple[str, ...] = (SHARED, PER_SAMPLE_SOLVER)
+#: How the divergence is computed: the exact trace, or Hutchinson's estimate with one probe.
+DIVERGENCES: tuple[str, ...] = ("exact", "hutchinson")
 #: `divergence: auto` is exact up to this many dimensions (d backward passes per step stay cheap) and a
 #: Hutchinson estimate above (one pass per probe).
 EXACT_DIVERGENCE_MAX_DIM = 16
@@ -30,7 +44,7 @@ EXACT_DIVERGENCE_MAX_DIM = 16
 def auto_divergence(dim: int) -> str:
     """The divergence `auto` picks for data of `dim` dimensions."""
     return "exact" if dim <= EXACT_DIVERGENCE_MAX_DIM else "hutchinson"
-PROBES = ("rademacher", "gaussian")
+PROBES: tuple[str, ...] = ("rademacher", "gaussian")
 
 
 @dataclass
@@ -99,7 +113,7 @@ def log_likelihood(
         return v.detach(), div.detach()
 
     l1 = torch.zeros(x1.shape[0], dtype=x1.dtype, device=x1.device)
-    out, nfe = odeint_counted(augmented, (x1, l1), t1, 0.0, solver)
+    out, nfe = sampling.odeint_counted(augmented, (x1, l1), t1, 0.0, solver)
     xs, ls = out  # type: ignore[misc]
     x0, l0 = xs[-1], ls[-1]
     return LikelihoodResult(log_prob=gaussian_log_prob(x0, prior_std) + l0, x0=x0, nfe=nfe)
@@ -138,7 +152,3 @@ def bits_per_dim_from_draws(log_probs: Tensor, dim: int) -> Tensor:
     log_mean = torch.logsumexp(log_probs.to(torch.float64), dim=0) - math.log(k)
     return -log_mean / (dim * math.log(2.0)) + 7.0
 
-
-def nats_to_bits_per_dim(log_prob: Tensor, dim: int) -> Tensor:
-    """Continuous-data conversion used for reporting: -log p / (d ln 2)."""
-    return -log_prob / (dim * math.log(2.0))

@@ -8,10 +8,14 @@ titles, sample artifacts).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from fm_core.names import ADAPTIVE_SOLVERS, FIXED_STAGES, SOLVER_NAMES
+
+
+#: The paper's tolerance: dopri5 at atol = rtol = 1e-5 for the likelihood, and an adaptive solver's default.
+DEFAULT_TOL = 1e-5
 
 
 def tol_text(tol: float) -> str:
@@ -43,7 +47,7 @@ class SolverSetting:
     nfe_budget: int | None = None
     #: Classifier-free guidance scale of a class-conditional model (fm_core.guidance); None: no guidance.
     #: Not the solver's, but how the field it integrates is made: part of the evaluation setting and its label.
-    cfg_scale: float | None = None
+    cfg_scale: float | None = field(default=None, metadata={"solver": False})
 
     def __post_init__(self) -> None:
         if self.cfg_scale is not None and not (self.cfg_scale >= 0 and self.cfg_scale < float("inf")):
@@ -66,16 +70,12 @@ class SolverSetting:
             raise ValueError(f"unknown solver '{self.solver}'; choose one of {', '.join(SOLVER_NAMES)}")
 
     @classmethod
-    def adaptive(cls, solver: str = "dopri5", tol: float = 1e-5) -> SolverSetting:
+    def adaptive(cls, solver: str = "dopri5", tol: float = DEFAULT_TOL) -> SolverSetting:
         return cls(solver, tol=tol)
 
     @classmethod
-    def fixed(cls, solver: str, nfe_budget: int) -> SolverSetting:
-        return cls(solver, nfe_budget=nfe_budget)
-
-    @classmethod
     def of(cls, row: Mapping[str, Any]) -> SolverSetting:
-        """The setting a row (or a dict with these three keys) was evaluated with."""
+        """The setting a row (or a dict with SETTING_FIELDS' keys) was evaluated with."""
         tol, budget, scale = (row.get(k) for k in ("tol", "nfe_budget", "cfg_scale"))
         return cls(str(row["solver"]), tol=None if _absent(tol) else float(tol), nfe_budget=None if _absent(budget) else int(budget),
                    cfg_scale=None if _absent(scale) else float(scale))  # fmt: skip
@@ -108,4 +108,11 @@ class SolverSetting:
         return SolverSetting(self.solver, self.tol, self.nfe_budget, scale)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"solver": self.solver, "tol": self.tol, "nfe_budget": self.nfe_budget, "cfg_scale": self.cfg_scale}
+        return {name: getattr(self, name) for name in SETTING_FIELDS}
+
+
+#: A setting's fields, in order: the columns of rows, tables and MLflow params that name one (solver first).
+SETTING_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(SolverSetting))
+#: Those of the solver itself (not the guidance scale, which makes the field it integrates): the comparison
+#: view puts them beside the method, and the setting's label follows them among a child run's params.
+SOLVER_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(SolverSetting) if f.metadata.get("solver", True))

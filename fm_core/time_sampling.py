@@ -17,11 +17,10 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from fm_core.paths import AffinePath  # noqa: F401 - the type its samplers draw times on
+
 if TYPE_CHECKING:
     from torch import Generator, Tensor
-
-    from fm_core.paths import AffinePath
-
 
 from fm_core.lazy import option, option_defaults, option_problem, torch  # noqa: F401 - torch: imported at first use
 

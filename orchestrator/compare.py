@@ -7,14 +7,15 @@ from typing import Any
 
 import pandas as pd
 
-from fm_core.solvers import SolverSetting
+from fm_core.solvers import SETTING_FIELDS, SolverSetting
+from orchestrator.rows import EvalRow
 from orchestrator.errors import CompareError
 from orchestrator.stats import Comparison, paired_comparison
-from orchestrator.tables import VALUE_COLUMNS, method_label
+from orchestrator.tables import PROTOCOL_COLUMNS, VALUE_COLUMNS, method_label
 
 METHOD_COLUMNS = ["path", "objective", "coupling", "train_axes"]
 #: What makes two rows the same evaluation cell, apart from the method and the seed.
-CELL_COLUMNS = ["train_step", "solver", "tol", "nfe_budget", "cfg_scale", "dequant_draws"]
+CELL_COLUMNS = ["train_step", *SETTING_FIELDS, "dequant_draws"]
 
 
 @dataclass(frozen=True)
@@ -55,10 +56,23 @@ def resolve_method(runs: pd.DataFrame, name: str) -> Method:
     return found
 
 
+def metric_columns(runs: pd.DataFrame) -> dict[str, str]:
+    """What `--metric` accepts, and the column each names: every value column (EvalRow's value fields) by its
+    own name, and by the name its child runs log it under in this sweep (bits_per_dim, sliced_w2)."""
+    names = {c: c for c in VALUE_COLUMNS}
+    for protocol in runs[[c for c in PROTOCOL_COLUMNS if c in runs]].drop_duplicates().to_dict("records"):
+        row = EvalRow.from_dict({k: None if pd.isna(v) else v for k, v in protocol.items()})
+        names.update({name: f.name for name, f in row.metric_fields().items() if f.name in VALUE_COLUMNS})
+    return names
+
+
 def compare_methods(runs: pd.DataFrame, a: str, b: str, metric: str) -> list[CellComparison]:
-    """A minus B on `metric` in each cell (step, solver setting, K) both methods have, paired by seed."""
-    if metric not in VALUE_COLUMNS:
-        raise CompareError(f"--metric: '{metric}' is not one of {', '.join(VALUE_COLUMNS)}")
+    """A minus B on `metric` (a value column, or its child-run metric name) in each cell (step, solver setting,
+    K) both methods have, paired by seed."""
+    columns = metric_columns(runs)
+    if metric not in columns:
+        raise CompareError(f"--metric: '{metric}' is not one of {', '.join(columns)}")
+    metric = columns[metric]
     ok = runs[runs["status"] == "ok"]
     method_a, method_b = resolve_method(runs, a), resolve_method(runs, b)
     if method_a == method_b:
@@ -71,8 +85,8 @@ def compare_methods(runs: pd.DataFrame, a: str, b: str, metric: str) -> list[Cel
             values[method] = dict(zip(mine["seed"].astype(int), mine[metric].astype("float64"), strict=True))
         if not values[method_a] or not values[method_b]:
             continue
-        step, solver, tol, nfe_budget, scale, draws = cell
-        setting = SolverSetting.of({"solver": solver, "tol": tol, "nfe_budget": nfe_budget, "cfg_scale": scale}).label
+        where = dict(zip(CELL_COLUMNS, cell, strict=True))
+        step, draws, setting = where["train_step"], where["dequant_draws"], SolverSetting.of(where).label
         out.append(CellComparison(int(step), setting, None if pd.isna(draws) else int(draws),
                                   paired_comparison(values[method_a], values[method_b])))  # fmt: skip
     return out

@@ -9,23 +9,31 @@ those evaluations. A child is found again by its evaluation key, so resumes and 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
 
 from orchestrator.rows import EvalRow
+from orchestrator.tags import (  # noqa: F401 - TAG_PARENT, TAG_EVALUATION, TAG_OF_TRIAL: still read from here by others
+    TAG_CURRENT, TAG_ERROR, TAG_EVALUATION, TAG_OF_TRIAL, TAG_PARENT, TAG_RUN_NAME, TAG_SWEEP, search_all,
+)
 
-if TYPE_CHECKING:
-    from orchestrator.tracking import TrialRun
-
-TAG_PARENT = "mlflow.parentRunId"  # MLflow's own nesting tag
-TAG_EVALUATION = "fmx.evaluation"  # the row's evaluation_key, unique within its training run
-TAG_OF_TRIAL = "fmx.of_trial"
+T = TypeVar("T")
 
 
-def log_evaluation_runs(parent: TrialRun, rows: list[EvalRow]) -> dict[str, str]:
+class ParentRun(Protocol):
+    """What a child run needs of its training run (orchestrator.tracking.TrialRun)."""
+
+    client: Any
+    run_id: str
+    experiment_id: str
+    tags: dict[str, str]
+
+    def retrying(self, call: Callable[[], T], what: str) -> T: ...
+
+
+def log_evaluation_runs(parent: ParentRun, rows: list[EvalRow]) -> dict[str, str]:
     """Create (or complete) the child run of every row; returns evaluation key -> child run id."""
-    from mlflow.entities import Metric, Param, RunTag
-
-    from orchestrator.tracking import TAG_CURRENT, TAG_ERROR, TAG_SWEEP, search_all
+    from mlflow.entities import Metric, Param, RunTag  # `import mlflow` costs ~1.4 s: not at import
 
     client = parent.client
     query = f"tags.`{TAG_PARENT}` = '{parent.run_id}'"
@@ -41,10 +49,10 @@ def log_evaluation_runs(parent: TrialRun, rows: list[EvalRow]) -> dict[str, str]
             continue
         if child is None:
             tags = {TAG_PARENT: parent.run_id, TAG_EVALUATION: key, TAG_OF_TRIAL: row.trial_id or "", TAG_CURRENT: "true",
-                    "mlflow.runName": row.child_name()}  # fmt: skip
+                    TAG_RUN_NAME: row.child_name()}  # fmt: skip
             tags.update({k: v for k, v in parent.tags.items() if k == TAG_SWEEP})
             info = parent.retrying(
-                lambda tags=tags: client.create_run(parent.experiment_id, tags=tags, run_name=tags["mlflow.runName"]).info,
+                lambda tags=tags: client.create_run(parent.experiment_id, tags=tags, run_name=tags[TAG_RUN_NAME]).info,
                 "create an evaluation run",
             )
             run_id, start_ms = info.run_id, int(info.start_time)

@@ -7,6 +7,7 @@ NFE, several tolerances give NFE vs tolerance, several checkpoints give quality 
 from __future__ import annotations
 
 import io
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from orchestrator.plots import data_extent, draw_2d, draw_samples, figure_title,
 from orchestrator.scorecard import judge  # noqa: E402
 from orchestrator.scorecard import to_markdown as scorecard_markdown  # noqa: E402
 from orchestrator.tables import method_label, method_labels, summarize, to_markdown  # noqa: E402
+from orchestrator.tracking import client  # noqa: E402
 
 ODE_ERROR_LABEL = "ODE error (MSE vs reference solve)"
 
@@ -194,10 +196,6 @@ def samples_per_method(
 
 def _final_artifacts(tracking_uri: str, runs: pd.DataFrame, prefix: str) -> dict[str, dict[str, np.ndarray]]:
     """`samples/<prefix>_step<final>.npz` of each seed-0 trial, by method label (trials without one skipped)."""
-    import tempfile
-
-    from orchestrator.tracking import client
-
     mlflow_client = client(tracking_uri)
     out: dict[str, dict[str, np.ndarray]] = {}
     final = runs["train_step"].max()

@@ -7,9 +7,17 @@ the tables' grouping and value columns (`columns_with_role`), the report. A fiel
 - `method`: what was trained (the table's row labels; child params);
 - `seed`: averaged over in tables (a child param);
 - `setting`: how the checkpoint was evaluated (table groups; child params);
-- `value`: what was measured (mean/std in tables; child metrics);
+- `value`: what was measured (mean/std in tables; child metrics; `fmx compare --metric`; the comparison view);
 - `protocol`: how a value was measured (units, the likelihood's solver and estimator; shared per group);
 - `trial`: the trial's bookkeeping (timings, node, status).
+
+A new measured quantity is one `value` field here (and the code that computes it): e.g.
+`straightness: float = _col("float64", "value", math.nan, mlflow="metric", label="straightness")`. Its
+optional keys say how it is shown: `metric` (a function of the row giving its child metric's name, None: not
+logged; default the field's name), `label` (its table header, or a function of the summary table giving it,
+None: no column; default the field's name), `always` (a table column even where no group measured it) and
+`kind` (`quality`, the default; `cost`; `check`: shown after the others, and not a result in the comparison
+view's chart).
 """
 
 from __future__ import annotations
@@ -20,7 +28,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from fm_core.solvers import SolverSetting, tol_text
+from fm_core.likelihood import PER_SAMPLE_SOLVER, SHARED  # noqa: F401 - SHARED: read from here by the trial
+from fm_core.solvers import SOLVER_FIELDS, SolverSetting, tol_text
 
 #: What a child run's params show where a setting does not apply (tol of a fixed-step solver): every child
 #: carries the same param names, so the runs table and the parallel-coordinates plot line up.
@@ -30,15 +39,50 @@ NOT_APPLICABLE = "none"
 SETTING_PARAM = "setting"
 #: The MLflow metric each unit's likelihood is logged under; one name per unit in every child of a sweep.
 NLL_METRIC = {"nats": "nll_nats", "bits/dim": "bits_per_dim"}
-#: The likelihood protocols: integrated once per checkpoint with one solver, or with each sample solver.
-SHARED, PER_SAMPLE_SOLVER = "shared", "per_sample_solver"
 #: Significant digits of the metrics child runs show; evaluations.json and Parquet keep every digit.
 METRIC_DIGITS = 4
 
 
-def _col(dtype: str, role: str, default: Any = None, mlflow: str | None = None) -> Any:
-    """A row field with its Parquet dtype, its role, and whether it is an MLflow child 'param' or 'metric'."""
-    return field(default=default, metadata={"dtype": dtype, "role": role, "mlflow": mlflow})
+#: The kinds of value, in the order tables show them: what the model is worth, what it cost, checks on the solve.
+VALUE_KINDS = ("quality", "cost", "check")
+
+
+def _col(dtype: str, role: str, default: Any = None, mlflow: str | None = None, **shown: Any) -> Any:
+    """A row field with its Parquet dtype, its role, whether it is an MLflow child 'param' or 'metric', and
+    how a value is shown (`metric`, `label`, `always`, `kind`: the module's docstring)."""
+    return field(default=default, metadata={"dtype": dtype, "role": role, "mlflow": mlflow, **shown})
+
+
+def _nll_metric(row: EvalRow) -> str | None:
+    """The likelihood under its unit's name, `_sample_solver` when integrated with the sample solver."""
+    if not row.nll_unit:
+        return None
+    return NLL_METRIC.get(row.nll_unit, "nll") + ("_sample_solver" if row.nll_protocol == PER_SAMPLE_SOLVER else "")
+
+
+def _sample_metric(row: EvalRow) -> str | None:
+    """The sample metric under its own name (sliced_w2, fid)."""
+    return row.sample_metric_name or None
+
+
+def _strings(column: Iterable[Any]) -> list[str]:
+    return [v for v in column if isinstance(v, str)]
+
+
+def _nll_label(table: Any) -> str:
+    """Says how the likelihood was integrated: with one solver for every row (its label), or with each row's."""
+    unit = next(iter(_strings(table["nll_unit"])), None)
+    if not unit:
+        return "NLL"
+    if set(_strings(table["nll_protocol"])) == {PER_SAMPLE_SOLVER}:
+        return f"NLL ({unit}, at each sample solver)"
+    solvers = sorted(set(_strings(table["nll_solver"])))
+    return f"NLL ({unit}, {', '.join(solvers)})" if solvers else f"NLL ({unit})"
+
+
+def _sample_label(table: Any) -> str | None:
+    """The sample metric's name; no column where the sweep measured none."""
+    return next(iter(_strings(table["sample_metric_name"])), None) or None
 
 
 @dataclass(frozen=True)
@@ -66,10 +110,11 @@ class EvalRow:
     dequant_draws: int | None = _col("Int64", "setting", mlflow="param")
     weights: str = _col("string", "setting", "model", mlflow="param")
     # What was measured.
-    nfe: int | None = _col("Int64", "value", mlflow="metric")
-    nll: float = _col("float64", "value", math.nan, mlflow="metric")
-    sample_metric: float = _col("float64", "value", math.nan, mlflow="metric")
-    ode_error: float = _col("float64", "value", math.nan, mlflow="metric")
+    nfe: int | None = _col("Int64", "value", mlflow="metric", label="NFE", always=True, kind="cost")
+    nll: float = _col("float64", "value", math.nan, mlflow="metric", metric=_nll_metric, label=_nll_label, always=True)
+    sample_metric: float = _col("float64", "value", math.nan, mlflow="metric", metric=_sample_metric, label=_sample_label,
+                                always=True)  # fmt: skip
+    ode_error: float = _col("float64", "value", math.nan, mlflow="metric", label="ODE error", kind="check")
     # How it was measured.
     nll_unit: str | None = _col("string", "protocol")
     nll_protocol: str | None = _col("string", "protocol")
@@ -155,20 +200,22 @@ class EvalRow:
                 out[f.name] = tol_text(float(value))
             else:
                 out[f.name] = str(value)
-            if f.name == "nfe_budget" and self.solver is not None:  # one categorical axis for every solver
+            if f.name == SOLVER_FIELDS[-1] and self.solver is not None:  # one categorical axis for every solver
                 out[SETTING_PARAM] = self.setting.label
         return out
 
+    def metric_fields(self) -> dict[str, dataclasses.Field]:
+        """Child metric name -> the field it is logged from, for every `mlflow="metric"` field this row names:
+        those under their own name first (nfe, ode_error, nll_nfe, eval_seconds), then those the row names
+        (the likelihood under its unit's name, the sample metric under its own), each in the row's order."""
+        own = [(f.name, f) for f in METRIC_FIELDS if "metric" not in f.metadata]
+        named = [(f.metadata["metric"](self), f) for f in METRIC_FIELDS if "metric" in f.metadata]
+        return {name: f for name, f in own + named if name}
+
     def child_metrics(self) -> dict[str, float]:
-        """nfe, the likelihood under its unit's name (`_sample_solver` when integrated with the sample solver),
-        the sample metric under its own name, ode_error, nll_nfe, eval_seconds; absent where not measured;
-        rounded to METRIC_DIGITS so that the runs table reads at a glance."""
-        named: dict[str, Any] = {"nfe": self.nfe, "ode_error": self.ode_error, "nll_nfe": self.nll_nfe, "eval_seconds": self.eval_seconds}
-        if self.nll_unit:
-            suffix = "_sample_solver" if self.nll_protocol == PER_SAMPLE_SOLVER else ""
-            named[NLL_METRIC.get(self.nll_unit, "nll") + suffix] = self.nll
-        if self.sample_metric_name:
-            named[self.sample_metric_name] = self.sample_metric
+        """Every metric field's value under its name (`metric_fields`), absent where not measured, rounded to
+        METRIC_DIGITS so that the runs table reads at a glance."""
+        named = {name: getattr(self, f.name) for name, f in self.metric_fields().items()}
         return {k: _readable(float(v)) for k, v in named.items() if v is not None and math.isfinite(float(v))}
 
 
@@ -179,6 +226,33 @@ def _readable(value: float) -> float:
 
 FIELDS: tuple[dataclasses.Field, ...] = dataclasses.fields(EvalRow)
 FIELD_NAMES: frozenset[str] = frozenset(f.name for f in FIELDS)
+METRIC_FIELDS: tuple[dataclasses.Field, ...] = tuple(f for f in FIELDS if f.metadata["mlflow"] == "metric")
+#: What was measured: the tables' value columns, `fmx compare --metric`'s choices.
+VALUE_FIELDS: tuple[dataclasses.Field, ...] = tuple(f for f in FIELDS if f.metadata["role"] == "value")
+
+
+def value_kind(f: dataclasses.Field) -> str:
+    return f.metadata.get("kind", "quality")
+
+
+def is_result(f: dataclasses.Field) -> bool:
+    """A value that says what a method is worth or costs (not a check on the solve, a protocol or a timing)."""
+    return f.metadata["role"] == "value" and value_kind(f) != "check"
+
+
+def shown_value_fields() -> list[dataclasses.Field]:
+    """The value fields in the order tables show them: by kind (VALUE_KINDS), then in the row's order."""
+    return sorted(VALUE_FIELDS, key=lambda f: VALUE_KINDS.index(value_kind(f)))
+
+
+def value_label(f: dataclasses.Field, table: Any) -> str | None:
+    """A value's table header over a summary table (None: no column)."""
+    label = f.metadata.get("label", f.name)
+    return label(table) if callable(label) else label
+
+
+#: The child metrics that are not results (checks, protocol, timings): each is logged under its own name.
+SIDE_METRICS: tuple[str, ...] = tuple(f.name for f in METRIC_FIELDS if not is_result(f) and "metric" not in f.metadata)
 
 
 def columns_with_role(*roles: str) -> list[str]:

@@ -8,10 +8,13 @@ from typing import Any
 
 import pandas as pd
 
-from fm_core.solvers import SolverSetting
+from fm_core.objectives import objective_label
+from fm_core.solvers import SETTING_FIELDS, SolverSetting
+from orchestrator.rows import (
+    EvalRow, columns_with_role, parquet_columns, parquet_dtypes, shown_value_fields, value_label,
+)
 from orchestrator.errors import FewerRowsError
 from orchestrator.stats import mean_interval
-from orchestrator.rows import PER_SAMPLE_SOLVER, EvalRow, columns_with_role, parquet_columns, parquet_dtypes
 
 RUN_COLUMNS = parquet_columns()
 #: One table row per method x evaluation setting, averaged over seeds.
@@ -30,11 +33,6 @@ def evaluation_rows(evaluations: list[tuple[Any, dict[str, Any]]]) -> list[EvalR
         summary = {k: v for k, v in content.get("summary", {}).items() if k != "error"}  # a row's error is its own
         rows += [EvalRow.from_dict({**summary, **row, "mlflow_run_id": run.info.run_id}) for row in content["rows"]]
     return rows
-
-
-def rows_from_mlflow(evaluations: list[tuple[Any, dict[str, Any]]]) -> pd.DataFrame:
-    """runs.parquet's rows from the runs' evaluations.json (sorted, so rebuilds are identical)."""
-    return rows_frame(evaluation_rows(evaluations))
 
 
 def rows_frame(rows: list[EvalRow]) -> pd.DataFrame:
@@ -122,13 +120,10 @@ def _cells(table: pd.DataFrame, value: str) -> list[str]:
     return [_fmt(*row) for row in table[columns].itertuples(index=False)]
 
 
-OBJECTIVE_LABELS = {"fm": "FM", "sm": "SM", "scoreflow": "ScoreFlow", "ddpm": "DDPM"}
-
-
 def method_label(path: str, objective: str, coupling: str, train_axes: str | None = None) -> str:
     """The paper's row names: FM-OT, FM-VP, SM-VP, ...; '+mbOT' marks minibatch OT couplings, and a sweep
     with training-option axes adds their values: `FM-OT [ema_decay=0.999]`."""
-    label = f"{OBJECTIVE_LABELS.get(objective, objective)}-{path.upper()}"
+    label = f"{objective_label(objective)}-{path.upper()}"
     label += " +mbOT" if coupling == "minibatch_ot" else ""
     return label + (f" [{train_axes}]" if isinstance(train_axes, str) and train_axes else "")
 
@@ -145,32 +140,17 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
     out["method"] = method_labels(table)
     if table["train_step"].nunique() > 1:
         out["step"] = table["train_step"]
-    out["solver"] = [SolverSetting.of(row).label for row in table[["solver", "tol", "nfe_budget", "cfg_scale"]].to_dict("records")]
+    out["solver"] = [SolverSetting.of(row).label for row in table[list(SETTING_FIELDS)].to_dict("records")]
     if table["dequant_draws"].nunique() > 1:
         out["K"] = table["dequant_draws"]
-    unit = next((u for u in table["nll_unit"] if isinstance(u, str)), None)
-    metric = next((m for m in table["sample_metric_name"] if isinstance(m, str)), None)
-    out[_nll_header(table, unit)] = _cells(table, "nll")
-    if metric:
-        out[metric] = _cells(table, "sample_metric")
-    out["NFE"] = _cells(table, "nfe")
-    if table["ode_error_mean"].notna().any():  # absent when the sweep skipped the reference solve
-        out["ODE error"] = _cells(table, "ode_error")
+    for f in shown_value_fields():  # from EvalRow's value fields: a new one is a new column
+        header = value_label(f, table)
+        if header is not None and (f.metadata.get("always") or table[f"{f.name}_mean"].notna().any()):
+            out[header] = _cells(table, f.name)
     out["seeds"] = table["seeds"]
     if int(table["failed"].sum()):
         out["failed"] = table["failed"]
     return out
-
-
-def _nll_header(table: pd.DataFrame, unit: str | None) -> str:
-    """Says how the likelihood was integrated: with one solver for every row (its label), or with each row's."""
-    protocols = set(table["nll_protocol"].dropna())
-    if not unit:
-        return "NLL"
-    if protocols == {PER_SAMPLE_SOLVER}:
-        return f"NLL ({unit}, at each sample solver)"
-    solvers = sorted(set(table["nll_solver"].dropna()))
-    return f"NLL ({unit}, {', '.join(solvers)})" if solvers else f"NLL ({unit})"
 
 
 def to_markdown(table: pd.DataFrame) -> str:

@@ -13,14 +13,20 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from orchestrator.rows import FIELDS, SETTING_PARAM, EvalRow
+from fm_core.solvers import SOLVER_FIELDS
+from orchestrator.rows import FIELDS, SETTING_PARAM, SIDE_METRICS, EvalRow, is_result
+from orchestrator.tags import TAG_CURRENT, TAG_EVALUATION
+from orchestrator.tracking import client
 
 VIEW_KEY = "fmx-comparison"
 VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
 #: Children only (training runs carry no evaluation tag), of the cells the sweep file asks for now.
-EVALUATIONS_FILTER = "tags.`fmx.evaluation` != '' and tags.`fmx.current` = 'true'"
-CHART_AXES = ("path", "objective", "coupling", "train_axes", SETTING_PARAM)  # the parallel plot's parameter axes
-LEAD_PARAMS = ("path", "objective", "coupling", "solver", "tol", "nfe_budget")  # left of the value metrics
+EVALUATIONS_FILTER = f"tags.`{TAG_EVALUATION}` != '' and tags.`{TAG_CURRENT}` = 'true'"
+#: What was trained, as child params: path, objective, coupling, train_axes (the training-option axes).
+METHOD_PARAMS = tuple(f.name for f in FIELDS if f.metadata["role"] == "method" and f.metadata["mlflow"] == "param")
+CHART_AXES = (*METHOD_PARAMS, SETTING_PARAM)  # the parallel plot's parameter axes
+#: Left of the value metrics: the method (train_axes where it varies) and the solver's own setting fields.
+LEAD_PARAMS = (*(p for p in METHOD_PARAMS if p != "train_axes"), *SOLVER_FIELDS)
 PLOT_METRIC_LIMIT = 3  # nfe, the likelihood, the sample metric: more axes make the plot unreadable
 
 
@@ -30,19 +36,21 @@ def _column(kind: str, name: str) -> str:
 
 
 def metric_names(rows: Iterable[EvalRow]) -> list[str]:
-    """The child runs' metric names in a fixed order (value metrics first, timings last), from the rows."""
-    seen: dict[str, None] = {}
+    """The child runs' metric names in a fixed order, from the rows: results (EvalRow's value fields but its
+    checks) as first measured, then checks, protocol and timings (SIDE_METRICS) in the row's order."""
+    seen: dict[str, bool] = {}  # name -> a result
     for row in rows:
+        fields = row.metric_fields()
         for name in row.child_metrics():
-            seen.setdefault(name, None)
-    last = ("ode_error", "nll_nfe", "eval_seconds")
-    return [n for n in seen if n not in last] + [n for n in last if n in seen]
+            seen.setdefault(name, is_result(fields[name]))
+    return [n for n, result in seen.items() if result] + [n for n in SIDE_METRICS if n in seen]
 
 
 def param_names() -> list[str]:
-    """Every child param, in the row's order (method, seed, setting)."""
+    """Every child param, in the row's order (method, seed, setting), the setting's label after the solver's."""
     names = [f.name for f in FIELDS if f.metadata["mlflow"] == "param"]
-    return names[: names.index("nfe_budget") + 1] + [SETTING_PARAM] + names[names.index("nfe_budget") + 1 :]
+    after = names.index(SOLVER_FIELDS[-1]) + 1
+    return names[:after] + [SETTING_PARAM] + names[after:]
 
 
 def varying_axes(rows: Iterable[EvalRow]) -> list[str]:
@@ -57,9 +65,10 @@ def comparison_view(metrics: list[str], axes: list[str]) -> dict[str, Any]:
     """The view's JSON: params then metrics as columns (in that order), evaluations only, fewest NFE first,
     one full-width parallel-coordinates chart over `axes` -> the value metrics (all runs) in its own section."""
     section = "fmx-comparison-section"
-    values = [m for m in metrics if m not in ("ode_error", "nll_nfe", "eval_seconds")]
+    values = [m for m in metrics if m not in SIDE_METRICS]
     # A sweep with training-option axes (grid.train) shows their values beside the method too.
-    lead = [p for p in LEAD_PARAMS[:3]] + (["train_axes"] if "train_axes" in axes else []) + list(LEAD_PARAMS[3:])
+    method = [p for p in METHOD_PARAMS if p != "train_axes" or p in axes]
+    lead = method + [p for p in LEAD_PARAMS if p not in method]
     columns = (
         [_column("params", p) for p in lead] + [_column("metrics", m) for m in values]
         + [_column("params", p) for p in param_names() if p not in lead]
@@ -87,13 +96,7 @@ def comparison_view(metrics: list[str], axes: list[str]) -> dict[str, Any]:
 
 def save_comparison_view(uri: str, experiment_id: str, rows: Iterable[EvalRow]) -> None:
     """Write the view into the experiment (replacing an older one): `fmx ui` then opens the sweep on it."""
-    from orchestrator.tracking import client
-
     rows = list(rows)
     view = comparison_view(metric_names(rows), varying_axes(rows))
     client(uri).set_experiment_tag(experiment_id, VIEW_TAG, json.dumps(view))
 
-
-def has_comparison_view(experiment: Any) -> bool:
-    """Whether an MLflow Experiment carries the view (stores written before it existed do not)."""
-    return VIEW_TAG in (experiment.tags or {})

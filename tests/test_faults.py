@@ -308,7 +308,7 @@ def test_tables_are_never_replaced_by_fewer_rows_unsaid(tmp_path: Path):
 
     from fm_core.solvers import SolverSetting
     from orchestrator.rows import EvalRow
-    from orchestrator.tables import FewerRowsError, rows_from_mlflow, write_tables
+    from orchestrator.tables import FewerRowsError, evaluation_rows, rows_frame, write_tables
 
     def rows(n: int) -> pd.DataFrame:
         content = {
@@ -316,7 +316,7 @@ def test_tables_are_never_replaced_by_fewer_rows_unsaid(tmp_path: Path):
                         "coupling": "independent", "seed": 0, "dataset": "moons"},
             "rows": [EvalRow.of(SolverSetting("euler", nfe_budget=4 + i), 10, nfe=4 + i, nll=1.0).as_dict() for i in range(n)],
         }  # fmt: skip
-        return rows_from_mlflow([(SimpleNamespace(info=SimpleNamespace(run_id="r")), content)])
+        return rows_frame(evaluation_rows([(SimpleNamespace(info=SimpleNamespace(run_id="r")), content)]))
 
     runs_path, _ = write_tables(rows(4), tmp_path)
     with pytest.raises(FewerRowsError, match="holds 4 rows but the MLflow store now gives 2"):

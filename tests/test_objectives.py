@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from fm_core.objectives import OBJECTIVE_NAMES, make_objective
+from fm_core.names import OBJECTIVE_NAMES
+from fm_core.objectives import make_objective
 from fm_core.paths import _expand_like, make_path
 from fm_core.sampling import SolverSetting, sample
 
@@ -85,3 +86,43 @@ def test_fm_field_samples_through_the_solver(gaussian_2d, float64):
     x0 = torch.randn(512, 2, dtype=torch.float64)
     sol = sample(field, x0, SolverSetting.adaptive("dopri5", 1e-8), (0.0, path.t_max))
     torch.testing.assert_close(sol.x, gaussian_2d.mu + gaussian_2d.std * x0, atol=1e-5, rtol=0)
+
+
+def test_an_objective_is_one_class_named_with_its_capabilities_read_without_torch():
+    """names, labels, what each needs of a path and its times come from the classes (fm_core.objectives), and
+    reading them imports no PyTorch, as for paths."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from fm_core.names import OBJECTIVE_NAMES, path_objective_problem, time_sampling_of\n"
+        "from fm_core.likelihood import DIVERGENCES, PER_SAMPLE_SOLVER, PROBES\n"
+        "from orchestrator.tables import method_label\n"
+        "assert OBJECTIVE_NAMES == ('fm', 'sm', 'scoreflow', 'ddpm'), OBJECTIVE_NAMES\n"
+        "assert [method_label('vp', o, 'independent') for o in OBJECTIVE_NAMES] == ['FM-VP', 'SM-VP', 'ScoreFlow-VP', 'DDPM-VP']\n"
+        "assert time_sampling_of('scoreflow', None) == 'likelihood' and path_objective_problem('vp', 'ddpm') is None\n"
+        "print('torch' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr[-2000:]
+
+
+def test_a_new_objective_class_registers_validates_and_labels_itself():
+    from fm_core.objectives import OBJECTIVES, FlowMatching, path_objective_problem, time_sampling_of
+    from orchestrator.tables import method_label
+
+    class Rectified(FlowMatching):
+        name = "rectified_test"
+        label = "RF"
+        needs = ("score_field",)
+        default_times = "logit_normal"
+
+    try:
+        assert OBJECTIVES["rectified_test"] is Rectified and method_label("ot", "rectified_test", "independent") == "RF-OT"
+        assert time_sampling_of("rectified_test", None) == "logit_normal"
+        assert "cannot train on path 'ot'" in path_objective_problem("ot", "rectified_test")
+        objective = make_objective("rectified_test", make_path("vp"))
+        assert isinstance(objective, Rectified) and objective.times.kind == "logit_normal"
+    finally:
+        del OBJECTIVES["rectified_test"]

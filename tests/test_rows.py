@@ -52,3 +52,49 @@ def test_parquet_columns_and_dtypes_come_from_the_row_and_read_back_older_rows()
     assert list(frame.columns) == RUN_COLUMNS
     assert {c: str(t) for c, t in frame.dtypes.items()} == parquet_dtypes()
     assert pd.isna(frame.loc[frame["solver"] == "euler", "tol"]).all()
+
+
+def test_child_metrics_keep_their_names_and_order_for_each_likelihood_protocol():
+    row = _row(SETTINGS[0], nfe=8, nll=1.5, nll_unit="nats", nll_protocol="per_sample_solver", nll_nfe=8,
+               sample_metric=0.25, sample_metric_name="sliced_w2", ode_error=0.1, eval_seconds=2.0)  # fmt: skip
+    assert list(row.child_metrics()) == ["nfe", "ode_error", "nll_nfe", "eval_seconds", "nll_nats_sample_solver", "sliced_w2"]
+
+
+NEW_METRIC = '''
+import runpy, sys, types
+from pathlib import Path
+import pandas as pd
+src = Path("orchestrator/rows.py").read_text()
+line = '    ode_error: float = _col("float64", "value", math.nan, mlflow="metric", label="ODE error", kind="check")\\n'
+assert line in src
+src = src.replace(line, line + '    straightness: float = _col("float64", "value", math.nan, mlflow="metric")\\n')
+rows = types.ModuleType("orchestrator.rows"); rows.__file__ = "orchestrator/rows.py"
+sys.modules["orchestrator.rows"] = rows
+exec(compile(src, "orchestrator/rows.py", "exec"), rows.__dict__)
+from fm_core.solvers import SolverSetting
+from orchestrator.compare import compare_methods
+from orchestrator.tables import rows_frame, summarize, to_markdown
+from orchestrator.views import comparison_view, metric_names, varying_axes
+made = [rows.EvalRow.of(SolverSetting("euler", nfe_budget=8), 10, trial_id=f"{p}-fm-independent-s{s}", path=p, objective="fm",
+                        coupling="independent", seed=s, nfe=8, nll=1.0, nll_unit="nats", straightness=0.5 + s)
+        for p in ("ot", "vp") for s in (0, 1)]
+frame = rows_frame(made)
+assert str(frame["straightness"].dtype) == "float64"
+assert made[0].child_metrics()["straightness"] == 0.5
+assert "straightness" in to_markdown(summarize(frame)).splitlines()[0]
+(cell,) = compare_methods(frame, "FM-OT", "FM-VP", "straightness")
+view = comparison_view(metric_names(made), varying_axes(made))
+assert "metrics.`straightness`" in view["selectedColumns"]
+print("ok")
+'''
+
+
+def test_a_new_value_field_is_a_parquet_column_a_child_metric_a_table_column_a_compare_metric_and_a_view_column():
+    """EvalRow is the one place a measured quantity is declared: one more value field shows everywhere."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", NEW_METRIC], capture_output=True, text=True, timeout=120, cwd=repo)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

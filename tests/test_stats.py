@@ -83,3 +83,19 @@ def test_the_table_carries_n_and_the_interval_per_cell():
     assert row["nfe_n"] == 3 and row["nfe_mean"] == 22.0
     assert (row["nfe_ci_low"], row["nfe_ci_high"]) == (pytest.approx(low), pytest.approx(high))
     assert f"22 ± 2 [{low:.4g}, {high:.4g}]" in to_markdown(summarize(runs))
+
+
+def test_compare_takes_a_value_by_its_child_metric_name_too():
+    rows = [EvalRow.of(SolverSetting("euler", nfe_budget=8), 10, trial_id=f"{p}-fm-independent-s{s}", path=p, objective="fm",
+                       coupling="independent", seed=s, nfe=8, nll=1.0 + s + (p == "vp"), nll_unit="bits/dim",
+                       sample_metric=0.1, sample_metric_name="sliced_w2")
+            for p in ("ot", "vp") for s in (0, 1)]  # fmt: skip
+    runs = rows_frame(rows)
+    (by_field,) = compare_methods(runs, "FM-OT", "FM-VP", "nll")
+    (by_metric,) = compare_methods(runs, "FM-OT", "FM-VP", "bits_per_dim")
+    assert (by_field.comparison.mean_a, by_field.comparison.mean_b) == (by_metric.comparison.mean_a, by_metric.comparison.mean_b)
+    assert by_field.comparison.difference.mean == pytest.approx(-1.0)
+    (sample,) = compare_methods(runs, "FM-OT", "FM-VP", "sliced_w2")
+    assert sample.comparison.mean_a == pytest.approx(0.1)
+    with pytest.raises(CompareError, match="nfe, nll, sample_metric, ode_error, bits_per_dim, sliced_w2"):
+        compare_methods(runs, "FM-OT", "FM-VP", "fid")

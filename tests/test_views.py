@@ -18,7 +18,7 @@ SETTINGS = [SolverSetting("euler", nfe_budget=8), SolverSetting("dopri5", tol=1e
 def _rows(paths=("ot", "vp")) -> list[EvalRow]:
     return [
         EvalRow.of(s, 100, trial_id=f"{p}-fm-independent-s0", path=p, objective="fm", coupling="independent", seed=0,
-                   nfe=8 if s.fixed else 40, nll=2.0, nll_unit="bits/dim", nll_nfe=60, sample_metric=0.3,
+                   nfe=s.nfe_budget or 40, nll=2.0, nll_unit="bits/dim", nll_nfe=60, sample_metric=0.3,
                    sample_metric_name="fid", ode_error=math.nan, eval_seconds=1.0)  # fmt: skip
         for p in paths for s in SETTINGS
     ]
@@ -67,3 +67,13 @@ def test_saved_in_a_real_store_where_the_ui_reads_it_and_replaced_on_rewrite(tmp
     save_comparison_view(uri, exp, _rows(paths=("ot",)))
     saved = json.loads(MlflowClient(tracking_uri=uri).get_experiment(exp).tags[VIEW_TAG])
     assert saved["compareRunCharts"][0]["selectedParams"] == ["setting"]
+
+
+def test_the_tag_names_are_written_once():
+    """orchestrator.tags holds every tag name; the modules that used to define them give the same ones."""
+    from orchestrator import evaluation_runs, tags, tracking
+
+    for name in ("TAG_SWEEP", "TAG_TRIAL", "TAG_ERROR", "TAG_NODE", "TAG_INTERRUPTED", "TAG_CELL", "TAG_CURRENT", "TAG_NOTE"):
+        assert getattr(tracking, name) == getattr(tags, name)
+    for name in ("TAG_PARENT", "TAG_EVALUATION", "TAG_OF_TRIAL"):
+        assert getattr(evaluation_runs, name) is getattr(tags, name)
