@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from orchestrator.cells import eval_digest, training_cell
 from orchestrator.config import SweepConfig
-from orchestrator.evaluation_runs import TAG_EVALUATION, TAG_PARENT
+from orchestrator.tags import TAG_EVALUATION, TAG_PARENT
 from orchestrator.plan import SweepPlan
-from orchestrator.tracking import TAG_CELL, TAG_CURRENT, client, retrying, search_all, store_location
+from orchestrator.tracking import client, retrying, store_location
+from orchestrator.tags import TAG_CELL, TAG_CURRENT, search_all
 
 
 def _evaluation_of(tag: str) -> tuple[str | None, int, str] | None:

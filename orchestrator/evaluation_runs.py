@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
 from orchestrator.rows import EvalRow
-from orchestrator.tags import (  # noqa: F401 - TAG_PARENT, TAG_EVALUATION, TAG_OF_TRIAL: still read from here by others
+from orchestrator.tags import (
     TAG_CURRENT, TAG_ERROR, TAG_EVALUATION, TAG_OF_TRIAL, TAG_PARENT, TAG_RUN_NAME, TAG_SWEEP, search_all,
 )
 

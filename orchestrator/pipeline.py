@@ -35,10 +35,8 @@ from orchestrator.reconcile import Reconciled, reconcile
 from orchestrator.cell_runs import drop_runs, mark_current
 from orchestrator.pass_work import TRAIN, PassPlan, WorkItem, plan_pass, read_cells
 from orchestrator.sweep_guard import config_digest, write_sweep_state
-from orchestrator.tracking import (
-    TAG_CELL, DamagedRun, TrackingUnavailable, check_tracking_uri, ensure_experiment, existing_experiment,
-    read_evaluations, TrackingError, resolve_tracking_uri,
-)  # fmt: skip
+from orchestrator.tracking import DamagedRun, TrackingUnavailable, check_tracking_uri, ensure_experiment, existing_experiment, read_evaluations, TrackingError, resolve_tracking_uri
+from orchestrator.tags import TAG_CELL  # fmt: skip
 from orchestrator.tune_pass import PassRun, Unschedulable, check_schedulable, init_ray, quiet_tune_advice, run_pass, stop_local_ray
 
 

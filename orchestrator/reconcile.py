@@ -23,10 +23,8 @@ from orchestrator.records import complete_rows, read_record, trial_params, trial
 from orchestrator.pass_work import TRAIN, WorkItem
 from orchestrator.rows import EvalRow, rows_from_dicts
 from orchestrator.trial_record import log_trial_record
-from orchestrator.tracking import (
-    TAG_CELL, TAG_NODE, TrackingUnavailable, TrialRun, client, retrying,
-    search_all,
-)  # fmt: skip
+from orchestrator.tracking import TrackingUnavailable, TrialRun, client, retrying
+from orchestrator.tags import TAG_CELL, TAG_NODE, search_all  # fmt: skip
 
 INTERRUPTED = "interrupted before it finished: continue with `fmx sweep {file} --resume`"
 TERMINAL = ("FINISHED", "FAILED")

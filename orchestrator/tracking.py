@@ -28,19 +28,13 @@ from orchestrator.plan import TrainingKey
 from orchestrator.records import json_default
 from orchestrator.rows import EvalRow
 from orchestrator.store_check import check_sqlite_store, sqlite_path
+from orchestrator.tags import (
+    TAG_CELL, TAG_CURRENT, TAG_ERROR, TAG_EVALUATION, TAG_INTERRUPTED, TAG_NOTE, TAG_PARENT, TAG_REPORT, TAG_RUN_NAME,
+    TAG_SWEEP, TAG_TRIAL, search_all,
+)  # fmt: skip
 
 EVALUATIONS_ARTIFACT = "evaluations.json"
 T = TypeVar("T")
-TAG_SWEEP = "fmx.sweep"
-TAG_TRIAL = "fmx.trial_id"
-TAG_ERROR = "fmx.error"
-TAG_NODE = "fmx.node_id"
-TAG_INTERRUPTED = "fmx.interrupted"
-TAG_CELL = "fmx.cell"  # the training's content key (orchestrator.cells): how a later pass finds it again
-#: "true" on the runs of the cells and evaluations the sweep file asks for now, "false" on those an edit of
-#: the file left out (kept in MLflow, out of the tables and of the comparison view).
-TAG_CURRENT = "fmx.current"
-TAG_NOTE = "mlflow.note.content"  # MLflow's description of an experiment or run
 #: Where `fmx report` logs, apart from the trial comparisons (a sweep name cannot contain "/").
 REPORT_EXPERIMENT = "{sweep}/report"
 #: How long a trial (or the driver) keeps retrying MLflow before it gives up; an outage of minutes loses nothing.
@@ -287,7 +281,7 @@ class TrialRun:
             if mark_running:
                 self.retrying(lambda: self.client.update_run(self.run_id, status="RUNNING"), "mark the run running")
         else:
-            tags = {TAG_SWEEP: sweep, TAG_TRIAL: key.trial_id, TAG_CELL: cell, TAG_CURRENT: "true", "mlflow.runName": key.trial_id}
+            tags = {TAG_SWEEP: sweep, TAG_TRIAL: key.trial_id, TAG_CELL: cell, TAG_CURRENT: "true", TAG_RUN_NAME: key.trial_id}
             info = self.retrying(lambda: self.client.create_run(experiment_id, tags=tags, run_name=key.trial_id).info, "create a run")
             self.run_id, self.start_ms, self.tags = info.run_id, int(info.start_time), tags
             self._log_params(params)
@@ -363,24 +357,10 @@ def find_trial_run(mlflow_client: Any, experiment_id: str, cell: str) -> Any | N
     return found[0] if found else None
 
 
-def search_all(mlflow_client: Any, experiment_id: str, filter_string: str, page: int = 1000) -> list[Any]:
-    """Every run matching the filter, page by page (one search returns at most `page` runs)."""
-    out: list[Any] = []
-    token: str | None = None
-    while True:
-        found = mlflow_client.search_runs([experiment_id], filter_string=filter_string, max_results=page, page_token=token)
-        out.extend(found)
-        token = getattr(found, "token", None)
-        if not token:
-            return out
-
-
 def read_evaluations(uri: str, experiment_id: str, current_only: bool = True) -> list[tuple[Any, dict[str, Any]]]:
     """(run, evaluations.json content) for every fmx training run of the experiment that has logged its rows;
     `current_only`: only the cells and evaluations the sweep file asked for last (TAG_CURRENT). An
     unreachable store is retried, then raises: it must never read as 'no rows'."""
-    from orchestrator.evaluation_runs import TAG_EVALUATION, TAG_PARENT
-
     mlflow_client = client(uri)
     where = store_location(uri)
     query = f"tags.`{TAG_TRIAL}` != ''" + (f" and tags.`{TAG_CURRENT}` = 'true'" if current_only else "")
@@ -438,10 +418,10 @@ def log_report(uri: str, sweep: str, directory: Path) -> str:
     of its own so it never shows among the trials being compared."""
     mlflow_client = client(uri)
     experiment_id = ensure_experiment(uri, REPORT_EXPERIMENT.format(sweep=sweep), f"`fmx report {sweep}`: tables and plots")
-    query = f"tags.`{TAG_SWEEP}` = '{sweep}' and tags.`fmx.report` = '1'"
+    query = f"tags.`{TAG_SWEEP}` = '{sweep}' and tags.`{TAG_REPORT}` = '1'"
     for old in mlflow_client.search_runs([experiment_id], filter_string=query):
         mlflow_client.delete_run(old.info.run_id)
-    tags = {TAG_SWEEP: sweep, "fmx.report": "1", "mlflow.runName": "report"}
+    tags = {TAG_SWEEP: sweep, TAG_REPORT: "1", TAG_RUN_NAME: "report"}
     run_id = mlflow_client.create_run(experiment_id, tags=tags, run_name="report").info.run_id
     mlflow_client.log_artifacts(run_id, str(directory), "report")
     mlflow_client.set_terminated(run_id)

@@ -30,7 +30,8 @@ from orchestrator.plan import train_run_name
 from orchestrator.records import complete_rows, failed_rows, trial_identity, trial_params, trial_summary
 from orchestrator.pass_work import EVALUATE, WorkItem
 from orchestrator.rows import FIELD_NAMES, EvalRow, rows_from_dicts
-from orchestrator.tracking import TAG_NODE, TrialRun
+from orchestrator.tracking import TrialRun
+from orchestrator.tags import TAG_NODE
 from orchestrator.trial_record import log_trial_record
 from orchestrator.trial import TrialRunner
 from orchestrator.training_loop import LoopPlan, TrainReporter, TuneReporter, eval_progress, run_loop, write_samples

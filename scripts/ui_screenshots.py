@@ -23,7 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from orchestrator import ui  # noqa: E402
 from orchestrator.publish import collect_runs  # noqa: E402
-from orchestrator.tracking import TAG_TRIAL, client, search_all  # noqa: E402
+from orchestrator.tracking import client
+from orchestrator.tags import TAG_TRIAL, search_all  # noqa: E402
 
 WINDOW = "2200,1000"  # wide enough for method, setting and value columns side by side
 RENDER_BUDGET_MS = 15000  # virtual time for the React app to fetch and draw
