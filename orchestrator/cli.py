@@ -26,6 +26,7 @@ from orchestrator.errors import CompareError, FewerRowsError
 from orchestrator.outcome import SweepOutcome
 from orchestrator.pass_work import EVALUATE
 from orchestrator.plan import plan_sweep
+from orchestrator.rows import VALUE_FIELDS
 from orchestrator.planning import preview
 from orchestrator.store_check import check_existing_store
 from orchestrator.tracking import REPORT_EXPERIMENT, TrackingError, check_tracking_uri, resolve_tracking_uri
@@ -251,7 +252,7 @@ def compare(
     sweep_name: Annotated[str, typer.Argument(help="sweep name, or its YAML file", show_default=False)],
     method_a: Annotated[str, typer.Argument(help="a method: its label (FM-OT) or key (ot-fm)", show_default=False)],
     method_b: Annotated[str, typer.Argument(help="the other method", show_default=False)],
-    metric: Annotated[str, typer.Option(help="nfe | nll | sample_metric | ode_error")] = "nfe",
+    metric: Annotated[str, typer.Option(help=" | ".join(f.name for f in VALUE_FIELDS) + ", or a child run's metric name")] = "nfe",
     tracking_uri: TrackingUri = None,
 ) -> None:
     """A minus B over matched seeds in every evaluation cell both have: mean difference with its 95 %
