@@ -17,9 +17,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from orchestrator.config import ConfigError, SweepConfig, load_sweep, local_capacity_problem
 from orchestrator.plan import plan_sweep
-from orchestrator.preflight import is_local_ray
+from orchestrator.preflight import is_local_ray, local_capacity_problem
+from orchestrator.schema import ConfigError, SweepConfig
+from orchestrator.validation import load_sweep
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Flow Matching ablations at any scale.")
 console = Console(stderr=True, soft_wrap=True)

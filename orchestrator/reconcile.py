@@ -17,7 +17,7 @@ from ray.tune import Callback
 
 from orchestrator.artifacts import send_missing
 from orchestrator.cell_store import cell_dir
-from orchestrator.config import SweepConfig
+from orchestrator.schema import SweepConfig
 from orchestrator.cells import eval_digest
 from orchestrator.plan import SweepPlan, TrainingKey, train_run_name
 from orchestrator.progress import last_line

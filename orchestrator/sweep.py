@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 from rich.console import Console
 
-from orchestrator.config import SweepConfig
+from orchestrator.schema import SweepConfig
 from orchestrator.plan import SweepPlan, TrainingKey, plan_sweep
 from orchestrator.preflight import is_local_ray
 from orchestrator.cells import training_cell

@@ -12,14 +12,12 @@ import json
 import os
 import socket
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from filelock import FileLock, Timeout
 
+from orchestrator.schema import SweepConfig
 from orchestrator.store_check import sqlite_path
-
-if TYPE_CHECKING:
-    from orchestrator.config import SweepConfig
 
 LOCK_FILE = "sweep.lock"
 STATE_FILE = "sweep-state.json"
