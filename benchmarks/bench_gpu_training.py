@@ -117,7 +117,7 @@ def sweep_config(unet: dict, batch: int, steps: int, root: Path, precision: str,
 
 
 def fmx_runner(config: dict, device: str):  # -> TrialRunner
-    from orchestrator.config import parse_sweep
+    from orchestrator.validation import parse_sweep
     from orchestrator.plan import plan_sweep
     from orchestrator.trial import TrialRunner
 

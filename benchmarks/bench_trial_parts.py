@@ -61,7 +61,7 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from orchestrator.config import parse_sweep
+    from orchestrator.validation import parse_sweep
     from orchestrator.plan import plan_sweep
     from orchestrator.plots import save_loss_curve, save_samples
     from orchestrator.tracking import TrialRun, ensure_experiment

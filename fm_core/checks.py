@@ -1,6 +1,6 @@
 """Range checks of single option values, torch-free, so sweep files are checked before anything starts.
 
-The sweep schema (orchestrator.config) and the dataset specs (fm_core.dataset_specs) bound every number
+The sweep schema (orchestrator.schema) and the dataset specs (fm_core.dataset_specs) bound every number
 with a :class:`Range`, so one rule decides what "a number" is: an int or a float, never a bool, never NaN
 or infinity, and for integer options never a float (``8.5`` or ``1.0e30`` for a step count is a mistake).
 """

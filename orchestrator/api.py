@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from orchestrator.config import SweepConfig
+from orchestrator.schema import SweepConfig
 from orchestrator.errors import SweepInterrupted, SweepRefused, SweepStopped
 from orchestrator.outcome import SweepOutcome
 from orchestrator.preflight import is_local_ray

@@ -8,7 +8,7 @@ cell trained again from step 0 gets a new run; its old run and evaluation runs a
 from __future__ import annotations
 
 from orchestrator.cells import eval_digest, training_cell
-from orchestrator.config import SweepConfig
+from orchestrator.schema import SweepConfig
 from orchestrator.tags import TAG_EVALUATION, TAG_PARENT
 from orchestrator.plan import SweepPlan
 from orchestrator.tracking import client, retrying, store_location

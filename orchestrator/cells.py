@@ -15,16 +15,13 @@ import hashlib
 import json
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.schema import OPERATIONAL_TRAIN_FIELDS, SweepConfig  # the train settings a cell leaves out
+
 if TYPE_CHECKING:
-    from orchestrator.config import SweepConfig
     from orchestrator.plan import TrainingKey
 
 #: Bump when a change to fmx's training code changes what a training computes: every cell is then new.
 TRAINING_CODE_VERSION = 1
-#: Train settings that decide how a training is run, not what it computes.
-OPERATIONAL_TRAIN_FIELDS = frozenset(
-    {"checkpoint_every", "log_every", "use_gpu", "torch_trainer", "cpus_per_worker", "max_failures", "compile", "compile_fallback"}
-)
 #: Eval settings that do not change a result: which steps to evaluate (each step is its own evaluation) and
 #: how many points go through the solver at once.
 OPERATIONAL_EVAL_FIELDS = frozenset({"at_steps", "batch_size"})

@@ -21,7 +21,7 @@ from rich.table import Table
 from orchestrator import api
 from orchestrator import ui as fmx_ui
 from orchestrator.api import SweepStopped
-from orchestrator.config import ConfigError, SweepConfig, load_sweep
+from orchestrator.schema import ConfigError, SweepConfig
 from orchestrator.errors import CompareError, FewerRowsError
 from orchestrator.outcome import SweepOutcome
 from orchestrator.pass_work import EVALUATE
@@ -29,6 +29,7 @@ from orchestrator.plan import plan_sweep
 from orchestrator.rows import VALUE_FIELDS
 from orchestrator.planning import preview
 from orchestrator.store_check import check_existing_store
+from orchestrator.validation import load_sweep
 from orchestrator.tracking import REPORT_EXPERIMENT, TrackingError, check_tracking_uri, resolve_tracking_uri
 
 if TYPE_CHECKING:

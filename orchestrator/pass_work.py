@@ -14,7 +14,7 @@ from typing import Any
 
 from orchestrator.cell_store import cell_dir, has_complete, step_dir
 from orchestrator.cells import eval_digest, training_cell
-from orchestrator.config import SweepConfig
+from orchestrator.schema import SweepConfig
 from orchestrator.plan import SweepPlan, TrainingKey
 from orchestrator.rows import EvalRow
 from orchestrator.tracking import client, load_evaluations, retrying, store_location

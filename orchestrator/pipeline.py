@@ -1,7 +1,8 @@
 """`fmx sweep` as a pipeline of stages, called in order from `run`; each stage is a module with one job and a
 typed value in and out, and data flows down only:
 
-    read + validate (orchestrator.config)     file -> SweepConfig
+    read            (orchestrator.sweep_file) file -> plain data, ${VAR} expanded in path fields
+    validate        (orchestrator.validation) data -> SweepConfig (orchestrator.schema)
     plan            (orchestrator.planning)   SweepConfig + store -> PlannedSweep (checks done, lock held)
     run             (orchestrator.tune_pass)  each pass's work items -> PassRun (Tune's trial states)
     reconcile       (orchestrator.reconcile)  PassRun -> every training's MLflow record whole
@@ -24,7 +25,8 @@ from pathlib import Path
 from rich.console import Console
 
 from orchestrator.cells import training_cell
-from orchestrator.config import ConfigError, SweepConfig, load_sweep
+from orchestrator.schema import ConfigError, SweepConfig
+from orchestrator.validation import load_sweep
 from orchestrator.disk import DiskFull, as_disk_full, full_disk_under
 from orchestrator.errors import SweepInterrupted, SweepRefused, SweepStopped
 from orchestrator.outcome import SweepOutcome

@@ -13,9 +13,9 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from fm_core.names import ADAPTIVE_SOLVERS, FIXED_STAGES
+from fm_core.names import ADAPTIVE_SOLVERS, FIXED_STAGES, path_objective_problem, time_sampling_problem
 from fm_core.solvers import SolverSetting
-from orchestrator.config import SweepConfig, is_valid_pair
+from orchestrator.schema import SweepConfig
 
 @dataclass(frozen=True, order=True)
 class TrainingKey:
@@ -104,6 +104,43 @@ def eval_settings(config: SweepConfig) -> list[SolverSetting]:
     return [setting.with_guidance(scale) for setting in out for scale in scales]
 
 
+def pair_problem(path: str, objective: str, time_kind: str | None = None) -> str | None:
+    """Why the objective cannot train on the path with these times (fm_core's capabilities), or None."""
+    return path_objective_problem(path, objective) or time_sampling_problem(path, objective, time_kind)
+
+
+def is_valid_pair(path: str, objective: str, time_kind: str | None = None) -> bool:
+    return pair_problem(path, objective, time_kind) is None
+
+
+def method_rows(config: SweepConfig) -> list[tuple[str, str, str | None]]:
+    """(path, objective, coupling or None = every grid coupling) rows, before the validity filter."""
+    if config.grid.pairs is not None:
+        return [(r[0], r[1], r[2] if len(r) == 3 else None) for r in config.grid.pairs]
+    return [(p, o, None) for p in config.grid.path for o in config.grid.objective]
+
+
+def path_objective_pairs(config: SweepConfig) -> list[tuple[str, str]]:
+    """The (path, objective) pairs to train, before the validity filter."""
+    return [(p, o) for p, o, _ in method_rows(config)]
+
+
+def train_variants(config: SweepConfig, only: str | None = None) -> list[tuple[tuple[str, str], ...]]:
+    """Every combination of the grid's training-option values, as TrainingKey.train tuples ([()] without
+    `grid.train`); `only`: of that one axis."""
+    axes = {k: v for k, v in (config.grid.train or {}).items() if only is None or k == only}
+    texts = [[(name, _json(value)) for value in values] for name, values in axes.items()]
+    return [tuple(combo) for combo in itertools.product(*texts)]
+
+
+def time_kind(config: SweepConfig, variant: tuple[tuple[str, str], ...]) -> str | None:
+    """The time sampling a training-option variant trains with (its own axis value, else the file's)."""
+    for name, text in variant:
+        if name == "time_sampling":
+            return (json.loads(text) or {}).get("kind")
+    return config.train.time_sampling.kind
+
+
 def _row_couplings(config: SweepConfig, coupling: str | None) -> tuple[str, ...]:
     """A row's own coupling, else every coupling of the grid."""
     return (coupling,) if coupling is not None else config.grid.coupling
@@ -113,9 +150,9 @@ def _trained(config: SweepConfig) -> list[tuple[str, str, str | None, tuple[tupl
     """(path, objective, coupling or None, training-option variant) rows that can train, in the file's order:
     a variant's time sampling must fit the objective and path too (fm_core's capabilities)."""
     out = []
-    for path, objective, coupling in config.method_rows():
-        for variant in config.train_variants():
-            if is_valid_pair(path, objective, config.time_kind(variant)):
+    for path, objective, coupling in method_rows(config):
+        for variant in train_variants(config):
+            if is_valid_pair(path, objective, time_kind(config, variant)):
                 out.append((path, objective, coupling, variant))
     return out
 
@@ -130,10 +167,10 @@ def count_trainings(config: SweepConfig) -> int:
     other = 1
     for name, values in (config.grid.train or {}).items():
         other *= 1 if name == "time_sampling" else len(values)
-    kinds = [config.time_kind(variant) for variant in config.train_variants(only="time_sampling")]
+    kinds = [time_kind(config, variant) for variant in train_variants(config, only="time_sampling")]
     rows = sum(
         len(_row_couplings(config, c)) * sum(1 for kind in kinds if is_valid_pair(p, o, kind))
-        for p, o, c in config.method_rows()
+        for p, o, c in method_rows(config)
     )  # fmt: skip
     return rows * other * len(config.grid.seed)
 
@@ -148,7 +185,7 @@ def plan_sweep(config: SweepConfig) -> SweepPlan:
     validation or are skipped here."""
     trained = _trained(config)
     valid = {(p, o) for p, o, _, _ in trained}
-    skipped = [(p, o) for p, o, _ in config.method_rows() if (p, o) not in valid]
+    skipped = [(p, o) for p, o, _ in method_rows(config) if (p, o) not in valid]
     trainings = dict.fromkeys(  # ordered and free of repeats, at a hash per key
         TrainingKey(path, objective, c, seed, variant)
         for path, objective, coupling, variant in trained

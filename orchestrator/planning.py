@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.cell_store import DamagedFile
-from orchestrator.config import SweepConfig, local_capacity_problem
+from orchestrator.schema import SweepConfig
 from orchestrator.errors import SweepRefused
 from orchestrator.folders import SweepFolders
 from orchestrator.passes import FIRST_PASS, PassEntry, read_passes
 from orchestrator.plan import SweepPlan, plan_sweep
-from orchestrator.preflight import PreflightError, check_ray_address, is_local_ray, local_gpu_count
+from orchestrator.preflight import PreflightError, check_ray_address, is_local_ray, local_capacity_problem, local_gpu_count
 from orchestrator.pass_work import PassPlan, plan_pass, read_cells
 from orchestrator.store_check import sqlite_path
 from orchestrator.sweep_guard import StoreMismatch, SweepBusy, SweepLock, check_store_matches, config_digest

@@ -1,9 +1,14 @@
-"""Checks that run before anything is started or written: Ray address and MLflow store reachable."""
+"""Checks that run before anything is started or written: Ray address and MLflow store reachable, and a
+trial that fits this machine on a local Ray."""
 
 from __future__ import annotations
 
+import os
 import socket
+from pathlib import Path
 from urllib.parse import urlparse
+
+from orchestrator.schema import ConfigError, SweepConfig
 
 
 class PreflightError(RuntimeError):
@@ -45,3 +50,23 @@ def local_gpu_count() -> int | None:
     if visible is not None:
         count = min(count, len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"]))
     return count
+
+
+def local_capacity_problem(config: SweepConfig, file: str | Path = "<sweep>", extra_cpus: float = 0.0,
+                           cpus: int | None = None) -> ConfigError | None:
+    """On a local Ray, a trial asking for more CPUs than this machine has waits forever (Tune never fails
+    it): the problem, or None. `extra_cpus` is what a trial holds beside its workers; a cluster's own
+    resources can only be checked once connected."""
+    have = cpus or os.cpu_count() or 1
+    train = config.train
+    workers = train.num_workers if train.uses_torch_trainer else 1
+    need = workers * train.cpus_per_worker + extra_cpus
+    if need <= have:
+        return None
+    if workers == 1:
+        return ConfigError(file, "train.cpus_per_worker", f"{need:g} CPUs per trial, but this machine has {have}")
+    return ConfigError(
+        file, "train.num_workers",
+        f"{workers} workers x {train.cpus_per_worker:g} train.cpus_per_worker = {need:g} CPUs per trial, but this "
+        f"machine has {have}",
+    )

@@ -15,8 +15,8 @@ from typing import Any
 
 from orchestrator.artifacts import send_missing
 from orchestrator.cell_store import cell_dir
-from orchestrator.config import SweepConfig
 from orchestrator.folders import TRAIN_DIR
+from orchestrator.schema import SweepConfig
 from orchestrator.cells import eval_digest
 from orchestrator.plan import SweepPlan, train_run_name
 from orchestrator.records import complete_rows, read_record, trial_params, trial_summary

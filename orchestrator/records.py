@@ -12,14 +12,12 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fm_core.solvers import SolverSetting
 from orchestrator.plan import TrainingKey
 from orchestrator.rows import EvalRow
-
-if TYPE_CHECKING:
-    from orchestrator.config import SweepConfig
+from orchestrator.schema import MODEL_FIELDS, SweepConfig
 
 RECORD_FILE = "record.json"
 
@@ -40,8 +38,6 @@ def complete_rows(rows: list[EvalRow], settings: list[SolverSetting], eval_steps
 
 def _applies(model_kind: str) -> Callable[[str], bool]:
     """Which model.* fields a run of this kind shows: an MLP run carries no U-Net settings, and vice versa."""
-    from orchestrator.config import MODEL_FIELDS
-
     own = MODEL_FIELDS[model_kind]
     return lambda name: name == "kind" or name in own
 

@@ -12,15 +12,13 @@ import json
 import os
 import socket
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from filelock import FileLock, Timeout
 
+from orchestrator.schema import SweepConfig
 from orchestrator.store_check import sqlite_path
 from orchestrator.tracking import client, retrying
-
-if TYPE_CHECKING:
-    from orchestrator.config import SweepConfig
 
 LOCK_FILE = "sweep.lock"
 STATE_FILE = "sweep-state.json"

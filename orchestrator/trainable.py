@@ -18,7 +18,7 @@ import ray.train
 import ray.tune
 import torch
 
-from orchestrator.config import SweepConfig
+from orchestrator.schema import SweepConfig
 from fm_core.solvers import SolverSetting
 from orchestrator.plan import TrainingKey
 from orchestrator.live_logging import LiveLogger

@@ -23,7 +23,7 @@ from torch import nn
 from fm_core.solvers import SolverSetting
 from orchestrator.artifacts import forget, keep
 from orchestrator.cell_store import put_dir, step_dir
-from orchestrator.config import SweepConfig
+from orchestrator.schema import SweepConfig
 from orchestrator.live_logging import LiveLogger
 from orchestrator.plots import save_samples
 from orchestrator.rows import EvalRow

@@ -33,7 +33,7 @@ from fm_core.paths import AffinePath, make_path
 from fm_core.precision import Precision
 from fm_core.sampling import sample
 from fm_core.training import NonFiniteLossError, StepStats, make_ema, make_optimizer, train_step
-from orchestrator.config import ModelConfig, SweepConfig
+from orchestrator.schema import ModelConfig, SweepConfig
 from fm_core.solvers import SolverSetting
 from orchestrator.plan import TrainingKey
 from orchestrator.records import RECORD_FILE, read_record, trial_identity, write_record

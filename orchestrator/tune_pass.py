@@ -16,7 +16,7 @@ from typing import Any
 
 from rich.console import Console
 
-from orchestrator.config import SweepConfig
+from orchestrator.schema import SweepConfig
 from orchestrator.folders import TRAIN_DIR, join
 from orchestrator.planning import WAITING_TRIAL_CPUS, PlannedSweep
 from orchestrator.plan import SweepPlan, TrainingKey

@@ -8,7 +8,7 @@ import pytest
 
 from orchestrator.cell_store import cell_dir, step_dir
 from orchestrator.cells import eval_digest, training_cell
-from orchestrator.config import SweepConfig
+from orchestrator.schema import SweepConfig
 from orchestrator.plan import plan_sweep
 from orchestrator.cell_runs import _evaluation_of
 from orchestrator.pass_work import EVALUATE, TRAIN, CellRecord, plan_pass

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from orchestrator.config import load_sweep
+from orchestrator.validation import load_sweep
 from orchestrator.plan import plan_sweep
 from orchestrator.trial import CheckpointError, TrialRunner
 from tests.cli_helpers import REPO, run_fmx

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from orchestrator.config import parse_sweep
+from orchestrator.validation import parse_sweep
 from orchestrator.plan import plan_sweep
 from orchestrator.trial import TrialRunner
 

@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 import yaml
 
-from orchestrator.config import ConfigError, SweepConfig, load_sweep, parse_sweep
+from orchestrator.schema import ConfigError, SweepConfig
+from orchestrator.validation import load_sweep, parse_sweep
 from fm_core.solvers import SolverSetting
 from orchestrator.plan import plan_sweep
 from fm_core.dataset_specs import DATASET_SPECS
@@ -214,7 +215,7 @@ def test_yaml_exponents_without_a_dot_are_numbers(tmp_path: Path):
      (1, 4.0, 0.0, None), (2, 2.0, 0.0, None), (4, 0.9, 0.01, None)],
 )  # fmt: skip
 def test_local_capacity_problem_compares_a_trial_with_this_machine(workers: int, cpus: float, extra: float, key: str | None):
-    from orchestrator.config import local_capacity_problem
+    from orchestrator.preflight import local_capacity_problem
 
     config = parse_sweep(sweep({"train.num_workers": workers, "train.cpus_per_worker": cpus, "train.batch_size": 12 * workers}))
     problem = local_capacity_problem(config, "s.yaml", extra_cpus=extra, cpus=4)
@@ -224,7 +225,7 @@ def test_local_capacity_problem_compares_a_trial_with_this_machine(workers: int,
 
 
 def test_local_capacity_defaults_to_this_machine():
-    from orchestrator.config import local_capacity_problem
+    from orchestrator.preflight import local_capacity_problem
 
     fits = parse_sweep(sweep({"train.cpus_per_worker": float(os.cpu_count() or 1)}))
     assert local_capacity_problem(fits) is None

@@ -26,7 +26,7 @@ def test_what_run_sweep_builds_before_ray_starts_the_trials_needs_no_torch():
     code = (
         "import sys\n"
         "from ray import tune\n"
-        "from orchestrator.config import load_sweep\n"
+        "from orchestrator.validation import load_sweep\n"
         "from orchestrator.plan import plan_sweep\n"
         "from orchestrator.progress import SweepProgress\n"
         "from orchestrator.sweep import _every_training, _param_space, _trial_resources, _trial_setup\n"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from fm_core.solvers import SolverSetting
-from orchestrator.config import parse_sweep
+from orchestrator.validation import parse_sweep
 from orchestrator.plan import plan_sweep
 from orchestrator.trial import CheckpointError, TrialRunner
 

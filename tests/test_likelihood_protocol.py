@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.config import parse_sweep
+from orchestrator.validation import parse_sweep
 from orchestrator.plan import plan_sweep
 from orchestrator.rows import EvalRow
 from orchestrator.trial import TrialRunner

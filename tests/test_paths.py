@@ -211,7 +211,8 @@ class SigmoidPath(AffinePath):
         return d, -d
 
 
-from orchestrator.config import ConfigError, parse_sweep
+from orchestrator.schema import ConfigError
+from orchestrator.validation import parse_sweep
 from orchestrator.plan import plan_sweep
 from orchestrator.trial import TrialRunner
 
@@ -248,6 +249,6 @@ def test_a_new_schedule_is_one_class_in_the_path_module():
                 continue
             constants = [n.value for n in ast.walk(ast.parse(file.read_text())) if isinstance(n, ast.Constant)]
             named = sorted(set(constants) & names)
-            if file.name == "config.py":  # the grid's default path, the paper's: grid.path = ("ot",)
+            if file.name == "schema.py":  # the grid's default path, the paper's: grid.path = ("ot",)
                 named = [n for n in named if n != "ot" or constants.count("ot") > 1]
             assert not named, f"{file} names the schedules {named}"

@@ -8,7 +8,7 @@ import torch
 
 from fm_core.precision import Precision
 from fm_core.solvers import SolverSetting
-from orchestrator.config import parse_sweep
+from orchestrator.validation import parse_sweep
 from orchestrator.plan import plan_sweep
 from orchestrator.trial import TrialRunner
 

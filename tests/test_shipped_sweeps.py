@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator.config import load_sweep, parse_sweep
+from orchestrator.validation import load_sweep, parse_sweep
 from orchestrator.plan import plan_sweep
 from orchestrator.report import build_report, load_samples, load_trajectories
 from orchestrator import run_sweep

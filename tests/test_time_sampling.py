@@ -11,7 +11,8 @@ from scipy import stats
 from fm_core.objectives import make_objective
 from fm_core.paths import OTPath, VPPath, make_path
 from fm_core.time_sampling import TIME_SAMPLERS, LikelihoodWeighted, LogitNormal, Uniform, make_time_sampler
-from orchestrator.config import ConfigError, parse_sweep
+from orchestrator.schema import ConfigError
+from orchestrator.validation import parse_sweep
 
 BASE = {"name": "times", "dataset": {"name": "moons"}, "train": {"steps": 10, "batch_size": 32},
         "grid": {"path": ["vp"], "objective": ["fm"], "solver": ["euler"], "nfe": [4]}}  # fmt: skip
@@ -93,13 +94,13 @@ def test_the_sweep_file_names_the_times_and_their_problems():
 
 
 def test_a_time_sampling_axis_skips_or_refuses_what_does_not_fit_by_the_capabilities():
-    from orchestrator.plan import count_trainings, plan_sweep
+    from orchestrator.plan import count_trainings, plan_sweep, time_kind
 
     grid = {"path": ["vp", "cosine"], "objective": ["fm", "sm"], "solver": ["euler"], "nfe": [4],
             "train": {"time_sampling": [{"kind": "uniform"}, {"kind": "likelihood"}]}}  # fmt: skip
     config = parse_sweep({**BASE, "grid": grid, "invalid": "skip"}, "t.yaml")
     plan = plan_sweep(config)
-    assert [(k.path, k.objective, config.time_kind(k.train)) for k in plan.trainings] == [
+    assert [(k.path, k.objective, time_kind(config, k.train)) for k in plan.trainings] == [
         ("vp", "fm", "uniform"), ("vp", "sm", "uniform"), ("vp", "sm", "likelihood"), ("cosine", "fm", "uniform"),
     ]  # fmt: skip
     assert count_trainings(config) == len(plan.trainings) == 4 and plan.skipped == [("cosine", "sm")]

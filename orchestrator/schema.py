@@ -1,0 +1,484 @@
+"""The sweep file's schema: pydantic models of every key, each value bounded, and ConfigError.
+
+Each field states what it accepts (a number's range beside it, names from fm_core) and the models check what
+one model alone can tell (solver axes against their tolerances and budgets, the model kind for the dataset,
+evaluation steps within training). Reading the file is orchestrator.sweep_file; the checks across the file,
+fm_core's capabilities and the filesystem are orchestrator.validation; expanding the grid is orchestrator.plan.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, field_validator, model_validator,
+)  # fmt: skip
+
+from fm_core.checks import OPEN_FRACTION, SEEDS, Range, integers
+from fm_core.dataset_specs import DATASET_SPECS
+from fm_core.solvers import SolverSetting
+from fm_core.names import (
+    PRECISION_NAMES,
+    ADAPTIVE_SOLVERS, COUPLING_NAMES, DATASET_NAMES, FIXED_STAGES, OBJECTIVE_NAMES, PATH_NAMES,
+    SOLVER_NAMES, TIME_SAMPLING_NAMES,
+)  # fmt: skip
+
+from fm_core.paths import PATHS  # noqa: E402 - torch-free: the schedules' names, options and capabilities
+from fm_core.time_sampling import TIME_SAMPLERS  # noqa: E402 - torch-free too
+from fm_core.lazy import option_problem  # noqa: E402
+
+IMAGE_DATASETS = tuple(name for name, spec in DATASET_SPECS.items() if spec.is_image)
+#: Most optimisation steps, evaluation checkpoints and similar step counts (the paper's CIFAR-10 run: 400k).
+MAX_STEPS = 10_000_000
+#: Most points in one batch (training or evaluation): far beyond what fits a GPU for images.
+MAX_BATCH = 100_000
+#: Most NFE of one fixed-step solve: the paper's budgets are up to a few hundred.
+MAX_NFE = 10_000
+#: The paper's likelihood protocol: dopri5 at atol = rtol = 1e-5.
+DEFAULT_LIKELIHOOD_TOL = 1e-5
+PER_SAMPLE_SOLVER = "per_sample_solver"
+
+
+def _in(rng: Range) -> BeforeValidator:
+    """Metadata of an int or float field bounded by `rng` (`Annotated[int, _in(integers(1, 64))]`): bools, NaN,
+    infinity and floats for ints are refused, and the message states the allowed range. The field's type must
+    match the range: int for `rng.integer`, else float."""
+    return BeforeValidator(rng.check)
+
+
+def _no_repeats(values: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A list axis with a value twice would train or evaluate it twice (or silently once)."""
+    seen: set[Any] = set()
+    for value in values:
+        if value in seen:
+            raise ValueError(f"repeats {value!r}; list each value once")
+        seen.add(value)
+    return values
+
+
+def _non_empty(values: tuple[Any, ...]) -> tuple[Any, ...]:
+    if not values:
+        raise ValueError("needs at least one value")
+    return values
+
+
+#: Metadata of a list axis (`Annotated[tuple[X, ...], DISTINCT]`): distinct values, a tuple once validated;
+#: with NON_EMPTY after it, at least one.
+DISTINCT = AfterValidator(_no_repeats)
+NON_EMPTY = AfterValidator(_non_empty)
+
+
+def _head_channels(value: Any) -> Any:
+    """-1 (the U-Net then takes num_heads heads) or a channel count per head."""
+    if integers(-1, 4096).contains(value) and value != 0:
+        return value
+    raise ValueError("must be -1 (heads from num_heads) or an integer in [1, 4096]")
+
+
+Count = Annotated[int, _in(integers(1, MAX_STEPS))]
+Seed = Annotated[int, _in(SEEDS)]
+Batch = Annotated[int, _in(integers(1, MAX_BATCH))]
+Nfe = Annotated[int, _in(integers(1, MAX_NFE))]
+#: A fraction strictly between 0 and 1 (a learning rate, a decay, a probability).
+OpenFraction = Annotated[float, _in(OPEN_FRACTION)]
+Tolerance = OpenFraction
+
+# The names fm_core defines, as Literal types: pydantic reads them (and its errors list them); a type checker
+# cannot read a Literal of names computed at import, so to it they are strings.
+if TYPE_CHECKING:
+    DatasetName = PathName = ObjectiveName = CouplingName = SolverName = TimeSamplingName = Precision = str
+    LikelihoodSolver = str
+else:
+    DatasetName = Literal[DATASET_NAMES]
+    PathName = Literal[PATH_NAMES]
+    ObjectiveName = Literal[OBJECTIVE_NAMES]
+    CouplingName = Literal[COUPLING_NAMES]
+    SolverName = Literal[SOLVER_NAMES]
+    TimeSamplingName = Literal[TIME_SAMPLING_NAMES]
+    Precision = Literal[PRECISION_NAMES]
+    LikelihoodSolver = Literal[(*SOLVER_NAMES, PER_SAMPLE_SOLVER)]
+
+
+class KeyedError(ValueError):
+    """Raised inside validators to point at a key other than the one pydantic is checking (validation's
+    error for it names that key)."""
+
+    def __init__(self, key: str, message: str) -> None:
+        self.key = key
+        super().__init__(message)
+
+
+class ConfigError(ValueError):
+    """A sweep file problem, worded for the user: file, key, value, what is allowed."""
+
+    def __init__(self, file: str | Path, key: str, message: str) -> None:
+        self.file, self.key, self.message = str(file), key, message
+        where = f"{file}: {key}: " if key else f"{file}: "
+        super().__init__(where + message)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetConfig(_Strict):
+    """`name` plus the dataset's own options (gmm: means/stds/weights; folders: root; ...)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: DatasetName
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class ModelConfig(_Strict):
+    """The network: `mlp` (hidden, depth) or `unet` (ADM-style, sizes as in the paper's Table 3)."""
+
+    kind: Literal["mlp", "unet"] = "mlp"
+    hidden: Annotated[int, _in(integers(1, 8192))] = 512
+    depth: Annotated[int, _in(integers(1, 64))] = 5
+    model_channels: Annotated[int, _in(integers(1, 1024))] = 32
+    num_res_blocks: Annotated[int, _in(integers(1, 16))] = 1
+    channel_mult: tuple[Annotated[int, _in(integers(1, 16))], ...] = Field((1, 2), min_length=1, max_length=8)
+    attention_resolutions: Annotated[tuple[Annotated[int, _in(integers(1, 1024))], ...], DISTINCT] = (4,)
+    num_heads: Annotated[int, _in(integers(1, 64))] = 2
+    num_head_channels: Annotated[int, BeforeValidator(_head_channels)] = Field(
+        -1, description="-1: num_heads heads; else channels per head (the paper's CIFAR-10 U-Net: 64)"
+    )
+    dropout: Annotated[float, _in(Range(0.0, 1.0, hi_open=True))] = 0.0
+
+
+#: The model.* fields each kind reads (the others are ignored by it, and not logged on its runs).
+MODEL_FIELDS: dict[str, tuple[str, ...]] = {
+    "mlp": ("hidden", "depth"),
+    "unet": ("model_channels", "num_res_blocks", "channel_mult", "attention_resolutions", "num_heads", "num_head_channels", "dropout"),
+}
+
+
+class TimeSamplingConfig(_Strict):
+    """How training draws t: `kind` (fm_core.time_sampling; null: each objective's own, uniform but for
+    scoreflow's likelihood weighting) and that kind's options (logit_normal: loc, scale)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    kind: TimeSamplingName | None = None
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    @model_validator(mode="after")
+    def _options_of_the_kind(self) -> TimeSamplingConfig:
+        if self.kind is None and self.options:
+            raise KeyedError("train.time_sampling", f"options {', '.join(self.options)} need a kind")
+        problem = option_problem(TIME_SAMPLERS[self.kind], self.options, f"time sampling '{self.kind}'") if self.kind else None
+        if problem:
+            name, message = problem
+            raise KeyedError("train.time_sampling" + (f".{name}" if name else ""), message)
+        return self
+
+
+class TrainConfig(_Strict):
+    """Optimisation and Ray Train scaling for every training trial of the sweep."""
+
+    steps: Count
+    batch_size: Batch
+    lr: OpenFraction = 1e-3
+    lr_schedule: Literal["constant", "poly"] = "constant"
+    warmup_steps: Annotated[int, _in(integers(0, MAX_STEPS))] = 0
+    grad_clip: Annotated[float, _in(Range(0.0, 1e6, lo_open=True))] | None = None
+    ema_decay: OpenFraction | None = Field(
+        None, description="EMA of the weights (e.g. 0.9999); evaluations then use the average. null: off"
+    )
+    ema_warmup: StrictBool = Field(True, description="decay min(ema_decay, (1+n)/(10+n)) at the n-th update")
+    precision: Precision = Field(
+        "fp32", description="autocast dtype of training (fp16 with a gradient scaler); likelihoods stay fp32"
+    )
+    compile: StrictBool = Field(False, description="torch.compile the model for training (not for evaluation)")
+    compile_fallback: StrictBool = Field(
+        True, description="where compilation fails, say so in one line and train uncompiled (false: the trial fails)"
+    )
+    checkpoint_every: Count = 500
+    log_every: Count = 50
+    num_workers: Annotated[int, _in(integers(1, 1024))] = 1
+    grad_accum: Annotated[int, _in(integers(1, 1024))] = Field(
+        1, description="micro-batches per optimizer step: batch_size stays the global batch with fewer workers"
+    )
+    use_gpu: StrictBool = False
+    torch_trainer: StrictBool = Field(
+        False, description="train through Ray Train's TorchTrainer even for one CPU worker (else in the Tune trial)"
+    )
+    # Ray counts resources in units of 1e-4; a trial asking for more than any node has waits forever.
+    cpus_per_worker: Annotated[float, _in(Range(1e-4, 1024.0))] = 1.0
+    max_failures: Annotated[int, _in(integers(0, 100))] = Field(0, description="Tune retries of a failed trial (and Train restarts)")
+    sigma_min: Annotated[float, _in(Range(0.0, 1.0, hi_open=True))] = Field(
+        0.0, description="the std left at the data end, for the paths that take it (ot; the paper's 2D runs use ~1e-4)"
+    )
+    label_dropout: OpenFraction | None = Field(
+        None, description="train a class-conditional model, each label dropped to the null class with this "
+        "probability (classifier-free guidance; datasets with labels); null: unconditional",
+    )
+    time_sampling: TimeSamplingConfig = Field(
+        TimeSamplingConfig(), description="the distribution of training times: {kind: uniform | logit_normal | likelihood, ...}"
+    )
+    path_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="each path's schedule options, e.g. {poly: {n: 3}, vp: {beta_max: 20}}"
+    )
+
+    @field_validator("path_options")
+    @classmethod
+    def _path_options_exist(cls, value: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        """Names and values a path accepts, from the path classes themselves (fm_core.paths)."""
+        for path, options in value.items():
+            if path not in PATHS:
+                raise KeyedError(f"train.path_options.{path}", f"unknown path '{path}'; choose one of {', '.join(PATHS)}")
+            problem = option_problem(PATHS[path], options, f"path '{path}'")
+            if problem:
+                name, message = problem
+                raise KeyedError(f"train.path_options.{path}" + (f".{name}" if name else ""), message)
+        return value
+
+    def path_options_for(self, path: str) -> dict[str, float]:
+        """The options `path` is built with: its `path_options`, and `sigma_min` where the path takes it."""
+        options = dict(self.path_options.get(path, {}))
+        option = PATHS[path].sigma_min_option
+        if option is not None and option not in options:
+            options[option] = self.sigma_min
+        return options
+
+    @property
+    def worker_batch(self) -> int:
+        """Examples one worker trains on per optimizer step (batch_size is the global batch)."""
+        return self.batch_size // self.num_workers
+
+    @property
+    def micro_batch(self) -> int:
+        """Examples in one forward/backward pass of one worker (worker_batch / grad_accum)."""
+        return self.worker_batch // self.grad_accum
+
+    @property
+    def uses_torch_trainer(self) -> bool:
+        """Several workers or GPUs need DDP through Ray Train; one CPU worker trains in the Tune trial itself."""
+        return self.num_workers > 1 or self.use_gpu or self.torch_trainer
+
+
+#: Train settings that decide how a training is run, not what it computes: a training's content key
+#: (orchestrator.cells) leaves them out, and they cannot be a grid axis (grid.train).
+OPERATIONAL_TRAIN_FIELDS = frozenset(
+    {"checkpoint_every", "log_every", "use_gpu", "torch_trainer", "cpus_per_worker", "max_failures", "compile", "compile_fallback"}
+)
+
+
+class LikelihoodConfig(_Strict):
+    """The likelihood protocol. A likelihood is a property of the model, not of the sampler: the paper integrates
+    it once with dopri5 at atol = rtol = 1e-5, and integrating it with an 8-step Euler instead makes a model look
+    better than it is. So it is computed once per evaluated checkpoint unless the file asks otherwise."""
+
+    solver: LikelihoodSolver = "dopri5"
+    tol: Tolerance | None = None
+    nfe: Nfe | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_tol(cls, data: Any) -> Any:
+        """An adaptive solver without tol or nfe takes the paper's tolerance."""
+        if isinstance(data, dict) and data.get("solver", "dopri5") in ADAPTIVE_SOLVERS and "tol" not in data and "nfe" not in data:
+            return {**data, "tol": DEFAULT_LIKELIHOOD_TOL}
+        return data
+
+    @model_validator(mode="after")
+    def _one_setting(self) -> LikelihoodConfig:
+        if self.solver == PER_SAMPLE_SOLVER:
+            if self.tol is not None or self.nfe is not None:
+                raise KeyedError("eval.likelihood", "per_sample_solver takes each sample solver's own tol/nfe: drop tol and nfe")
+            return self
+        try:
+            self.setting()
+        except ValueError as err:
+            raise KeyedError("eval.likelihood", str(err)) from None
+        return self
+
+    @property
+    def per_sample_solver(self) -> bool:
+        return self.solver == PER_SAMPLE_SOLVER
+
+    def setting(self) -> SolverSetting | None:
+        """The one solver setting every row of a checkpoint shares, or None when each sample solver is used."""
+        return None if self.per_sample_solver else SolverSetting(self.solver, tol=self.tol, nfe_budget=self.nfe)
+
+
+class EvalConfig(_Strict):
+    """What each trained checkpoint is measured on, under every solver setting."""
+
+    samples: Batch = 2000
+    likelihood_points: Annotated[int, _in(integers(0, MAX_BATCH))] = 500
+    divergence: Literal["auto", "exact", "hutchinson"] = "auto"
+    probe: Literal["rademacher", "gaussian"] = "rademacher"
+    dequant_draws: Annotated[tuple[Annotated[int, _in(integers(1, 1000))], ...], DISTINCT, NON_EMPTY] = Field(
+        (1,), description="K for bits/dim; several values give Table 4's ablation"
+    )
+    reference_tol: Tolerance | None = Field(
+        1e-7,
+        description="dopri5 tolerance of the reference solve from the same noise that ode_error is measured "
+        "against; null skips it (no ode_error, no density over t): on images it costs more than the evaluation",
+    )
+    likelihood: LikelihoodConfig = Field(
+        default_factory=lambda: LikelihoodConfig.model_validate({}),
+        description="how NLL / bits per dim is integrated: once per checkpoint with this solver (the paper's "
+        "dopri5 at 1e-5), or `solver: per_sample_solver` to integrate it with each sample solver instead",
+    )
+    batch_size: Batch | None = Field(
+        None, description="most points in one ODE solve (sampling and likelihood); unset: all at once"
+    )
+    at_steps: Annotated[tuple[Count, ...], DISTINCT] = ()
+    seed: Seed = 0
+    precision: Precision = Field(
+        "fp32", description="autocast dtype of sampling (the likelihood is always integrated in fp32)"
+    )
+
+    @field_validator("dequant_draws", mode="before")
+    @classmethod
+    def _draws_list(cls, v: Any) -> Any:
+        return (v,) if isinstance(v, int) else v
+
+    @field_validator("dequant_draws", "at_steps")
+    @classmethod
+    def _sorted(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(sorted(v))
+
+
+class FaultInjection(_Strict):
+    """A deliberate NaN loss in chosen trials: lets users (and fmx's tests) see failure handling work."""
+
+    nan_at_step: Count
+    trials: Annotated[tuple[str, ...], DISTINCT, NON_EMPTY] = Field(description="trial ids, e.g. vp-fm-independent-s0")
+
+
+class GridConfig(_Strict):
+    """Lists swept over. Training axes: path, objective, coupling, seed. Evaluation axes: solver, tol, nfe."""
+
+    path: Annotated[tuple[PathName, ...], DISTINCT, NON_EMPTY] = ("ot",)
+    objective: Annotated[tuple[ObjectiveName, ...], DISTINCT, NON_EMPTY] = ("fm",)
+    coupling: Annotated[tuple[CouplingName, ...], DISTINCT, NON_EMPTY] = ("independent",)
+    seed: Annotated[tuple[Seed, ...], DISTINCT, NON_EMPTY] = (0,)
+    solver: Annotated[tuple[SolverName, ...], DISTINCT, NON_EMPTY] = ("dopri5",)
+    tol: Annotated[tuple[Tolerance, ...], DISTINCT] = ()
+    nfe: Annotated[tuple[Nfe, ...], DISTINCT] = ()
+    pairs: Annotated[tuple[tuple[str, ...], ...], DISTINCT] | None = Field(
+        None,
+        description="explicit [path, objective] or [path, objective, coupling] rows instead of the full product",
+    )
+    cfg_scale: Annotated[tuple[Annotated[float, _in(Range(0.0, 100.0))], ...], DISTINCT] = Field(
+        (), description="classifier-free guidance scales to evaluate (1: the conditional field, 0: the unconditional)"
+    )
+    train: dict[str, tuple[Any, ...]] | None = Field(
+        None, description="training options as axes, each value trained once: {lr: [1e-3, 3e-4], ema_decay: [null, 0.999]}"
+    )
+
+
+class LimitsConfig(_Strict):
+    """How big a grid may be before fmx refuses it as a likely mistake; a sweep file may raise them."""
+
+    max_trainings: Annotated[int, _in(integers(1, 1_000_000))] = 10_000
+    max_evaluations: Annotated[int, _in(integers(1, 100_000_000))] = 1_000_000
+    #: ~16 bytes a parameter to train with Adam in fp32 (weights, gradients, two moments): 1e9 is ~16 GB.
+    max_parameters: Annotated[int, _in(integers(1, 10**12))] = 1_000_000_000
+
+
+class SweepConfig(_Strict):
+    name: str = Field(max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = Field("", max_length=10_000)
+    dataset: DatasetConfig
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig
+    eval: EvalConfig = EvalConfig()
+    grid: GridConfig = GridConfig()
+    invalid: Literal["reject", "skip"] = Field(
+        "reject", description="what to do with combinations that make no sense (score objective on OT)"
+    )
+    storage_path: str | None = Field(None, description="checkpoints + Tune state; shared storage on a cluster")
+    max_concurrent_trials: Annotated[int, _in(integers(1, 10_000))] | None = None
+    fault_injection: FaultInjection | None = None
+    limits: LimitsConfig = LimitsConfig()
+    written_as: dict[str, str] = Field(
+        default_factory=dict,
+        description="not a key of the file: dotted key -> the text the file wrote where ${VAR} was expanded, "
+        "so that logs show '${CIFAR10_ROOT}' rather than the value (which may be private)",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SweepConfig:
+        _check_solver_axes(self.grid)
+        _check_model_kind(self.dataset.name, self.model.kind)
+        _check_steps(self.train, self.eval)
+        if self.grid.pairs is not None:
+            _check_pairs(self.grid)
+        return self
+
+    def for_training(self, key: Any) -> SweepConfig:
+        """The sweep as one training sees it: `train` with its key's training-option values (grid.train).
+        `key` is a plan.TrainingKey (anything with `overrides`, {option: value}); the grid's expansion into
+        keys is orchestrator.plan's, this only gives the config a training trains with."""
+        overrides = getattr(key, "overrides", None)
+        if not overrides:
+            return self
+        train = TrainConfig.model_validate({**self.train.model_dump(), **overrides})
+        return self.model_copy(update={"train": train})
+
+
+
+def _check_solver_axes(grid: GridConfig) -> None:
+    """Tolerances go with adaptive solvers and NFE budgets with fixed-step ones, each needing the other."""
+    fixed = [s for s in grid.solver if s in FIXED_STAGES]
+    adaptive = [s for s in grid.solver if s in ADAPTIVE_SOLVERS]
+    if grid.tol and not adaptive:
+        raise KeyedError("grid.tol", f"a tolerance only applies to adaptive solvers, not to {', '.join(fixed)}")
+    if grid.nfe and not fixed:
+        raise KeyedError("grid.nfe", f"an NFE budget only applies to fixed-step solvers, not to {', '.join(adaptive)}")
+    if adaptive and not grid.tol:
+        raise KeyedError("grid.tol", f"adaptive solver(s) {', '.join(adaptive)} need at least one tolerance")
+    if fixed and not grid.nfe:
+        raise KeyedError("grid.nfe", f"fixed-step solver(s) {', '.join(fixed)} need at least one NFE budget")
+    for n in grid.nfe:
+        too_small = [s for s in fixed if n < FIXED_STAGES[s]]
+        if too_small:
+            raise KeyedError("grid.nfe", f"budget {n} is below one step of {', '.join(too_small)}")
+
+
+def _check_model_kind(dataset: str, kind: str) -> None:
+    if dataset in IMAGE_DATASETS and kind != "unet":
+        raise KeyedError("model.kind", f"image dataset '{dataset}' needs model.kind: unet")
+    if dataset not in IMAGE_DATASETS and kind != "mlp":
+        raise KeyedError("model.kind", f"low-dimensional dataset '{dataset}' needs model.kind: mlp")
+
+
+def _check_steps(train: TrainConfig, evaluation: EvalConfig) -> None:
+    """Extra checkpoints to evaluate lie strictly before the final step, which is always evaluated."""
+    if train.checkpoint_every > train.steps:
+        object.__setattr__(train, "checkpoint_every", train.steps)
+    late = [s for s in evaluation.at_steps if s > train.steps]
+    if late:
+        raise KeyedError("eval.at_steps", f"steps {late} are beyond train.steps = {train.steps}")
+    if train.steps in evaluation.at_steps:
+        raise KeyedError(
+            "eval.at_steps", f"repeats {train.steps}, train.steps, which is always evaluated; remove it from the list"
+        )
+
+
+def _check_pairs(grid: GridConfig) -> None:
+    """Each row names a known path, objective (and coupling), and no two rows train the same configuration."""
+    assert grid.pairs is not None
+    trained: dict[tuple[str, str, str], int] = {}
+    for i, row in enumerate(grid.pairs):
+        if len(row) not in (2, 3):
+            raise KeyedError(f"grid.pairs[{i}]", f"expected [path, objective] or [path, objective, coupling], got {list(row)}")
+        for value, names, what in zip(row, (PATH_NAMES, OBJECTIVE_NAMES, COUPLING_NAMES), ("path", "objective", "coupling")):
+            if value not in names:
+                raise KeyedError(f"grid.pairs[{i}]", f"unknown {what} '{value}'; choose one of {', '.join(names)}")
+        for coupling in row[2:] or grid.coupling:
+            first = trained.setdefault((row[0], row[1], coupling), i)
+            if first != i:
+                raise KeyedError(
+                    f"grid.pairs[{i}]", f"trains {row[0]}+{row[1]} with coupling {coupling} again, as grid.pairs[{first}] does"
+                )
