@@ -36,8 +36,6 @@ def _digest(content: Any) -> str:
 def training_content(config: SweepConfig, key: TrainingKey) -> dict[str, Any]:
     """What the training cell hashes. Dataset folders are taken as written (`${DATA}/cifar10`), so one data
     root mounted elsewhere on another machine is still the same training."""
-    from orchestrator.records import model_fields
-
     config = config.for_training(key)  # the train settings it trains with, whether from train or grid.train
     dataset = {"name": config.dataset.name, **config.dataset.options}
     dataset.update({k.split(".", 1)[1]: v for k, v in config.written_as.items() if k.startswith("dataset.")})
@@ -45,7 +43,7 @@ def training_content(config: SweepConfig, key: TrainingKey) -> dict[str, Any]:
     faults = config.fault_injection
     injected = faults.nan_at_step if faults is not None and key.trial_id in faults.trials else None
     return {
-        "code": TRAINING_CODE_VERSION, "dataset": dataset, "model": model_fields(config), "train": train,
+        "code": TRAINING_CODE_VERSION, "dataset": dataset, "model": config.model.applied, "train": train,
         **{k: v for k, v in key.as_dict().items() if k != "train"}, **({"nan_at_step": injected} if injected is not None else {}),
     }  # fmt: skip
 

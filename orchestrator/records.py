@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from fm_core.solvers import SolverSetting
+from orchestrator.cells import eval_digest, training_cell
 from orchestrator.plan import TrainingKey
 from orchestrator.rows import EvalRow
-from orchestrator.schema import MODEL_FIELDS, SweepConfig
+from orchestrator.schema import SweepConfig
 
 RECORD_FILE = "record.json"
 
@@ -36,18 +36,6 @@ def complete_rows(rows: list[EvalRow], settings: list[SolverSetting], eval_steps
     return list(rows) + failed_rows(settings, [s for s in eval_steps if s not in done], reason)
 
 
-def _applies(model_kind: str) -> Callable[[str], bool]:
-    """Which model.* fields a run of this kind shows: an MLP run carries no U-Net settings, and vice versa."""
-    own = MODEL_FIELDS[model_kind]
-    return lambda name: name == "kind" or name in own
-
-
-def model_fields(config: SweepConfig) -> dict[str, Any]:
-    """The model settings that apply to the sweep's model kind."""
-    applies = _applies(config.model.kind)
-    return {k: v for k, v in config.model.model_dump().items() if applies(k)}
-
-
 def trial_params(config: SweepConfig, key: TrainingKey) -> dict[str, Any]:
     """The MLflow params of a training (parent) run: the training configuration, only fields that apply to its
     model kind, identical names in every run of the sweep. Values that the sweep file took from the environment
@@ -56,7 +44,7 @@ def trial_params(config: SweepConfig, key: TrainingKey) -> dict[str, Any]:
     params: dict[str, Any] = {k: v for k, v in key.as_dict().items() if k != "train"}
     params.update({"sweep": config.name, "dataset": config.dataset.name, "train_axes": key.axes_label or "none"})
     params.update({f"dataset.{k}": v for k, v in config.dataset.options.items()})
-    params.update({f"model.{k}": v for k, v in model_fields(config).items()})
+    params.update({f"model.{k}": v for k, v in config.model.applied.items()})
     params.update({f"train.{k}": v for k, v in config.train.model_dump().items()})
     params.update({"train.worker_batch": config.train.worker_batch, "train.micro_batch": config.train.micro_batch})
     evaluation = config.eval.model_dump()
@@ -69,8 +57,6 @@ def trial_params(config: SweepConfig, key: TrainingKey) -> dict[str, Any]:
 
 def trial_identity(config: SweepConfig, key: TrainingKey) -> dict[str, Any]:
     """What was trained, as every row of the trial says it (`weights`: the EMA when the sweep keeps one)."""
-    from orchestrator.cells import eval_digest, training_cell
-
     config = config.for_training(key)
     weights = "ema" if config.train.ema_decay is not None else "model"
     method = {k: v for k, v in key.as_dict().items() if k != "train"}

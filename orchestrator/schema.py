@@ -17,6 +17,7 @@ from pydantic import (
 
 from fm_core.checks import OPEN_FRACTION, SEEDS, Range, integers
 from fm_core.dataset_specs import DATASET_SPECS
+from fm_core.models.spec import MLP_OPTIONS, UNET_OPTIONS
 from fm_core.solvers import SolverSetting
 from fm_core.names import (
     PRECISION_NAMES,
@@ -149,12 +150,20 @@ class ModelConfig(_Strict):
     )
     dropout: Annotated[float, _in(Range(0.0, 1.0, hi_open=True))] = 0.0
 
+    @property
+    def options(self) -> dict[str, Any]:
+        """The settings its kind reads, as the network's constructor takes them (fm_core.models.spec); the
+        others are ignored by it, and not logged on its runs."""
+        return {name: getattr(self, name) for name in MODEL_FIELDS[self.kind]}
 
-#: The model.* fields each kind reads (the others are ignored by it, and not logged on its runs).
-MODEL_FIELDS: dict[str, tuple[str, ...]] = {
-    "mlp": ("hidden", "depth"),
-    "unet": ("model_channels", "num_res_blocks", "channel_mult", "attention_resolutions", "num_heads", "num_head_channels", "dropout"),
-}
+    @property
+    def applied(self) -> dict[str, Any]:
+        """`kind` and its options: what a run shows of its model and what its training cell hashes."""
+        return {"kind": self.kind, **self.options}
+
+
+#: The model.* fields each kind reads.
+MODEL_FIELDS: dict[str, tuple[str, ...]] = {"mlp": MLP_OPTIONS, "unet": UNET_OPTIONS}
 
 
 class TimeSamplingConfig(_Strict):

@@ -234,12 +234,7 @@ def _check_model_fits(file: str | Path, config: SweepConfig) -> None:
     if model.kind == "mlp":
         count = mlp_parameter_count(math.prod(shape), model.hidden, model.depth)
     else:
-        spec = UNetSpec(
-            in_channels=shape[0], image_size=shape[-1], model_channels=model.model_channels,
-            num_res_blocks=model.num_res_blocks, channel_mult=tuple(model.channel_mult),
-            attention_resolutions=tuple(model.attention_resolutions), num_heads=model.num_heads,
-            num_head_channels=model.num_head_channels, dropout=model.dropout,
-        )  # fmt: skip
+        spec = UNetSpec(in_channels=shape[0], image_size=shape[-1], **model.options)
         try:
             spec.check()
         except ValueError as err:

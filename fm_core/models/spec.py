@@ -24,6 +24,11 @@ def _norm(channels: int) -> int:
     return 2 * channels
 
 
+#: The settings a sweep gives each network (model.* in a sweep file); the data give the rest (its dimension,
+#: channels and image size) and training whether it is class-conditional.
+MLP_OPTIONS = ("hidden", "depth")
+UNET_OPTIONS = ("model_channels", "num_res_blocks", "channel_mult", "attention_resolutions", "num_heads", "num_head_channels", "dropout")
+
 #: Width of a class-conditional MLP's label embedding.
 LABEL_DIM = 16
 
