@@ -405,7 +405,8 @@ def train(
     """Train one configuration of a sweep in this process (no Ray) and save its checkpoint."""
     import torch
 
-    from orchestrator.trial import TrialRunner
+    from orchestrator.model_state import ModelState
+    from orchestrator.trainer import Trainer
 
     config = _load(file)
     plan = plan_sweep(config)
@@ -414,16 +415,16 @@ def train(
         _fail(f"--trial: '{trial}' is not a training of {file}; choose one of {', '.join(keys)}")
     key = keys[trial] if trial else plan.trainings[0]
     torch.set_num_threads(max(1, int(config.train.cpus_per_worker)))
-    runner = TrialRunner(config, key)
-    runner.train_until(
+    state = ModelState(config.for_training(key), key)
+    Trainer(state).train_until(
         config.train.steps,
         on_log=lambda s, values: console.print(f"{key.trial_id} step {s}/{config.train.steps} loss {values['train_loss']:.4g}"),
     )
     target = out_dir / key.trial_id
-    runner.save(target)
+    state.save(target)
     (target / "sweep.yaml").write_text(Path(file).read_text())
     (target / "trial.txt").write_text(key.trial_id + "\n")
-    out.print(f"saved {target} ({runner.step} steps, {runner.train_seconds:.1f} s)", highlight=False)
+    out.print(f"saved {target} ({state.step} steps, {state.train_seconds:.1f} s)", highlight=False)
 
 
 @app.command("eval")
@@ -436,7 +437,8 @@ def evaluate(
     """Evaluate a checkpoint from `fmx train` under one solver setting and print its metrics."""
     from fm_core.names import ADAPTIVE_SOLVERS
     from fm_core.solvers import SolverSetting
-    from orchestrator.trial import STATE_FILE, CheckpointError, TrialRunner
+    from orchestrator.evaluation import Evaluator
+    from orchestrator.model_state import STATE_FILE, CheckpointError, ModelState
 
     if not (checkpoint / STATE_FILE).is_file() or not (checkpoint / "trial.txt").is_file():
         _fail(f"{checkpoint}: not a checkpoint folder written by `fmx train`")
@@ -454,12 +456,12 @@ def evaluate(
         setting = SolverSetting(solver, tol=default_tol, nfe_budget=nfe)
     except ValueError as err:
         _fail(f"--solver/--tol/--nfe: {err}")
-    runner = TrialRunner(config, key)
+    state = ModelState(config.for_training(key), key)
     try:
-        runner.restore(checkpoint)
+        state.restore(checkpoint)
     except CheckpointError as err:
         _fail(str(err))
-    rows, _ = runner.evaluate([setting])
+    rows, _ = Evaluator(state).evaluate([setting])
     for k, v in rows[0].as_dict().items():
         if v is not None and v == v:  # what was measured: fields that do not apply (None, NaN) are left out
             out.print(f"{k:>20}: {v}", highlight=False)

@@ -27,7 +27,8 @@ from orchestrator.tune_state import CorruptTuneState, StateBackup, repair_tune_s
 from orchestrator.rows import EvalRow
 from orchestrator.tables import FewerRowsError, evaluation_rows, rows_frame, write_tables
 from orchestrator.tracking import TAG_CELL, ensure_experiment, existing_experiment, find_experiment, read_evaluations
-from orchestrator.trial_entry import training_trial
+from orchestrator.trial_setup import PassSetup, build_pass_setup
+from orchestrator.tune_entry import training_trial
 
 #: Where a TorchTrainer trial's Ray Train run keeps its checkpoints (`<storage>/train/train-<trial id>/`).
 TRAIN_DIR = "train"
@@ -386,21 +387,11 @@ def _param_space(work: list[WorkItem]) -> dict[str, object]:
 def _trial_setup(
     config: SweepConfig, plan: SweepPlan, tracking_uri: str, experiment_id: str, storage: str, work: list[WorkItem],
     pass_name: str,
-) -> dict[str, object]:  # fmt: skip
-    """What every trial shares, handed to it through Ray's object store rather than Tune's stored params
-    (params.json holds only the training key): the sweep, the settings, where to log and store, and what
-    each trial of the pass is to do (its work item, by trial id)."""
-    return {
-        "config": config.model_dump(mode="json"),
-        "settings": [s.as_dict() for s in plan.settings],
-        "eval_steps": plan.eval_steps,
-        "tracking_uri": tracking_uri,
-        "experiment_id": experiment_id,
-        "storage_path": _join(storage, TRAIN_DIR),
-        "storage_root": storage,
-        "pass": pass_name,
-        "work": {w.key.trial_id: w.as_dict() for w in work},
-    }
+) -> PassSetup:  # fmt: skip
+    """What each trial of the pass is to do, resolved once here and handed to it through Ray's object store
+    rather than Tune's stored params (params.json holds only the training key)."""
+    return build_pass_setup(config, plan, work, tracking_uri=tracking_uri, experiment_id=experiment_id,
+                            storage_root=storage, train_storage=_join(storage, TRAIN_DIR), pass_name=pass_name)  # fmt: skip
 
 
 def collect_rows(tracking_uri: str, sweep: str) -> tuple[str, list[EvalRow]]:

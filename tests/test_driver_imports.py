@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parent.parent
 def test_the_driver_and_the_trial_entry_import_neither_torch_nor_mlflow():
     code = (
         "import sys\n"
-        "import orchestrator.cli, orchestrator.sweep, orchestrator.trial_entry\n"
+        "import orchestrator.cli, orchestrator.sweep, orchestrator.tune_entry\n"
         "print(sorted(m for m in ('torch', 'mlflow', 'matplotlib') if m in sys.modules))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -30,7 +30,7 @@ def test_what_run_sweep_builds_before_ray_starts_the_trials_needs_no_torch():
         "from orchestrator.plan import plan_sweep\n"
         "from orchestrator.progress import SweepProgress\n"
         "from orchestrator.sweep import _every_training, _param_space, _trial_resources, _trial_setup\n"
-        "from orchestrator.trial_entry import training_trial\n"
+        "from orchestrator.tune_entry import training_trial\n"
         "config = load_sweep('sweeps/smoke.yaml')\n"
         "plan = plan_sweep(config)\n"
         "tune.with_resources(training_trial, _trial_resources(config))\n"
