@@ -20,13 +20,13 @@ import torch
 from torch import nn
 
 from fm_core.data import Dataset, ImageDataset, make_dataset
+from fm_core.models.mlp import MLP
+from fm_core.models.unet import UNet
 from fm_core.names import time_sampling_of
 from fm_core.objectives import Objective, make_objective
 from fm_core.paths import AffinePath, make_path
 from fm_core.precision import Precision
 from fm_core.time_sampling import make_time_sampler
-from fm_core.models.mlp import MLP
-from fm_core.models.unet import UNet
 from fm_core.training import make_ema, make_optimizer
 from orchestrator.config import ModelConfig, SweepConfig
 from orchestrator.plan import TrainingKey

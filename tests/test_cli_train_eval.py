@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from orchestrator.config import load_sweep
-from orchestrator.plan import plan_sweep
 from orchestrator.model_state import CheckpointError
+from orchestrator.plan import plan_sweep
 from orchestrator.training_loop import TrialParts
 from tests.cli_helpers import REPO, run_fmx
 

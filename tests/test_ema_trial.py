@@ -7,8 +7,8 @@ import torch
 
 from fm_core.solvers import SolverSetting
 from orchestrator.config import parse_sweep
-from orchestrator.plan import plan_sweep
 from orchestrator.model_state import CheckpointError
+from orchestrator.plan import plan_sweep
 from orchestrator.training_loop import TrialParts
 
 SWEEP = {
