@@ -1,5 +1,5 @@
 """Training throughput of the paper's CIFAR-10 U-Net (Table 3) through fmx against a bare PyTorch loop, side by
-side in one run: (a) a bare loop, (b) fmx's loop in-process (TrialRunner.train_until, the loop both routes
+side in one run: (a) a bare loop, (b) fmx's loop in-process (Trainer.train_until, the loop both routes
 run), (c) a one-worker TorchTrainer trial through `fmx sweep` (its steps/s read from the run's live MLflow
 metrics); each in fp32 and bf16, with and without torch.compile. Then sampling (dopri5 at 1e-5: NFE, images/s)
 and Hutchinson likelihood throughput.
@@ -116,21 +116,22 @@ def sweep_config(unet: dict, batch: int, steps: int, root: Path, precision: str,
     }  # fmt: skip
 
 
-def fmx_runner(config: dict, device: str):  # -> TrialRunner
+def fmx_runner(config: dict, device: str):  # -> TrialParts
     from orchestrator.validation import parse_sweep
     from orchestrator.plan import plan_sweep
-    from orchestrator.trial import TrialRunner
+    from orchestrator.training_loop import TrialParts
 
     parsed = parse_sweep(config)
-    return TrialRunner(parsed, plan_sweep(parsed).trainings[0], device=device)
+    key = plan_sweep(parsed).trainings[0]
+    return TrialParts.build(parsed.for_training(key), key, device=device)
 
 
 def fmx_steps_per_second(config: dict, device: str, steps: int, warmup: int) -> float:
     runner = fmx_runner(config, device)
-    runner.train_until(warmup)
+    runner.trainer.train_until(warmup)
     synchronize(device)
     start = time.perf_counter()
-    runner.train_until(warmup + steps, on_log=lambda step, values: None)  # live values computed as in a sweep
+    runner.trainer.train_until(warmup + steps, on_log=lambda step, values: None)  # live values computed as in a sweep
     synchronize(device)
     return steps / (time.perf_counter() - start)
 

@@ -67,7 +67,7 @@ def main() -> None:
     from orchestrator.tracking import TrialRun, ensure_experiment
     from orchestrator.evaluation_runs import log_evaluation_runs
     from orchestrator.records import trial_params
-    from orchestrator.trial import TrialRunner
+    from orchestrator.training_loop import TrialParts
 
     torch.set_num_threads(1)  # as in a 1-CPU trial
     every = max(1, args.steps // 3)
@@ -85,20 +85,20 @@ def main() -> None:
         with watch.part("MLflow run + params"):
             run = TrialRun(uri, experiment, config.name, key, trial_params(config, key))
         with watch.part("model, optimizer, data set-up"):
-            runner = TrialRunner(config, key)
+            runner = TrialParts.build(config.for_training(key), key)
         for boundary in range(every, args.steps + 1, every):
             with watch.part("training (compute)"):
-                runner.train_until(boundary)
+                runner.trainer.train_until(boundary)
             with watch.part("checkpoint save"):
-                runner.save(work / key.trial_id)
+                runner.state.save(work / key.trial_id)
         with watch.part("evaluations (compute)"):
-            rows, samples = runner.evaluate(plan.settings)
+            rows, samples = runner.evaluator.evaluate(plan.settings)
         with watch.part("sample + loss plots"):
             save_samples(samples, work / "samples.png")
-            save_loss_curve(runner.losses, work / "loss.png")
+            save_loss_curve(runner.state.losses, work / "loss.png")
             np.savez_compressed(work / "samples.npz", **{k: v.numpy() for k, v in samples.items()})
         with watch.part("MLflow metrics, artifacts, evaluations"):
-            run.log_history("train_loss", runner.losses)
+            run.log_history("train_loss", runner.state.losses)
             log_evaluation_runs(run, rows)
             for file in ("samples.png", "loss.png", "samples.npz"):
                 run.log_artifact(work / file, "plots")

@@ -18,12 +18,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from fm_core.names import ADAPTIVE_SOLVERS
+from fm_core.solvers import DEFAULT_TOL, SolverSetting
 from orchestrator import api
 from orchestrator import ui as fmx_ui
 from orchestrator.api import SweepStopped
 from orchestrator.schema import ConfigError, SweepConfig
-from orchestrator.errors import CompareError, FewerRowsError
+from orchestrator.errors import CheckpointError, CompareError, FewerRowsError
 from orchestrator.outcome import SweepOutcome
+from orchestrator.records import STATE_FILE
 from orchestrator.pass_work import EVALUATE
 from orchestrator.plan import plan_sweep
 from orchestrator.rows import VALUE_FIELDS
@@ -306,27 +309,20 @@ def train(
     out_dir: Annotated[Path, typer.Option("--out", help="checkpoint folder")] = Path("checkpoints"),
 ) -> None:
     """Train one configuration of a sweep in this process (no Ray) and save its checkpoint."""
-    import torch
-
-    from orchestrator.trial import TrialRunner
-
     config = _load(file)
     plan = plan_sweep(config)
     keys = {k.trial_id: k for k in plan.trainings}
     if trial is not None and trial not in keys:
         _fail(f"--trial: '{trial}' is not a training of {file}; choose one of {', '.join(keys)}")
     key = keys[trial] if trial else plan.trainings[0]
-    torch.set_num_threads(max(1, int(config.train.cpus_per_worker)))
-    runner = TrialRunner(config, key)
-    runner.train_until(
-        config.train.steps,
-        on_log=lambda s, values: console.print(f"{key.trial_id} step {s}/{config.train.steps} loss {values['train_loss']:.4g}"),
-    )
     target = out_dir / key.trial_id
-    runner.save(target)
+    state = api.local_run().train_one(
+        config, key, target,
+        on_log=lambda s, values: console.print(f"{key.trial_id} step {s}/{config.train.steps} loss {values['train_loss']:.4g}"),
+    )  # fmt: skip
     (target / "sweep.yaml").write_text(Path(file).read_text())
     (target / "trial.txt").write_text(key.trial_id + "\n")
-    out.print(f"saved {target} ({runner.step} steps, {runner.train_seconds:.1f} s)", highlight=False)
+    out.print(f"saved {target} ({state.step} steps, {state.train_seconds:.1f} s)", highlight=False)
 
 
 @app.command("eval")
@@ -337,10 +333,6 @@ def evaluate(
     nfe: Annotated[int | None, typer.Option(help="NFE budget for fixed-step solvers")] = None,
 ) -> None:
     """Evaluate a checkpoint from `fmx train` under one solver setting and print its metrics."""
-    from fm_core.names import ADAPTIVE_SOLVERS
-    from fm_core.solvers import SolverSetting
-    from orchestrator.trial import STATE_FILE, CheckpointError, TrialRunner
-
     if not (checkpoint / STATE_FILE).is_file() or not (checkpoint / "trial.txt").is_file():
         _fail(f"{checkpoint}: not a checkpoint folder written by `fmx train`")
     config = _load(checkpoint / "sweep.yaml")
@@ -353,17 +345,15 @@ def evaluate(
         _fail(f"{checkpoint / 'trial.txt'}: '{trial_id[:100]}' is not a training of its sweep.yaml; one of {', '.join(keys)}")
     key = keys[trial_id]
     try:
-        default_tol = 1e-5 if tol is None and nfe is None and solver in ADAPTIVE_SOLVERS else tol
+        default_tol = DEFAULT_TOL if tol is None and nfe is None and solver in ADAPTIVE_SOLVERS else tol
         setting = SolverSetting(solver, tol=default_tol, nfe_budget=nfe)
     except ValueError as err:
         _fail(f"--solver/--tol/--nfe: {err}")
-    runner = TrialRunner(config, key)
     try:
-        runner.restore(checkpoint)
+        row = api.local_run().evaluate_checkpoint(config, key, checkpoint, setting)
     except CheckpointError as err:
         _fail(str(err))
-    rows, _ = runner.evaluate([setting])
-    for k, v in rows[0].as_dict().items():
+    for k, v in row.as_dict().items():
         if v is not None and v == v:  # what was measured: fields that do not apply (None, NaN) are left out
             out.print(f"{k:>20}: {v}", highlight=False)
 

@@ -27,6 +27,10 @@ class SweepInterrupted(SweepStopped):
     label = "interrupted"
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that is not fmx's, is of another trial, or holds more than tensors and plain data."""
+
+
 class FewerRowsError(RuntimeError):
     """A rebuild would replace runs.parquet with fewer rows than it holds: the store lost some."""
 

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.evaluation_runs import log_evaluation_runs
+
 if TYPE_CHECKING:
     from orchestrator.rows import EvalRow
     from orchestrator.tracking import TrialRun
@@ -66,8 +68,6 @@ class LiveLogger:
 
     def log_rows(self, rows: list[EvalRow]) -> None:
         """Each evaluation's child run, created as soon as it is measured (found again later: never doubled)."""
-        from orchestrator.evaluation_runs import log_evaluation_runs
-
         chosen = list(rows)
         self._jobs.put(lambda: log_evaluation_runs(self.run, chosen))
 

@@ -20,6 +20,8 @@ from orchestrator.rows import EvalRow
 from orchestrator.schema import SweepConfig
 
 RECORD_FILE = "record.json"
+#: The tensors of a checkpoint (model, optimizer, EMA, ...), beside its record; loaded with weights_only=True.
+STATE_FILE = "state.pt"
 
 
 def failed_rows(settings: list[SolverSetting], steps: list[int], reason: str) -> list[EvalRow]:

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from fm_core.likelihood import PER_SAMPLE_SOLVER, SHARED  # noqa: F401 - SHARED: read from here by the trial
+from fm_core.likelihood import PER_SAMPLE_SOLVER
 from fm_core.solvers import SOLVER_FIELDS, SolverSetting, tol_text
 
 #: What a child run's params show where a setting does not apply (tol of a fixed-step solver): every child

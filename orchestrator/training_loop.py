@@ -20,14 +20,17 @@ import ray.train
 import ray.tune
 from torch import nn
 
-from fm_core.solvers import SolverSetting
 from orchestrator.artifacts import forget, keep
 from orchestrator.cell_store import put_dir, step_dir
 from orchestrator.schema import SweepConfig
+from orchestrator.evaluation import Evaluator
 from orchestrator.live_logging import LiveLogger
+from orchestrator.model_state import ModelState
+from orchestrator.plan import TrainingKey
 from orchestrator.plots import save_samples
 from orchestrator.rows import EvalRow
-from orchestrator.trial import TrialRunner
+from orchestrator.trainer import Trainer
+from orchestrator.trial_setup import TrialSetup
 
 
 class Reporter(Protocol):
@@ -59,15 +62,27 @@ class TrainReporter:
 
 
 @dataclass
+class TrialParts:
+    """One training configuration's model state, with the trainer and the evaluator that work on it."""
+
+    state: ModelState
+    trainer: Trainer
+    evaluator: Evaluator
+
+    @classmethod
+    def build(cls, config: SweepConfig, key: TrainingKey, device: str = "cpu") -> TrialParts:
+        """`config`: the sweep as this training sees it (`for_training(key)`, as a TrialSetup holds it)."""
+        state = ModelState(config, key, device)
+        return cls(state, Trainer(state), Evaluator(state))
+
+
+@dataclass
 class LoopPlan:
     """What to evaluate and where this worker stands: the same for every route."""
 
-    config: SweepConfig
-    settings: list[SolverSetting]
-    eval_steps: list[int]
+    setup: TrialSetup
     rank: int = 0
-    train_model: nn.Module | None = None  # a DDP wrapper of runner.model; None: the model itself
-    snapshots: str | None = None  # the cell's folder for the weights of each evaluation step (cell_store)
+    train_model: nn.Module | None = None  # a DDP wrapper of the state's model; None: the model itself
 
     @property
     def is_chief(self) -> bool:
@@ -75,8 +90,8 @@ class LoopPlan:
 
     def boundaries(self) -> list[int]:
         """Every step at which the loop stops to checkpoint, and evaluate where asked."""
-        every, steps = self.config.train.checkpoint_every, self.config.train.steps
-        return sorted(set(range(every, steps + 1, every)) | set(self.eval_steps) | {steps})
+        every, steps = self.setup.config.train.checkpoint_every, self.setup.config.train.steps
+        return sorted(set(range(every, steps + 1, every)) | set(self.setup.eval_steps) | {steps})
 
 
 def eval_progress(index: int, total: int, row: EvalRow) -> dict[str, Any]:
@@ -87,42 +102,42 @@ def eval_progress(index: int, total: int, row: EvalRow) -> dict[str, Any]:
     return out
 
 
-def run_loop(runner: TrialRunner, plan: LoopPlan, reporter: Reporter, samples_dir: Path | None,
+def run_loop(parts: TrialParts, plan: LoopPlan, reporter: Reporter, samples_dir: Path | None,
              live: LiveLogger | None) -> None:  # fmt: skip
     """Train through every checkpoint/evaluation boundary not reached yet (resuming mid-way is the same)."""
+    state = parts.state
     on_log = live.log_point if plan.is_chief and live is not None else None
-    if runner.step == 0 and plan.is_chief and plan.snapshots is not None:
-        forget(plan.snapshots)
+    if state.step == 0 and plan.is_chief:
+        forget(plan.setup.snapshots)
     for boundary in plan.boundaries():
-        if boundary <= runner.step:
+        if boundary <= state.step:
             continue
-        runner.train_until(boundary, train_model=plan.train_model, on_log=on_log)  # each worker: train.worker_batch
-        if boundary in plan.eval_steps:
-            _evaluate(runner, plan, reporter, samples_dir, live)
-        metrics = {"step": runner.step, "loss": runner.losses[-1][1] if runner.losses else float("nan")}
+        parts.trainer.train_until(boundary, train_model=plan.train_model, on_log=on_log)  # each worker: train.worker_batch
+        if boundary in plan.setup.eval_steps:
+            _evaluate(parts, plan, reporter, samples_dir, live)
+        metrics = {"step": state.step, "loss": state.losses[-1][1] if state.losses else float("nan")}
         if plan.is_chief:
             with tempfile.TemporaryDirectory() as tmp:
-                runner.save(tmp)
+                state.save(tmp)
                 reporter.checkpoint(metrics, tmp)
         else:
             reporter.checkpoint(metrics, None)
 
 
-def _evaluate(runner: TrialRunner, plan: LoopPlan, reporter: Reporter, samples_dir: Path | None,
+def _evaluate(parts: TrialParts, plan: LoopPlan, reporter: Reporter, samples_dir: Path | None,
               live: LiveLogger | None) -> None:  # fmt: skip
-    total = len(plan.settings)
+    settings, state, snapshots = list(plan.setup.settings), parts.state, plan.setup.snapshots
+    total = len(settings)
     if not plan.is_chief:  # rank 0 evaluates alone; each of its progress reports is matched here
         for _ in range(total):
             reporter.progress({})
         return
-    rows, samples = runner.evaluate(plan.settings, lambda i, row: reporter.progress(eval_progress(i, total, row)))
-    runner.rows += rows
-    if plan.snapshots is not None:  # later passes evaluate new settings of this step from these weights
-        with tempfile.TemporaryDirectory() as tmp:
-            put_dir(runner.save_weights(tmp), step_dir(plan.snapshots, runner.step))
-    files = write_samples(runner, rows, samples, samples_dir) if samples_dir is not None else {}
-    if plan.snapshots is not None:  # kept until MLflow has them (orchestrator.artifacts)
-        keep(files, plan.snapshots)
+    rows, samples = parts.evaluator.evaluate(settings, lambda i, row: reporter.progress(eval_progress(i, total, row)))
+    state.rows += rows
+    with tempfile.TemporaryDirectory() as tmp:  # later passes evaluate new settings of this step from these weights
+        put_dir(state.save_weights(tmp), step_dir(snapshots, state.step))
+    files = write_samples(parts.evaluator, rows, samples, samples_dir) if samples_dir is not None else {}
+    keep(files, snapshots)  # kept until MLflow has them (orchestrator.artifacts)
     if live is not None:
         live.log_rows(rows)
         for artifact_path, paths in files.items():
@@ -130,20 +145,21 @@ def _evaluate(runner: TrialRunner, plan: LoopPlan, reporter: Reporter, samples_d
 
 
 def write_samples(
-    runner: TrialRunner, rows: list[EvalRow], samples: dict[str, Any], folder: Path, suffix: str = ""
+    evaluator: Evaluator, rows: list[EvalRow], samples: dict[str, Any], folder: Path, suffix: str = ""
 ) -> dict[str, list[Path]]:
     """The step's sample figure (plots/) and raw samples and reference trajectory (samples/); `suffix` names
     the files of a later pass's evaluations apart from the training's own."""
-    name, written = f"{runner.step}{suffix}", {"plots": [], "samples": []}
+    step = evaluator.state.step
+    name, written = f"{step}{suffix}", {"plots": [], "samples": []}
     if samples:
         nfe = {r.setting.label: r.nfe for r in rows if r.nfe is not None}
-        written["plots"].append(save_samples(samples, folder / f"samples_step{name}.png", step=runner.step,
-                                             method=runner.key.trial_id, nfe=nfe))  # fmt: skip
+        written["plots"].append(save_samples(samples, folder / f"samples_step{name}.png", step=step,
+                                             method=evaluator.state.key.trial_id, nfe=nfe))  # fmt: skip
         npz = folder / f"samples_step{name}.npz"
         np.savez_compressed(npz, **{k: v.numpy() for k, v in samples.items()})
         written["samples"].append(npz)
-    if runner.trajectory is not None:
-        times, states = runner.trajectory
+    if evaluator.trajectory is not None:
+        times, states = evaluator.trajectory
         npz = folder / f"trajectory_step{name}.npz"
         np.savez_compressed(npz, t=np.asarray(times), x=states.numpy())
         written["samples"].append(npz)

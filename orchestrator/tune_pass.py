@@ -17,13 +17,13 @@ from typing import Any
 from rich.console import Console
 
 from orchestrator.schema import SweepConfig
-from orchestrator.folders import TRAIN_DIR, join
 from orchestrator.planning import WAITING_TRIAL_CPUS, PlannedSweep
-from orchestrator.plan import SweepPlan, TrainingKey
+from orchestrator.plan import TrainingKey
 from orchestrator.preflight import is_local_ray
 from orchestrator.reconcile import TrialState
 from orchestrator.pass_work import EVALUATE, WorkItem
-from orchestrator.trial_entry import training_trial
+from orchestrator.trial_setup import build_pass_setup
+from orchestrator.tune_entry import training_trial
 from orchestrator.tune_callbacks import StateBackup, SweepProgress, TrialLedger, tune_trial_states
 
 
@@ -162,7 +162,8 @@ def run_pass(sweep: PlannedSweep, work: list[WorkItem], name: str, experiment_id
     from ray import tune  # lazy: see the module's docstring
 
     config = sweep.config
-    setup = _trial_setup(config, sweep.plan, sweep.tracking_uri, experiment_id, sweep.folders.storage, work, name)
+    setup = build_pass_setup(config, sweep.plan, work, tracking_uri=sweep.tracking_uri, experiment_id=experiment_id,
+                             storage_root=sweep.folders.storage, train_storage=sweep.folders.train, pass_name=name)  # fmt: skip
     trainable = tune.with_resources(tune.with_parameters(training_trial, setup=setup), _trial_resources(config, work))
     tune_path = sweep.folders.tune(name)
     if restore:
@@ -190,29 +191,7 @@ def run_pass(sweep: PlannedSweep, work: list[WorkItem], name: str, experiment_id
 
 
 def _param_space(work: list[WorkItem]) -> dict[str, object]:
-    """What Tune stores per trial (params.json): only the training key; all else is in `_trial_setup`."""
+    """What Tune stores per trial (params.json): only the training key; all else is in its TrialSetup."""
     from ray import tune
 
     return {"key": tune.grid_search([w.key.as_dict() for w in work])}
-
-
-def _trial_setup(
-    config: SweepConfig, plan: SweepPlan, tracking_uri: str, experiment_id: str, storage: str, work: list[WorkItem],
-    pass_name: str,
-) -> dict[str, object]:  # fmt: skip
-    """What every trial shares, handed to it through Ray's object store rather than Tune's stored params
-    (params.json holds only the training key): the sweep, the settings, where to log and store, and what
-    each trial of the pass is to do (its work item, by trial id)."""
-    return {
-        "config": config.model_dump(mode="json"),
-        "settings": [s.as_dict() for s in plan.settings],
-        "eval_steps": plan.eval_steps,
-        "tracking_uri": tracking_uri,
-        "experiment_id": experiment_id,
-        "storage_path": join(storage, TRAIN_DIR),
-        "storage_root": storage,
-        "pass": pass_name,
-        "work": {w.key.trial_id: w.as_dict() for w in work},
-    }
-
-

@@ -21,6 +21,9 @@ DEFERRING_MODULES = {
     "orchestrator.api",
     # What Tune is given: a trial imports PyTorch; the driver that hands Tune the trial function never does.
     "orchestrator.tune_entry",
+    # PyTorch itself (not fmx code) at first attribute access: validation reads fm_core's schedules and
+    # objectives without it.
+    "fm_core.lazy",
 }
 
 

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from orchestrator.validation import load_sweep
+from orchestrator.errors import CheckpointError
 from orchestrator.plan import plan_sweep
-from orchestrator.trial import CheckpointError, TrialRunner
+from orchestrator.training_loop import TrialParts
 from tests.cli_helpers import REPO, run_fmx
 
 
@@ -68,7 +69,7 @@ def test_eval_refuses_checkpoints_that_are_not_fmx_data(tmp_path: Path):
     config = load_sweep(checkpoint / "sweep.yaml")
     key = next(k for k in plan_sweep(config).trainings if k.trial_id == "vp-fm-independent-s0")
     with pytest.raises(CheckpointError, match="refused to load"):
-        TrialRunner(config, key).restore(checkpoint)
+        TrialParts.build(config.for_training(key), key).state.restore(checkpoint)
     assert not marker.exists()
 
 

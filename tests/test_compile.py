@@ -8,7 +8,7 @@ import torch
 
 from orchestrator.validation import parse_sweep
 from orchestrator.plan import plan_sweep
-from orchestrator.trial import TrialRunner
+from orchestrator.training_loop import TrialParts
 
 SWEEP = {
     "name": "compiled",
@@ -20,20 +20,21 @@ SWEEP = {
 }
 
 
-def _runner(**train) -> TrialRunner:
+def _runner(**train) -> TrialParts:
     config = parse_sweep({**SWEEP, "train": {**SWEEP["train"], **train}})
-    return TrialRunner(config, plan_sweep(config).trainings[0])
+    key = plan_sweep(config).trainings[0]
+    return TrialParts.build(config.for_training(key), key)
 
 
 def test_a_compiled_model_trains_and_shares_its_weights_with_the_checkpointed_one():
     runner = _runner()
-    runner.train_until(20)
-    wrapper = runner._compiled[1]
+    runner.trainer.train_until(20)
+    wrapper = runner.trainer._compiled[1]
     assert wrapper.failed is None, wrapper.failed
-    assert len(runner.losses) == 4 and all(v == v for _, v in runner.losses)
+    assert len(runner.state.losses) == 4 and all(v == v for _, v in runner.state.losses)
     eager = _runner(compile=False)
-    eager.train_until(20)
-    for a, b in zip(runner.model.parameters(), eager.model.parameters(), strict=True):  # same steps, same result
+    eager.trainer.train_until(20)
+    for a, b in zip(runner.state.model.parameters(), eager.state.model.parameters(), strict=True):  # same steps, same result
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
@@ -47,13 +48,13 @@ def _failing_compile(net, *args, **kwargs):
 def test_a_failed_compilation_is_one_line_and_training_goes_on(monkeypatch: pytest.MonkeyPatch, capfd):
     monkeypatch.setattr(torch, "compile", _failing_compile)
     runner = _runner()
-    runner.train_until(20)
+    runner.trainer.train_until(20)
     err = capfd.readouterr().err
     assert err.count("torch.compile failed") == 1 and "training uncompiled" in err
-    assert "RuntimeError: backend 'inductor' raised:" in err and runner.step == 20
+    assert "RuntimeError: backend 'inductor' raised:" in err and runner.state.step == 20
 
 
 def test_without_fallback_a_failed_compilation_fails_the_trial_with_its_reason(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(torch, "compile", _failing_compile)
     with pytest.raises(RuntimeError, match="torch.compile failed .*compile_fallback is false"):
-        _runner(compile_fallback=False).train_until(20)
+        _runner(compile_fallback=False).trainer.train_until(20)

@@ -12,8 +12,21 @@ REPO = Path(__file__).resolve().parent.parent
 def test_the_driver_and_the_trial_entry_import_neither_torch_nor_mlflow():
     code = (
         "import sys\n"
-        "import orchestrator.cli, orchestrator.sweep, orchestrator.trial_entry\n"
+        "import orchestrator.cli, orchestrator.pipeline, orchestrator.tune_entry\n"
         "print(sorted(m for m in ('torch', 'mlflow', 'matplotlib') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_the_command_line_starts_without_ray_tune_pandas_or_matplotlib():
+    """`fmx validate`, `--help` and a bad file's one-line refusal pay for none of them (orchestrator.api
+    loads the stages that need them when a command runs them)."""
+    code = (
+        "import sys\n"
+        "import orchestrator.cli\n"
+        "print(sorted(m for m in ('torch', 'mlflow', 'matplotlib', 'pandas', 'ray.tune') if m in sys.modules))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -28,16 +41,20 @@ def test_what_run_sweep_builds_before_ray_starts_the_trials_needs_no_torch():
         "from ray import tune\n"
         "from orchestrator.validation import load_sweep\n"
         "from orchestrator.plan import plan_sweep\n"
-        "from orchestrator.progress import SweepProgress\n"
-        "from orchestrator.sweep import _every_training, _param_space, _trial_resources, _trial_setup\n"
-        "from orchestrator.trial_entry import training_trial\n"
+        "from orchestrator.cells import training_cell\n"
+        "from orchestrator.pass_work import TRAIN, WorkItem\n"
+        "from orchestrator.trial_setup import build_pass_setup\n"
+        "from orchestrator.tune_callbacks import SweepProgress\n"
+        "from orchestrator.tune_pass import _param_space, _trial_resources\n"
+        "from orchestrator.tune_entry import training_trial\n"
         "config = load_sweep('sweeps/smoke.yaml')\n"
         "plan = plan_sweep(config)\n"
         "tune.with_resources(training_trial, _trial_resources(config))\n"
         "SweepProgress(len(plan.trainings), config.train.steps)\n"
-        "work = _every_training(config, plan)\n"
+        "work = [WorkItem(key, training_cell(config, key), TRAIN, 'new') for key in plan.trainings]\n"
         "_param_space(work)\n"
-        "_trial_setup(config, plan, 'sqlite:///unused.db', '0', '/tmp/unused', work, 'tune')\n"
+        "build_pass_setup(config, plan, work, tracking_uri='sqlite:///unused.db', experiment_id='0',\n"
+        "                 storage_root='/tmp/unused', train_storage='/tmp/unused/train', pass_name='tune')\n"
         "print(sorted(m for m in ('torch', 'matplotlib') if m in sys.modules))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)

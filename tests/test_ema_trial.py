@@ -7,8 +7,9 @@ import torch
 
 from fm_core.solvers import SolverSetting
 from orchestrator.validation import parse_sweep
+from orchestrator.errors import CheckpointError
 from orchestrator.plan import plan_sweep
-from orchestrator.trial import CheckpointError, TrialRunner
+from orchestrator.training_loop import TrialParts
 
 SWEEP = {
     "name": "ema",
@@ -20,45 +21,46 @@ SWEEP = {
 }
 
 
-def _runner(data=SWEEP) -> TrialRunner:
+def _runner(data=SWEEP) -> TrialParts:
     config = parse_sweep(data)
-    return TrialRunner(config, plan_sweep(config).trainings[0])
+    key = plan_sweep(config).trainings[0]
+    return TrialParts.build(config.for_training(key), key)
 
 
 def test_a_resumed_trial_ends_with_the_ema_of_an_uninterrupted_one(tmp_path):
     straight = _runner()
-    straight.train_until(60)
+    straight.trainer.train_until(60)
     first = _runner()
-    first.train_until(30)
-    first.save(tmp_path / "ckpt")
+    first.trainer.train_until(30)
+    first.state.save(tmp_path / "ckpt")
     resumed = _runner()
-    resumed.restore(tmp_path / "ckpt")
-    resumed.train_until(60)
-    assert int(resumed.ema.n_averaged) == 60
-    for a, b in zip(straight.ema.module.parameters(), resumed.ema.module.parameters(), strict=True):
+    resumed.state.restore(tmp_path / "ckpt")
+    resumed.trainer.train_until(60)
+    assert int(resumed.state.ema.n_averaged) == 60
+    for a, b in zip(straight.state.ema.module.parameters(), resumed.state.ema.module.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
     # The average is not the weights: evaluating it is a choice the rows record.
-    assert any(not torch.equal(a, b) for a, b in zip(resumed.ema.module.parameters(), resumed.model.parameters(), strict=True))
+    assert any(not torch.equal(a, b) for a, b in zip(resumed.state.ema.module.parameters(), resumed.state.model.parameters(), strict=True))
 
 
 def test_evaluations_use_the_ema_and_rows_say_so():
     runner = _runner()
-    runner.train_until(20)
-    assert runner.evaluated_model is runner.ema.module
-    rows, _ = runner.evaluate([SolverSetting("euler", nfe_budget=4)])
+    runner.trainer.train_until(20)
+    assert runner.state.evaluated_model is runner.state.ema.module
+    rows, _ = runner.evaluator.evaluate([SolverSetting("euler", nfe_budget=4)])
     assert [r.weights for r in rows] == ["ema"] and rows[0].ok
     plain = _runner({**SWEEP, "train": {**SWEEP["train"], "ema_decay": None}})
-    assert plain.ema is None and plain.evaluated_model is plain.model
-    plain.train_until(10)
-    assert [r.weights for r in plain.evaluate([SolverSetting("euler", nfe_budget=4)])[0]] == ["model"]
+    assert plain.state.ema is None and plain.state.evaluated_model is plain.state.model
+    plain.trainer.train_until(10)
+    assert [r.weights for r in plain.evaluator.evaluate([SolverSetting("euler", nfe_budget=4)])[0]] == ["model"]
 
 
 def test_a_checkpoint_without_the_average_does_not_fit_a_trial_that_keeps_one(tmp_path):
     plain = _runner({**SWEEP, "train": {**SWEEP["train"], "ema_decay": None}})
-    plain.train_until(10)
-    plain.save(tmp_path / "plain")
+    plain.trainer.train_until(10)
+    plain.state.save(tmp_path / "plain")
     try:
-        _runner().restore(tmp_path / "plain")
+        _runner().state.restore(tmp_path / "plain")
     except CheckpointError as err:
         assert "does not fit" in str(err)
     else:

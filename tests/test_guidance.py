@@ -14,7 +14,7 @@ from fm_core.paths import make_path
 from orchestrator.schema import ConfigError
 from orchestrator.validation import parse_sweep
 from orchestrator.plan import plan_sweep
-from orchestrator.trial import TrialRunner
+from orchestrator.training_loop import TrialParts
 
 DIGITS = {"name": "cfg", "dataset": {"name": "digits"}, "model": {"kind": "unet", "model_channels": 8, "num_heads": 1},
           "train": {"steps": 20, "batch_size": 32, "label_dropout": 0.2},
@@ -69,10 +69,10 @@ def test_guidance_scales_are_evaluated_from_one_training():
     config = parse_sweep(DIGITS, "cfg.yaml")
     plan = plan_sweep(config)
     assert len(plan.trainings) == 1 and [s.label for s in plan.settings] == ["euler_nfe4_cfg0", "euler_nfe4_cfg1", "euler_nfe4_cfg2.5"]
-    runner = TrialRunner(config, plan.trainings[0])
-    assert runner.num_classes == 10 and runner.model.label_embed.num_embeddings == 11
-    runner.train_until(20)
-    rows, samples = runner.evaluate(plan.settings)
+    runner = TrialParts.build(config.for_training(plan.trainings[0]), plan.trainings[0])
+    assert runner.state.num_classes == 10 and runner.state.model.label_embed.num_embeddings == 11
+    runner.trainer.train_until(20)
+    rows, samples = runner.evaluator.evaluate(plan.settings)
     assert [r.cfg_scale for r in rows] == [0.0, 1.0, 2.5] and all(r.ok for r in rows), [r.error for r in rows]
     assert len({r.nll for r in rows}) == 1  # the likelihood is the unconditional model's, once per checkpoint
     assert len({r.ode_error for r in rows}) == 3  # each scale against its own reference solve
@@ -80,9 +80,9 @@ def test_guidance_scales_are_evaluated_from_one_training():
     # Scale 1 is the conditional field: the same samples as integrating v(x, t | y) directly.
     from fm_core.sampling import sample
 
-    noise = torch.randn((40, 1, 8, 8), generator=torch.Generator().manual_seed(config.eval.seed)) * runner.path.prior_std
-    field = runner.objective.vector_field(conditioned(runner.evaluated_model, sampling_labels(40, 10)))
-    direct = sample(field, noise, plan.settings[1], (0.0, runner.path.t_max)).x
+    noise = torch.randn((40, 1, 8, 8), generator=torch.Generator().manual_seed(config.eval.seed)) * runner.state.path.prior_std
+    field = runner.state.objective.vector_field(conditioned(runner.state.evaluated_model, sampling_labels(40, 10)))
+    direct = sample(field, noise, plan.settings[1], (0.0, runner.state.path.t_max)).x
     torch.testing.assert_close(samples["euler_nfe4_cfg1"], direct)
 
 

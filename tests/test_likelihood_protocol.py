@@ -10,7 +10,7 @@ import pytest
 from orchestrator.validation import parse_sweep
 from orchestrator.plan import plan_sweep
 from orchestrator.rows import EvalRow
-from orchestrator.trial import TrialRunner
+from orchestrator.training_loop import TrialParts
 
 SWEEP: dict[str, Any] = {
     "name": "protocol",
@@ -26,9 +26,9 @@ def _rows(likelihood: dict[str, Any] | None) -> list[EvalRow]:
     data = {**SWEEP, "eval": {**SWEEP["eval"], **({"likelihood": likelihood} if likelihood else {})}}
     config = parse_sweep(data)
     plan = plan_sweep(config)
-    runner = TrialRunner(config, plan.trainings[0])
-    runner.train_until(config.train.steps)
-    rows, _ = runner.evaluate(plan.settings)
+    runner = TrialParts.build(config.for_training(plan.trainings[0]), plan.trainings[0])
+    runner.trainer.train_until(config.train.steps)
+    rows, _ = runner.evaluator.evaluate(plan.settings)
     assert [r.status for r in rows] == ["ok", "ok"], [r.error for r in rows]
     return rows
 

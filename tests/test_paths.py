@@ -214,7 +214,7 @@ class SigmoidPath(AffinePath):
 from orchestrator.schema import ConfigError
 from orchestrator.validation import parse_sweep
 from orchestrator.plan import plan_sweep
-from orchestrator.trial import TrialRunner
+from orchestrator.training_loop import TrialParts
 
 base = {"name": "new", "dataset": {"name": "moons"}, "model": {"kind": "mlp", "hidden": 16, "depth": 2},
         "train": {"steps": 30, "batch_size": 64, "path_options": {"sigmoid": {"k": 4.0}}},
@@ -225,11 +225,12 @@ try:
     parse_sweep({**base, "grid": {**base["grid"], "objective": ["sm"]}}, "new.yaml")
 except ConfigError as err:
     print("refused:", err)
-runner = TrialRunner(config, plan_sweep(config).trainings[0])
-assert runner.path.k == 4.0
-runner.train_until(30)
-rows, _ = runner.evaluate(plan_sweep(config).settings)
-print("trained:", runner.step, rows[0].status, rows[0].nfe, math.isfinite(rows[0].nll))
+key = plan_sweep(config).trainings[0]
+runner = TrialParts.build(config.for_training(key), key)
+assert runner.state.path.k == 4.0
+runner.trainer.train_until(30)
+rows, _ = runner.evaluator.evaluate(plan_sweep(config).settings)
+print("trained:", runner.state.step, rows[0].status, rows[0].nfe, math.isfinite(rows[0].nll))
 '''
 
 
