@@ -11,14 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import (
-    AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, field_validator, model_validator,
-)  # fmt: skip
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, field_validator, model_validator
 
-from fm_core.checks import OPEN_FRACTION, SEEDS, Range, integers
+from fm_core.checks import Range, integers
+from fm_core.likelihood import DIVERGENCES, PER_SAMPLE_SOLVER, PROBES
 from fm_core.dataset_specs import DATASET_SPECS
 from fm_core.models.spec import MLP_OPTIONS, UNET_OPTIONS
-from fm_core.solvers import SolverSetting
+from fm_core.solvers import DEFAULT_TOL, SolverSetting
 from fm_core.names import (
     PRECISION_NAMES,
     ADAPTIVE_SOLVERS, COUPLING_NAMES, DATASET_NAMES, FIXED_STAGES, OBJECTIVE_NAMES, PATH_NAMES,
@@ -28,68 +27,17 @@ from fm_core.names import (
 from fm_core.paths import PATHS  # noqa: E402 - torch-free: the schedules' names, options and capabilities
 from fm_core.time_sampling import TIME_SAMPLERS  # noqa: E402 - torch-free too
 from fm_core.lazy import option_problem  # noqa: E402
+from orchestrator.value_types import (
+    DISTINCT, MAX_BATCH, MAX_STEPS, NON_EMPTY, Batch, Count, Nfe, OpenFraction, Seed, Tolerance, head_channels, in_range,
+)  # fmt: skip
 
 IMAGE_DATASETS = tuple(name for name, spec in DATASET_SPECS.items() if spec.is_image)
-#: Most optimisation steps, evaluation checkpoints and similar step counts (the paper's CIFAR-10 run: 400k).
-MAX_STEPS = 10_000_000
-#: Most points in one batch (training or evaluation): far beyond what fits a GPU for images.
-MAX_BATCH = 100_000
-#: Most NFE of one fixed-step solve: the paper's budgets are up to a few hundred.
-MAX_NFE = 10_000
-#: The paper's likelihood protocol: dopri5 at atol = rtol = 1e-5.
-DEFAULT_LIKELIHOOD_TOL = 1e-5
-PER_SAMPLE_SOLVER = "per_sample_solver"
-
-
-def _in(rng: Range) -> BeforeValidator:
-    """Metadata of an int or float field bounded by `rng` (`Annotated[int, _in(integers(1, 64))]`): bools, NaN,
-    infinity and floats for ints are refused, and the message states the allowed range. The field's type must
-    match the range: int for `rng.integer`, else float."""
-    return BeforeValidator(rng.check)
-
-
-def _no_repeats(values: tuple[Any, ...]) -> tuple[Any, ...]:
-    """A list axis with a value twice would train or evaluate it twice (or silently once)."""
-    seen: set[Any] = set()
-    for value in values:
-        if value in seen:
-            raise ValueError(f"repeats {value!r}; list each value once")
-        seen.add(value)
-    return values
-
-
-def _non_empty(values: tuple[Any, ...]) -> tuple[Any, ...]:
-    if not values:
-        raise ValueError("needs at least one value")
-    return values
-
-
-#: Metadata of a list axis (`Annotated[tuple[X, ...], DISTINCT]`): distinct values, a tuple once validated;
-#: with NON_EMPTY after it, at least one.
-DISTINCT = AfterValidator(_no_repeats)
-NON_EMPTY = AfterValidator(_non_empty)
-
-
-def _head_channels(value: Any) -> Any:
-    """-1 (the U-Net then takes num_heads heads) or a channel count per head."""
-    if integers(-1, 4096).contains(value) and value != 0:
-        return value
-    raise ValueError("must be -1 (heads from num_heads) or an integer in [1, 4096]")
-
-
-Count = Annotated[int, _in(integers(1, MAX_STEPS))]
-Seed = Annotated[int, _in(SEEDS)]
-Batch = Annotated[int, _in(integers(1, MAX_BATCH))]
-Nfe = Annotated[int, _in(integers(1, MAX_NFE))]
-#: A fraction strictly between 0 and 1 (a learning rate, a decay, a probability).
-OpenFraction = Annotated[float, _in(OPEN_FRACTION)]
-Tolerance = OpenFraction
 
 # The names fm_core defines, as Literal types: pydantic reads them (and its errors list them); a type checker
 # cannot read a Literal of names computed at import, so to it they are strings.
 if TYPE_CHECKING:
     DatasetName = PathName = ObjectiveName = CouplingName = SolverName = TimeSamplingName = Precision = str
-    LikelihoodSolver = str
+    LikelihoodSolver = Divergence = Probe = str
 else:
     DatasetName = Literal[DATASET_NAMES]
     PathName = Literal[PATH_NAMES]
@@ -99,6 +47,8 @@ else:
     TimeSamplingName = Literal[TIME_SAMPLING_NAMES]
     Precision = Literal[PRECISION_NAMES]
     LikelihoodSolver = Literal[(*SOLVER_NAMES, PER_SAMPLE_SOLVER)]
+    Divergence = Literal[("auto", *DIVERGENCES)]
+    Probe = Literal[PROBES]
 
 
 class KeyedError(ValueError):
@@ -138,17 +88,17 @@ class ModelConfig(_Strict):
     """The network: `mlp` (hidden, depth) or `unet` (ADM-style, sizes as in the paper's Table 3)."""
 
     kind: Literal["mlp", "unet"] = "mlp"
-    hidden: Annotated[int, _in(integers(1, 8192))] = 512
-    depth: Annotated[int, _in(integers(1, 64))] = 5
-    model_channels: Annotated[int, _in(integers(1, 1024))] = 32
-    num_res_blocks: Annotated[int, _in(integers(1, 16))] = 1
-    channel_mult: tuple[Annotated[int, _in(integers(1, 16))], ...] = Field((1, 2), min_length=1, max_length=8)
-    attention_resolutions: Annotated[tuple[Annotated[int, _in(integers(1, 1024))], ...], DISTINCT] = (4,)
-    num_heads: Annotated[int, _in(integers(1, 64))] = 2
-    num_head_channels: Annotated[int, BeforeValidator(_head_channels)] = Field(
+    hidden: Annotated[int, in_range(integers(1, 8192))] = 512
+    depth: Annotated[int, in_range(integers(1, 64))] = 5
+    model_channels: Annotated[int, in_range(integers(1, 1024))] = 32
+    num_res_blocks: Annotated[int, in_range(integers(1, 16))] = 1
+    channel_mult: tuple[Annotated[int, in_range(integers(1, 16))], ...] = Field((1, 2), min_length=1, max_length=8)
+    attention_resolutions: Annotated[tuple[Annotated[int, in_range(integers(1, 1024))], ...], DISTINCT] = (4,)
+    num_heads: Annotated[int, in_range(integers(1, 64))] = 2
+    num_head_channels: Annotated[int, BeforeValidator(head_channels)] = Field(
         -1, description="-1: num_heads heads; else channels per head (the paper's CIFAR-10 U-Net: 64)"
     )
-    dropout: Annotated[float, _in(Range(0.0, 1.0, hi_open=True))] = 0.0
+    dropout: Annotated[float, in_range(Range(0.0, 1.0, hi_open=True))] = 0.0
 
     @property
     def options(self) -> dict[str, Any]:
@@ -195,8 +145,8 @@ class TrainConfig(_Strict):
     batch_size: Batch
     lr: OpenFraction = 1e-3
     lr_schedule: Literal["constant", "poly"] = "constant"
-    warmup_steps: Annotated[int, _in(integers(0, MAX_STEPS))] = 0
-    grad_clip: Annotated[float, _in(Range(0.0, 1e6, lo_open=True))] | None = None
+    warmup_steps: Annotated[int, in_range(integers(0, MAX_STEPS))] = 0
+    grad_clip: Annotated[float, in_range(Range(0.0, 1e6, lo_open=True))] | None = None
     ema_decay: OpenFraction | None = Field(
         None, description="EMA of the weights (e.g. 0.9999); evaluations then use the average. null: off"
     )
@@ -210,8 +160,8 @@ class TrainConfig(_Strict):
     )
     checkpoint_every: Count = 500
     log_every: Count = 50
-    num_workers: Annotated[int, _in(integers(1, 1024))] = 1
-    grad_accum: Annotated[int, _in(integers(1, 1024))] = Field(
+    num_workers: Annotated[int, in_range(integers(1, 1024))] = 1
+    grad_accum: Annotated[int, in_range(integers(1, 1024))] = Field(
         1, description="micro-batches per optimizer step: batch_size stays the global batch with fewer workers"
     )
     use_gpu: StrictBool = False
@@ -219,9 +169,9 @@ class TrainConfig(_Strict):
         False, description="train through Ray Train's TorchTrainer even for one CPU worker (else in the Tune trial)"
     )
     # Ray counts resources in units of 1e-4; a trial asking for more than any node has waits forever.
-    cpus_per_worker: Annotated[float, _in(Range(1e-4, 1024.0))] = 1.0
-    max_failures: Annotated[int, _in(integers(0, 100))] = Field(0, description="Tune retries of a failed trial (and Train restarts)")
-    sigma_min: Annotated[float, _in(Range(0.0, 1.0, hi_open=True))] = Field(
+    cpus_per_worker: Annotated[float, in_range(Range(1e-4, 1024.0))] = 1.0
+    max_failures: Annotated[int, in_range(integers(0, 100))] = Field(0, description="Tune retries of a failed trial (and Train restarts)")
+    sigma_min: Annotated[float, in_range(Range(0.0, 1.0, hi_open=True))] = Field(
         0.0, description="the std left at the data end, for the paths that take it (ot; the paper's 2D runs use ~1e-4)"
     )
     label_dropout: OpenFraction | None = Field(
@@ -293,7 +243,7 @@ class LikelihoodConfig(_Strict):
     def _default_tol(cls, data: Any) -> Any:
         """An adaptive solver without tol or nfe takes the paper's tolerance."""
         if isinstance(data, dict) and data.get("solver", "dopri5") in ADAPTIVE_SOLVERS and "tol" not in data and "nfe" not in data:
-            return {**data, "tol": DEFAULT_LIKELIHOOD_TOL}
+            return {**data, "tol": DEFAULT_TOL}
         return data
 
     @model_validator(mode="after")
@@ -321,10 +271,10 @@ class EvalConfig(_Strict):
     """What each trained checkpoint is measured on, under every solver setting."""
 
     samples: Batch = 2000
-    likelihood_points: Annotated[int, _in(integers(0, MAX_BATCH))] = 500
-    divergence: Literal["auto", "exact", "hutchinson"] = "auto"
-    probe: Literal["rademacher", "gaussian"] = "rademacher"
-    dequant_draws: Annotated[tuple[Annotated[int, _in(integers(1, 1000))], ...], DISTINCT, NON_EMPTY] = Field(
+    likelihood_points: Annotated[int, in_range(integers(0, MAX_BATCH))] = 500
+    divergence: Divergence = "auto"
+    probe: Probe = "rademacher"
+    dequant_draws: Annotated[tuple[Annotated[int, in_range(integers(1, 1000))], ...], DISTINCT, NON_EMPTY] = Field(
         (1,), description="K for bits/dim; several values give Table 4's ablation"
     )
     reference_tol: Tolerance | None = Field(
@@ -378,7 +328,7 @@ class GridConfig(_Strict):
         None,
         description="explicit [path, objective] or [path, objective, coupling] rows instead of the full product",
     )
-    cfg_scale: Annotated[tuple[Annotated[float, _in(Range(0.0, 100.0))], ...], DISTINCT] = Field(
+    cfg_scale: Annotated[tuple[Annotated[float, in_range(Range(0.0, 100.0))], ...], DISTINCT] = Field(
         (), description="classifier-free guidance scales to evaluate (1: the conditional field, 0: the unconditional)"
     )
     train: dict[str, tuple[Any, ...]] | None = Field(
@@ -389,10 +339,10 @@ class GridConfig(_Strict):
 class LimitsConfig(_Strict):
     """How big a grid may be before fmx refuses it as a likely mistake; a sweep file may raise them."""
 
-    max_trainings: Annotated[int, _in(integers(1, 1_000_000))] = 10_000
-    max_evaluations: Annotated[int, _in(integers(1, 100_000_000))] = 1_000_000
+    max_trainings: Annotated[int, in_range(integers(1, 1_000_000))] = 10_000
+    max_evaluations: Annotated[int, in_range(integers(1, 100_000_000))] = 1_000_000
     #: ~16 bytes a parameter to train with Adam in fp32 (weights, gradients, two moments): 1e9 is ~16 GB.
-    max_parameters: Annotated[int, _in(integers(1, 10**12))] = 1_000_000_000
+    max_parameters: Annotated[int, in_range(integers(1, 10**12))] = 1_000_000_000
 
 
 class SweepConfig(_Strict):
@@ -407,7 +357,7 @@ class SweepConfig(_Strict):
         "reject", description="what to do with combinations that make no sense (score objective on OT)"
     )
     storage_path: str | None = Field(None, description="checkpoints + Tune state; shared storage on a cluster")
-    max_concurrent_trials: Annotated[int, _in(integers(1, 10_000))] | None = None
+    max_concurrent_trials: Annotated[int, in_range(integers(1, 10_000))] | None = None
     fault_injection: FaultInjection | None = None
     limits: LimitsConfig = LimitsConfig()
     written_as: dict[str, str] = Field(
