@@ -1,4 +1,5 @@
-"""What the torch-free modules of fm_core share: PyTorch imported at first use, and options as dataclass fields.
+"""What the torch-free modules of fm_core share: PyTorch imported at first use, options as dataclass fields,
+and classes registered by name.
 
 fm_core.paths and fm_core.time_sampling define their classes without importing PyTorch, so that the sweep
 driver and `fmx validate` read the names, options and capabilities from the classes themselves.
@@ -82,3 +83,13 @@ def option_problem(cls: type, options: dict[str, Any], what: str) -> tuple[str |
     except (TypeError, ValueError) as err:
         return None, str(err)
     return None
+
+
+def register(registry: dict[str, type], cls: type, attribute: str, what: str) -> None:
+    """From a base class's `__init_subclass__`: a subclass that sets `attribute` (its name) itself joins
+    `registry` under it, so validation, training and tables find it by name; two classes of one name are refused."""
+    if attribute in cls.__dict__:
+        name = getattr(cls, attribute)
+        if name in registry:
+            raise TypeError(f"two {what} are named '{name}'")
+        registry[name] = cls

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from fm_core.lazy import torch
+from fm_core.lazy import register, torch
 from fm_core.paths import PATHS, AffinePath, _expand_like
 from fm_core.time_sampling import TIME_SAMPLERS, TimeSampler, Uniform, make_time_sampler
 
@@ -70,10 +70,7 @@ class Objective(ABC):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if "name" in cls.__dict__:  # an objective: registered under its name
-            if cls.name in OBJECTIVES:
-                raise TypeError(f"two objectives are named '{cls.name}'")
-            OBJECTIVES[cls.name] = cls
+        register(OBJECTIVES, cls, "name", "objectives")
 
     @classmethod
     def learns_score(cls) -> bool:

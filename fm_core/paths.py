@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from torch import Tensor
 
 
-from fm_core.lazy import option, option_defaults, option_problem, torch  # noqa: F401 - torch: imported at first use
+from fm_core.lazy import option, option_defaults, option_problem, register, torch  # noqa: F401 - torch: imported at first use
 
 #: Every schedule by name, in the order they are defined (filled as each subclass is created).
 PATHS: dict[str, type[AffinePath]] = {}
@@ -65,10 +65,7 @@ class AffinePath(ABC):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if "name" in cls.__dict__:  # a schedule: registered under its name
-            if cls.name in PATHS:
-                raise TypeError(f"two paths are named '{cls.name}'")
-            PATHS[cls.name] = cls
+        register(PATHS, cls, "name", "paths")
 
     @classmethod
     def option_defaults(cls) -> dict[str, float]:

@@ -22,7 +22,7 @@ from fm_core.paths import AffinePath  # noqa: F401 - the type its samplers draw 
 if TYPE_CHECKING:
     from torch import Generator, Tensor
 
-from fm_core.lazy import option, option_defaults, option_problem, torch  # noqa: F401 - torch: imported at first use
+from fm_core.lazy import option, option_defaults, option_problem, register, torch  # noqa: F401 - torch: imported at first use
 
 #: Every time distribution by its kind, as each class is defined.
 TIME_SAMPLERS: dict[str, type[TimeSampler]] = {}
@@ -37,8 +37,7 @@ class TimeSampler(ABC):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if "kind" in cls.__dict__:
-            TIME_SAMPLERS[cls.kind] = cls
+        register(TIME_SAMPLERS, cls, "kind", "time samplers")
 
     @classmethod
     def option_defaults(cls) -> dict[str, float]:

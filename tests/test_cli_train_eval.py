@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -15,11 +16,25 @@ from orchestrator.training_loop import TrialParts
 from tests.cli_helpers import REPO, run_fmx
 
 
-def test_train_then_eval_a_checkpoint_under_another_solver(tmp_path: Path):
-    trained = run_fmx(["train", str(REPO / "sweeps" / "smoke.yaml"), "--trial", "vp-fm-independent-s0"], tmp_path)
-    assert trained.returncode == 0, trained.stderr
-    checkpoint = tmp_path / "checkpoints" / "vp-fm-independent-s0"
-    assert (checkpoint / "state.pt").is_file()
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One `fmx train` of the smoke sweep's vp-fm trial, shared by the tests (each edits its own copy)."""
+    folder = tmp_path_factory.mktemp("train")
+    done = run_fmx(["train", str(REPO / "sweeps" / "smoke.yaml"), "--trial", "vp-fm-independent-s0"], folder)
+    assert done.returncode == 0, done.stderr
+    checkpoint = folder / "checkpoints" / "vp-fm-independent-s0"
+    assert (checkpoint / "state.pt").is_file() and (checkpoint / "record.json").is_file()
+    return checkpoint
+
+
+def _own_copy(trained: Path, tmp_path: Path) -> Path:
+    checkpoint = tmp_path / "checkpoints" / trained.name
+    shutil.copytree(trained, checkpoint)
+    return checkpoint
+
+
+def test_train_then_eval_a_checkpoint_under_another_solver(trained: Path, tmp_path: Path):
+    checkpoint = _own_copy(trained, tmp_path)
     evaluated = run_fmx(["eval", str(checkpoint), "--solver", "rk4", "--nfe", "12"], tmp_path)
     assert evaluated.returncode == 0, evaluated.stderr
     values = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in evaluated.stdout.splitlines() if ":" in line)}
@@ -39,12 +54,10 @@ class _Payload:
         return (os.system, (f"touch {self.marker}",))
 
 
-def test_eval_refuses_checkpoints_that_are_not_fmx_data(tmp_path: Path):
+def test_eval_refuses_checkpoints_that_are_not_fmx_data(trained: Path, tmp_path: Path):
     """No code runs from a checkpoint: a state.pt with a pickle payload is refused, and so are folders whose
     trial.txt names another trial or none of the sweep's."""
-    trained = run_fmx(["train", str(REPO / "sweeps" / "smoke.yaml"), "--trial", "vp-fm-independent-s0"], tmp_path)
-    assert trained.returncode == 0, trained.stderr
-    checkpoint = tmp_path / "checkpoints" / "vp-fm-independent-s0"
+    checkpoint = _own_copy(trained, tmp_path)
     assert (checkpoint / "record.json").is_file()
     args = ["eval", str(checkpoint), "--solver", "euler", "--nfe", "4"]
 
@@ -73,12 +86,10 @@ def test_eval_refuses_checkpoints_that_are_not_fmx_data(tmp_path: Path):
     assert not marker.exists()
 
 
-def test_eval_of_a_checkpoint_that_does_not_fit_its_sweep_file_is_one_line_and_exit_2(tmp_path: Path):
+def test_eval_of_a_checkpoint_that_does_not_fit_its_sweep_file_is_one_line_and_exit_2(trained: Path, tmp_path: Path):
     """Every way a checkpoint can disagree with the model its sweep.yaml builds (other layer sizes, a missing
     or mistyped entry) ends in one line naming the folder, exit 2, no traceback."""
-    trained = run_fmx(["train", str(REPO / "sweeps" / "smoke.yaml"), "--trial", "vp-fm-independent-s0"], tmp_path)
-    assert trained.returncode == 0, trained.stderr
-    checkpoint = tmp_path / "checkpoints" / "vp-fm-independent-s0"
+    checkpoint = _own_copy(trained, tmp_path)
     args = ["eval", str(checkpoint), "--solver", "euler", "--nfe", "4"]
     original_yaml, original_state = (checkpoint / "sweep.yaml").read_text(), (checkpoint / "state.pt").read_bytes()
     config = load_sweep(checkpoint / "sweep.yaml")

@@ -6,28 +6,23 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 
 
-def test_the_driver_and_the_trial_entry_import_neither_torch_nor_mlflow():
-    code = (
-        "import sys\n"
-        "import orchestrator.cli, orchestrator.pipeline, orchestrator.tune_entry\n"
-        "print(sorted(m for m in ('torch', 'mlflow', 'matplotlib') if m in sys.modules))\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[]"
-
-
-def test_the_command_line_starts_without_ray_tune_pandas_or_matplotlib():
-    """`fmx validate`, `--help` and a bad file's one-line refusal pay for none of them (orchestrator.api
-    loads the stages that need them when a command runs them)."""
-    code = (
-        "import sys\n"
-        "import orchestrator.cli\n"
-        "print(sorted(m for m in ('torch', 'mlflow', 'matplotlib', 'pandas', 'ray.tune') if m in sys.modules))\n"
-    )
+@pytest.mark.parametrize(
+    ("modules", "absent"),
+    [
+        # The driver and what Tune is given never import PyTorch; MLflow and matplotlib load when first used.
+        ("orchestrator.cli, orchestrator.pipeline, orchestrator.tune_entry", ("torch", "mlflow", "matplotlib")),
+        # `fmx validate`, `--help` and a bad file's one-line refusal pay for none of the heavy imports
+        # (orchestrator.api loads the stages that need them when a command runs them).
+        ("orchestrator.cli", ("torch", "mlflow", "matplotlib", "pandas", "ray.tune")),
+    ],
+)
+def test_the_driver_imports_what_it_needs_when_it_needs_it(modules: str, absent: tuple[str, ...]):
+    code = f"import sys\nimport {modules}\nprint(sorted(m for m in {absent!r} if m in sys.modules))\n"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
