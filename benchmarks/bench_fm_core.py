@@ -34,7 +34,7 @@ from importlib.metadata import version
 import torch
 from torch import Tensor, nn
 
-from fm_core.data import make_dataset
+from fm_core.datasets import make_dataset
 from fm_core.likelihood import gaussian_log_prob, log_likelihood
 from fm_core.models.mlp import MLP
 from fm_core.objectives import make_objective

@@ -1,8 +1,9 @@
 """Each dataset's options and what each accepts, torch-free, beside the datasets they describe.
 
 A sweep file's dataset options are checked against these before anything starts (types, shapes, signs,
-sums): the same values fm_core.data's constructors would reject in every trial are refused up front.
-fm_core.data asserts on import that these names and defaults agree with its constructors' signatures.
+sums): the same values the dataset constructors (fm_core.data, fm_core.image_data) would reject in every
+trial are refused up front.
+fm_core.datasets asserts on import that these names and defaults agree with its constructors' signatures.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ class DatasetSpec:
     #: Class labels come with the data (digits, CIFAR-10; an image folder from its class subfolders): a
     #: class-conditional model (train.label_dropout) and guidance (grid.cfg_scale) need them.
     has_labels: bool = False
-    #: The metric of sample quality evaluations report for this dataset (fm_core.metrics.SAMPLE_METRICS):
+    #: The metric of sample quality evaluations report for this dataset (fm_core.sample_metrics.SAMPLE_METRICS):
     #: sliced W2 for low-dimensional data, the classifier FD for digits; None where fmx has none built in
     #: (FID needs an Inception network that cannot be downloaded here).
     sample_metric: str | None = "sliced_w2"

@@ -22,7 +22,7 @@ OBJECTIVE_NAMES: tuple[str, ...] = tuple(OBJECTIVES)
 #: `train.time_sampling` names another.
 TIME_SAMPLING_NAMES: tuple[str, ...] = tuple(TIME_SAMPLERS)
 COUPLING_NAMES: tuple[str, ...] = ("independent", "minibatch_ot")
-#: Each dataset's options (its constructor's keyword arguments; fm_core.data checks they agree on import);
+#: Each dataset's options (its constructor's keyword arguments; fm_core.datasets checks they agree on import);
 #: what each option accepts is in fm_core.dataset_specs.
 DATASET_OPTIONS: dict[str, tuple[str, ...]] = {name: spec.option_names for name, spec in DATASET_SPECS.items()}
 DATASET_NAMES: tuple[str, ...] = tuple(DATASET_OPTIONS)

@@ -16,11 +16,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from fm_core.data import ImageDataset
 from fm_core.dataset_specs import DATASET_SPECS
 from fm_core.guidance import guided, sampling_labels
+from fm_core.image_data import ImageDataset
 from fm_core.likelihood import LikelihoodResult, auto_divergence, bits_per_dim_from_draws, log_likelihood, uniform_dequantize
-from fm_core.metrics import ode_solution_error, sample_metric
+from fm_core.metrics import ode_solution_error
+from fm_core.sample_metrics import sample_metric
 from fm_core.sampling import sample
 from fm_core.solvers import SolverSetting
 from orchestrator.model_state import ModelState

@@ -19,7 +19,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from fm_core.data import Dataset, ImageDataset, make_dataset
+from fm_core.data import Dataset
+from fm_core.datasets import make_dataset
+from fm_core.image_data import ImageDataset
 from fm_core.models.mlp import MLP
 from fm_core.models.unet import UNet
 from fm_core.names import time_sampling_of

@@ -296,7 +296,7 @@ def test_planning_refuses_settings_that_share_a_label():
 
 
 # --------------------------------------------------------------------------------------------
-# 14. Every dataset option checked up front, as the constructors in fm_core.data would
+# 14. Every dataset option checked up front, as the constructors in fm_core.data and fm_core.image_data would
 # --------------------------------------------------------------------------------------------
 
 GMM = {"name": "gmm", "means": [[0.0, 0.0], [3.0, 3.0]]}
@@ -368,7 +368,7 @@ GOOD_OPTIONS = [
 
 @pytest.mark.parametrize("options", GOOD_OPTIONS, ids=lambda o: str(o)[:60])
 def test_what_validation_accepts_the_dataset_constructor_builds(options: dict[str, Any]):
-    from fm_core.data import make_dataset
+    from fm_core.datasets import make_dataset
 
     config = parse_sweep(sweep({"dataset": options}))
     built = make_dataset(config.dataset.name, **config.dataset.options)
@@ -379,7 +379,7 @@ def test_what_validation_accepts_the_dataset_constructor_builds(options: dict[st
 def test_image_shapes_known_before_reading_the_data_are_the_datasets(tmp_path: Path):
     from PIL import Image
 
-    from fm_core.data import make_dataset
+    from fm_core.datasets import make_dataset
 
     for i in range(4):
         Image.new("RGB", (20, 14), (i * 40, 10, 200)).save(tmp_path / f"{i}.png")
@@ -396,7 +396,7 @@ CONSTRUCTOR_REJECTS = [c for c in BAD_OPTIONS if c.startswith(("gmm", "moons", "
 
 @pytest.mark.parametrize("case", CONSTRUCTOR_REJECTS)
 def test_what_validation_refuses_the_constructor_would_reject_in_every_trial(case: str):
-    from fm_core.data import make_dataset
+    from fm_core.datasets import make_dataset
 
     dataset = dict(BAD_OPTIONS[case][0])
     with pytest.raises((ValueError, TypeError)):
@@ -406,14 +406,15 @@ def test_what_validation_refuses_the_constructor_would_reject_in_every_trial(cas
 def test_the_specs_agree_with_the_constructors_and_a_drifted_spec_is_caught(monkeypatch: pytest.MonkeyPatch):
     import dataclasses
 
-    import fm_core.data as data
+    import fm_core.datasets as datasets
+    from fm_core.data import MoonsDataset
     from fm_core.dataset_specs import DATASET_SPECS
 
-    assert all(data._spec_agrees(name, cls) for name, cls in data._REGISTRY.items())
+    assert all(datasets._spec_agrees(name, cls) for name, cls in datasets._REGISTRY.items())
     spec = DATASET_SPECS["moons"]
     drifted = dataclasses.replace(spec, options=(dataclasses.replace(spec.options[0], default=0.1),))
     monkeypatch.setitem(DATASET_SPECS, "moons", drifted)
-    assert not data._spec_agrees("moons", data.MoonsDataset)
+    assert not datasets._spec_agrees("moons", MoonsDataset)
 
 
 # --------------------------------------------------------------------------------------------

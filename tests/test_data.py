@@ -1,4 +1,4 @@
-"""Tests for fm_core.data: shapes, reproducibility, exact densities and local-file loaders."""
+"""Tests for fm_core.data, fm_core.image_data and fm_core.datasets: shapes, reproducibility, exact densities and local-file loaders."""
 
 from __future__ import annotations
 
@@ -11,15 +11,10 @@ import pytest
 import torch
 from scipy.stats import multivariate_normal
 
-from fm_core.data import (
-    DATASET_NAMES,
-    Cifar10Dataset,
-    Dataset,
-    DigitsDataset,
-    from_uint8,
-    make_dataset,
-    to_uint8,
-)
+from fm_core.data import Dataset, from_uint8, to_uint8
+from fm_core.datasets import make_dataset
+from fm_core.image_data import Cifar10Dataset, DigitsDataset
+from fm_core.names import DATASET_NAMES
 
 SYNTHETIC = ("checkerboard", "8gaussians", "moons")
 GMM_OPTIONS = {"means": [[-1.0, 0.5], [2.0, -1.0]], "stds": [0.5, [1.0, 0.3]], "weights": [1.0, 3.0]}
@@ -316,7 +311,7 @@ def test_a_cifar10_batch_that_would_run_code_is_refused(tmp_path: Path) -> None:
 def test_hflip_is_seeded_differs_per_rank_generator_and_only_mirrors():
     """dataset.hflip mirrors each image left-right with probability 1/2, drawn from the batch's generator:
     the same seed gives the same flips, another rank's generator others; without it nothing is mirrored."""
-    from fm_core.data import make_dataset
+    from fm_core.datasets import make_dataset
 
     plain, flipped = make_dataset("digits"), make_dataset("digits", hflip=True)
     rank = {r: torch.Generator().manual_seed(1000 + 7919 * r) for r in (0, 1)}
@@ -334,7 +329,7 @@ def test_hflip_is_seeded_differs_per_rank_generator_and_only_mirrors():
 
 
 def test_the_training_split_lives_on_its_device_as_uint8_and_batches_come_from_there():
-    from fm_core.data import make_dataset
+    from fm_core.datasets import make_dataset
 
     ds = make_dataset("digits").to_device("meta")
     assert ds.images_train_uint8.dtype == torch.uint8 and ds.images_train_uint8.device.type == "meta"

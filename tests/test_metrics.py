@@ -1,4 +1,4 @@
-"""Tests for fm_core.metrics: raw-coordinate distances, Frechet distances, the digits classifier, FID."""
+"""Tests for fm_core.metrics and fm_core.feature_metrics: raw-coordinate distances, Frechet distances, the digits classifier, FID."""
 
 from __future__ import annotations
 
@@ -13,19 +13,15 @@ import pytest
 import torch
 from torch import nn
 
-from fm_core.data import DigitsDataset
-from fm_core.metrics import (
+from fm_core.feature_metrics import (
     DigitsFeatureNet,
     classifier_accuracy,
     classifier_frechet_distance,
     digits_classifier,
-    energy_distance,
-    feature_stats,
     fid_from_extractor,
-    frechet_distance,
-    ode_solution_error,
-    sliced_wasserstein,
 )
+from fm_core.image_data import DigitsDataset
+from fm_core.metrics import energy_distance, feature_stats, frechet_distance, ode_solution_error, sliced_wasserstein
 
 
 def _gen(seed: int) -> torch.Generator:

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from fm_core.data import make_dataset
+from fm_core.datasets import make_dataset
 from fm_core.metrics import sliced_wasserstein
 from fm_core.models.mlp import MLP
 from fm_core.objectives import make_objective
