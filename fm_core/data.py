@@ -53,7 +53,7 @@ def from_uint8(x: Tensor) -> Tensor:
 # --------------------------------------------------------------------------------------------
 
 
-def _check_n(n: int, what: str = "n") -> int:
+def check_n(n: int, what: str = "n") -> int:
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
         raise ValueError(f"{what} must be a non-negative integer, got {n!r}")
     return int(n)
@@ -94,7 +94,7 @@ class SyntheticDataset(Dataset):
 
     def reference(self, n: int, seed: int = 0) -> Tensor:
         """``n`` draws from a generator seeded with a fixed offset + ``seed`` (always exactly n)."""
-        n = _check_n(n)
+        n = check_n(n)
         generator = torch.Generator().manual_seed(_REFERENCE_SEED_OFFSET + int(seed))
         return self.sample(n, generator=generator)
 
@@ -182,7 +182,7 @@ class GaussianMixtureDataset(SyntheticDataset):
         return int(self.means.shape[0])
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        n = _check_n(n)
+        n = check_n(n)
         if n == 0:
             return torch.empty(0, *self.shape, dtype=torch.float32)
         comp = torch.multinomial(self.weights, n, replacement=True, generator=generator)
@@ -240,7 +240,7 @@ class CheckerboardDataset(SyntheticDataset):
         self._filled = torch.tensor(ij, dtype=torch.float64)  # (n_filled, 2), column then row
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        n = _check_n(n)
+        n = check_n(n)
         idx = torch.randint(0, self._filled.shape[0], (n,), generator=generator)
         u = torch.rand(n, 2, generator=generator, dtype=torch.float64)
         corner = -self.size + self._filled[idx] * self.cell_width
@@ -290,7 +290,7 @@ class MoonsDataset(SyntheticDataset):
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         from sklearn.datasets import make_moons
 
-        n = _check_n(n)
+        n = check_n(n)
         if n == 0:
             return torch.empty(0, 2, dtype=torch.float32)
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))

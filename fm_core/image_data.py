@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fm_core.data import Dataset, _check_n, from_uint8
+from fm_core.data import Dataset, check_n, from_uint8
 
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 _CIFAR_DIRNAME = "cifar-10-batches-py"
@@ -87,7 +87,7 @@ class ImageDataset(Dataset):
 
     def sample_indices(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """Training-split indices drawn uniformly with replacement (to pair images with labels)."""
-        return torch.randint(0, self.num_train, (_check_n(n),), generator=generator)
+        return torch.randint(0, self.num_train, (check_n(n),), generator=generator)
 
     @property
     def num_classes(self) -> int | None:
@@ -123,7 +123,7 @@ class ImageDataset(Dataset):
 
     def reference_indices(self, n: int, seed: int = 0) -> Tensor:
         """Held-out indices used by :meth:`reference` (all of them, in order, if n >= split size)."""
-        n = _check_n(n)
+        n = check_n(n)
         if n >= self.num_heldout:
             return torch.arange(self.num_heldout)
         perm = np.random.RandomState(int(seed)).permutation(self.num_heldout)[:n]
