@@ -382,6 +382,9 @@ class SweepConfig(_Strict):
         overrides = getattr(key, "overrides", None)
         if not overrides:
             return self
+        current = self.train.model_dump(mode="json")
+        if all(current.get(name) == value for name, value in overrides.items()):
+            return self  # already this training's config (a trial's setup): nothing to validate again
         train = TrainConfig.model_validate({**self.train.model_dump(), **overrides})
         return self.model_copy(update={"train": train})
 
