@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from fm_core.dataset_specs import DATASET_SPECS
 from fm_core.objectives import OBJECTIVES
-from fm_core.objectives import path_objective_problem, paths_for, time_sampling_of, time_sampling_problem  # noqa: F401 - read from here by validation
 from fm_core.paths import PATHS
 from fm_core.time_sampling import TIME_SAMPLERS
 

@@ -14,9 +14,12 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.folders import join
+
+if TYPE_CHECKING:
+    from pyarrow.fs import FileSystem
 
 CELLS_DIR = "cells"
 ARTIFACTS_DIR = "artifacts"
@@ -39,7 +42,8 @@ def artifacts_dir(cell_folder: str) -> str:
     return join(cell_folder, ARTIFACTS_DIR)
 
 
-def _fs(path: str):  # -> (pyarrow FileSystem, path within it)
+def _fs(path: str) -> tuple[FileSystem, str]:
+    """pyarrow's filesystem for a local path or URI, and the path within it (pyarrow imported at first use)."""
     from pyarrow import fs
 
     return fs.FileSystem.from_uri(path) if "://" in path else (fs.LocalFileSystem(), str(Path(path).resolve()))

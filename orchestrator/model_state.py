@@ -24,7 +24,7 @@ from fm_core.datasets import make_dataset
 from fm_core.image_data import ImageDataset
 from fm_core.models.mlp import MLP
 from fm_core.models.unet import UNet
-from fm_core.names import time_sampling_of
+from fm_core.objectives import time_sampling_of
 from fm_core.objectives import Objective, make_objective
 from fm_core.paths import AffinePath, make_path
 from fm_core.precision import Precision

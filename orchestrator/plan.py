@@ -13,7 +13,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from fm_core.names import ADAPTIVE_SOLVERS, FIXED_STAGES, path_objective_problem, time_sampling_problem
+from fm_core.names import ADAPTIVE_SOLVERS, FIXED_STAGES
+from fm_core.objectives import path_objective_problem, time_sampling_problem
 from fm_core.solvers import SolverSetting
 from orchestrator.schema import SweepConfig
 

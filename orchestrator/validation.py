@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from fm_core.checks import short_repr
 from fm_core.dataset_specs import DATASET_SPECS, OptionError, check_options
 from fm_core.models.spec import UNetSpec, mlp_parameter_count
-from fm_core.names import path_objective_problem
+from fm_core.objectives import path_objective_problem
 from orchestrator.plan import (
     count_evaluations, count_trainings, is_valid_pair, pair_problem, path_objective_pairs, plan_sweep, time_kind,
     train_variants,

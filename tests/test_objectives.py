@@ -96,7 +96,8 @@ def test_an_objective_is_one_class_named_with_its_capabilities_read_without_torc
 
     code = (
         "import sys\n"
-        "from fm_core.names import OBJECTIVE_NAMES, path_objective_problem, time_sampling_of\n"
+        "from fm_core.names import OBJECTIVE_NAMES\n"
+        "from fm_core.objectives import path_objective_problem, time_sampling_of\n"
         "from fm_core.likelihood import DIVERGENCES, PER_SAMPLE_SOLVER, PROBES\n"
         "from orchestrator.tables import method_label\n"
         "assert OBJECTIVE_NAMES == ('fm', 'sm', 'scoreflow', 'ddpm'), OBJECTIVE_NAMES\n"
