@@ -22,9 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from orchestrator.schema import SweepConfig
+from orchestrator.schema import ConfigError, SweepConfig
+from orchestrator.validation import load_sweep
 from orchestrator.errors import SweepInterrupted, SweepRefused, SweepStopped
 from orchestrator.outcome import SweepOutcome
+from orchestrator.planning import prepare
 from orchestrator.preflight import is_local_ray
 from orchestrator.tracking import resolve_tracking_uri
 
@@ -48,12 +50,20 @@ def run_sweep(
 ) -> SweepOutcome:  # fmt: skip
     """Run a sweep file (or a validated SweepConfig) on a local Ray (or the cluster at `address`, HOST:PORT),
     logging to `tracking_uri` (default: $MLFLOW_TRACKING_URI, else ./mlflow.db); only the cells the store
-    does not hold yet train or evaluate. Progress goes to `console` (stderr by default)."""
+    does not hold yet train or evaluate. Progress goes to `console` (stderr by default).
+
+    The pipeline's stages in order: read and validate the file, plan against the store (every check before
+    Ray starts, the lock taken), then run, reconcile and publish (orchestrator.pipeline)."""
+    try:
+        config, file = (sweep, "<sweep>") if isinstance(sweep, SweepConfig) else (load_sweep(sweep), str(sweep))
+    except ConfigError as err:
+        raise SweepRefused(str(err)) from None
     if is_local_ray(address):
         # A local Ray serves this machine only: its GCS, raylet and agents then listen on 127.0.0.1 instead of
-        # every interface. Ray reads this when it is imported, so before the pipeline imports it.
+        # every interface. Ray reads this when it is imported, so before planning (Tune's state) imports it.
         os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    return _stage("orchestrator.pipeline").run(sweep, tracking_uri, address, resume, console)
+    planned = prepare(config, file, resolve_tracking_uri(tracking_uri), address, resume)
+    return _stage("orchestrator.pipeline").run(planned, console)
 
 
 def load_results(sweep: str, tracking_uri: str | None = None) -> pd.DataFrame:

@@ -1,16 +1,17 @@
-"""`fmx sweep` as a pipeline of stages, called in order from `run`; each stage is a module with one job and a
-typed value in and out, and data flows down only:
+"""The stages of `fmx sweep` that need Ray: run, reconcile, publish. `orchestrator.api.run_sweep` calls the
+whole pipeline in order, each stage a module with one job and a typed value in and out; data flows down only:
 
     read            (orchestrator.sweep_file) file -> plain data, ${VAR} expanded in path fields
     validate        (orchestrator.validation) data -> SweepConfig (orchestrator.schema)
     plan            (orchestrator.planning)   SweepConfig + store -> PlannedSweep (checks done, lock held)
+    --- this module (`run`), loaded once the plan holds: Ray Tune's import costs seconds a bad file never pays
     run             (orchestrator.tune_pass)  each pass's work items -> PassRun (Tune's trial states)
     reconcile       (orchestrator.reconcile)  PassRun -> every training's MLflow record whole
     publish         (orchestrator.publish)    MLflow -> runs.parquet, table.parquet, the comparison view
 
 A pass that `--resume` restores runs first; then a new pass runs whatever the file's cells still need. How the
 command ends (the table, counts, exit code) is decided here and returned as a `SweepOutcome`; stopping early
-is a `SweepStopped` carrying its line and exit code. Use it through `orchestrator.api.run_sweep`.
+is a `SweepStopped` carrying its line and exit code.
 """
 
 from __future__ import annotations
@@ -25,40 +26,26 @@ from pathlib import Path
 from rich.console import Console
 
 from orchestrator.cells import training_cell
-from orchestrator.schema import ConfigError, SweepConfig
-from orchestrator.validation import load_sweep
 from orchestrator.disk import DiskFull, as_disk_full, full_disk_under
 from orchestrator.errors import SweepInterrupted, SweepRefused, SweepStopped
 from orchestrator.outcome import SweepOutcome
 from orchestrator.passes import PassEntry, next_pass_name, read_passes, write_passes
-from orchestrator.planning import PlannedSweep, prepare
+from orchestrator.planning import PlannedSweep
 from orchestrator.publish import publish
 from orchestrator.reconcile import Reconciled, reconcile
 from orchestrator.cell_runs import drop_runs, mark_current
 from orchestrator.pass_work import TRAIN, PassPlan, WorkItem, plan_pass, read_cells
 from orchestrator.sweep_guard import config_digest, write_sweep_state
-from orchestrator.tracking import DamagedRun, TrackingUnavailable, check_tracking_uri, ensure_experiment, existing_experiment, read_evaluations, TrackingError, resolve_tracking_uri
-from orchestrator.tags import TAG_CELL  # fmt: skip
+from orchestrator.tags import TAG_CELL
+from orchestrator.tracking import DamagedRun, TrackingUnavailable, ensure_experiment, existing_experiment, read_evaluations
 from orchestrator.tune_pass import PassRun, Unschedulable, check_schedulable, init_ray, quiet_tune_advice, run_pass, stop_local_ray
 
 
-def run(
-    sweep: str | Path | SweepConfig, tracking_uri: str | None = None, address: str | None = None,
-    resume: bool = False, console: Console | None = None,
-) -> SweepOutcome:  # fmt: skip
-    """Read, validate and plan the sweep, run its passes on Ray, and publish its rows and tables. `sweep` is a
-    YAML file or an already validated SweepConfig (then named `<sweep>` in messages)."""
-    try:
-        config, file = (sweep, "<sweep>") if isinstance(sweep, SweepConfig) else (load_sweep(sweep), str(sweep))
-    except ConfigError as err:
-        raise SweepRefused(str(err)) from None
+def run(planned: PlannedSweep, console: Console | None = None) -> SweepOutcome:
+    """Run a planned sweep's passes on Ray, reconcile their records and publish its rows and tables; how it
+    ended is the outcome, or a SweepStopped with its line and exit code. Releases the sweep's lock."""
     console = console or Console(stderr=True, soft_wrap=True)
-    uri = resolve_tracking_uri(tracking_uri)
-    try:
-        check_tracking_uri(uri)
-    except TrackingError as err:
-        raise SweepRefused(f"--tracking-uri: {err}") from None
-    planned = prepare(config, file, uri, address, resume)
+    file, uri = planned.file, planned.tracking_uri
     try:
         _say_where(planned, console)
         return _run_planned(planned, console)

@@ -114,9 +114,13 @@ def _check_local_capacity(config: SweepConfig, file: str) -> None:
 
 
 def prepare(config: SweepConfig, file: str, tracking_uri: str, address: str | None, resume: bool) -> PlannedSweep:
-    """Everything checked before Ray starts: local capacity, the Ray address, the sweep's earlier state and
-    store, and its lock (held until the command exits). Any problem is a SweepRefused; bad input writes
-    nothing (the results folder is created only once every check passed)."""
+    """Everything checked before Ray starts: the tracking URI, local capacity, the Ray address, the sweep's
+    earlier state and store, and its lock (held until the command exits). Any problem is a SweepRefused; bad
+    input writes nothing (the results folder is created only once every check passed)."""
+    try:
+        check_tracking_uri(tracking_uri)
+    except TrackingError as err:
+        raise SweepRefused(f"--tracking-uri: {err}") from None
     if is_local_ray(address):
         _check_local_capacity(config, file)
     folders = folders_of(config)

@@ -70,10 +70,19 @@ def test_saved_in_a_real_store_where_the_ui_reads_it_and_replaced_on_rewrite(tmp
 
 
 def test_the_tag_names_are_written_once():
-    """orchestrator.tags holds every tag name; the modules that used to define them give the same ones."""
-    from orchestrator import evaluation_runs, tags, tracking
+    """orchestrator.tags holds every MLflow tag name; no other module of fmx defines one."""
+    import ast
 
-    for name in ("TAG_SWEEP", "TAG_TRIAL", "TAG_ERROR", "TAG_NODE", "TAG_INTERRUPTED", "TAG_CELL", "TAG_CURRENT", "TAG_NOTE"):
-        assert getattr(tracking, name) == getattr(tags, name)
-    for name in ("TAG_PARENT", "TAG_EVALUATION", "TAG_OF_TRIAL"):
-        assert getattr(evaluation_runs, name) is getattr(tags, name)
+    from orchestrator import tags
+    from tests.cli_helpers import REPO
+
+    names = {name for name in vars(tags) if name.startswith("TAG_")}
+    assert {"TAG_SWEEP", "TAG_TRIAL", "TAG_CELL", "TAG_CURRENT", "TAG_PARENT", "TAG_EVALUATION"} <= names
+    defined_elsewhere = [
+        f"{path.name}:{node.lineno}"
+        for path in sorted((REPO / "orchestrator").glob("*.py")) if path.name != "tags.py"
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, (ast.Assign, ast.AnnAssign))
+        and any(isinstance(t, ast.Name) and t.id.startswith("TAG_") for t in getattr(node, "targets", [getattr(node, "target", None)]))
+    ]  # fmt: skip
+    assert defined_elsewhere == []
