@@ -312,6 +312,8 @@ def fid_from_extractor(
     with warnings.catch_warnings():
         # torch >= 2.9 flags TorchScript as deprecated; loading still works and is the point here.
         warnings.simplefilter("ignore", DeprecationWarning)
+        # TorchScript runs the program the file holds: this is the caller's own extractor, named by path in
+        # the call; no sweep file or sweep storage reaches here (the sweep's sample metrics are fm_core's own).
         extractor = torch.jit.load(str(path), map_location=dev)
     extractor.eval()
     fs = _extract(extractor, samples.detach(), batch_size, image_size, dev)

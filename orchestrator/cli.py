@@ -22,9 +22,8 @@ from fm_core.names import ADAPTIVE_SOLVERS
 from fm_core.solvers import DEFAULT_TOL, SolverSetting
 from orchestrator import api
 from orchestrator import ui as fmx_ui
-from orchestrator.api import SweepStopped
 from orchestrator.schema import ConfigError, SweepConfig
-from orchestrator.errors import CheckpointError, CompareError, FewerRowsError
+from orchestrator.errors import CheckpointError, CompareError, FewerRowsError, SweepStopped
 from orchestrator.outcome import SweepOutcome
 from orchestrator.records import STATE_FILE
 from orchestrator.pass_work import EVALUATE
@@ -161,8 +160,6 @@ def sweep(
         return
     try:
         outcome = api.run_sweep(file, tracking_uri, address=address, resume=resume, console=console)
-    except ConfigError as err:
-        _fail(str(err))
     except SweepStopped as err:
         _fail(str(err), err.exit_code, err.label)
     _report_outcome(outcome)

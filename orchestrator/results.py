@@ -4,12 +4,14 @@ comparison of two methods, and the report. Loaded on first use by orchestrator.a
 from __future__ import annotations
 
 from pathlib import Path
+
 import pandas as pd
 
 from orchestrator.compare import CellComparison, compare_methods, resolve_method
-from orchestrator.publish import collect_runs
+from orchestrator.errors import FewerRowsError
+from orchestrator.publish import publish
 from orchestrator.report import Report, build_report, load_samples, load_trajectories
-from orchestrator.tables import CELL_LEGEND, display_table, method_label, summarize, to_markdown, write_tables
+from orchestrator.tables import CELL_LEGEND, display_table, method_label, summarize, to_markdown
 from orchestrator.tracking import log_report
 
 
@@ -20,9 +22,11 @@ def table_view(runs: pd.DataFrame, markdown: bool = False) -> tuple[pd.DataFrame
 
 
 def rebuild_tables(tracking_uri: str, sweep: str, out_dir: Path, allow_fewer: bool) -> tuple[pd.DataFrame, Path, Path]:
-    runs = collect_runs(tracking_uri, sweep, publish_view=True)
-    runs_path, table_path = write_tables(runs, out_dir, allow_fewer=allow_fewer)
-    return runs, runs_path, table_path
+    """The publish stage on its own (rows, view, both Parquet files); FewerRowsError where it left them."""
+    published = publish(tracking_uri, sweep, out_dir, allow_fewer)
+    if published.runs_path is None or published.table_path is None:
+        raise FewerRowsError(published.not_written)
+    return published.runs, published.runs_path, published.table_path
 
 
 def compare(runs: pd.DataFrame, method_a: str, method_b: str, metric: str) -> tuple[list[CellComparison], str, str]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import filecmp
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -125,4 +124,3 @@ def test_a_new_metric_field_and_a_new_objective_class_reach_every_output_with_no
         assert spreads[f"{row.objective}{row.seed}"] == pytest.approx(row.sample_spread, rel=1e-3)
     view = json.loads(experiment.tags[VIEW_TAG])
     assert "metrics.`sample_spread`" in view["selectedColumns"]
-    assert os.environ.get("PYTHONPATH", "") != str(src)  # this process kept fmx's own source

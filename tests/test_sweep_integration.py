@@ -174,10 +174,9 @@ def test_smoke_sweep_from_python_against_a_local_mlflow_server(tmp_path: Path):
         assert not left, f"the local Ray of run_sweep outlived it: {left}"
         assert f"outcome 0 3 6 {tmp_path / 'results' / 'smoke' / 'runs.parquet'}" in done.stdout
         assert f"rows 6 {sorted(SMOKE_TRIALS)} 6" in done.stdout
-        runs = _check_smoke_outputs(tmp_path, uri)
+        _check_smoke_outputs(tmp_path, uri)
         assert not (tmp_path / "mlflow.db").exists()
         assert any((tmp_path / "server-artifacts").rglob("evaluations.json"))
-    assert len(runs) == 6
 
 
 NAN_SWEEP = """\
