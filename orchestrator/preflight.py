@@ -21,7 +21,9 @@ def is_local_ray(address: str | None) -> bool:
 
 
 def check_ray_address(address: str | None, timeout: float = 3.0) -> None:
-    """A TCP probe of the GCS port: `ray.init` itself would wait minutes on a dead address."""
+    """Asks the address for its Ray cluster id before `ray.init` connects: `ray.init` waits minutes (or for
+    ever) on a dead address, and on a port where something other than Ray's GCS listens (an HTTP server, a
+    Ray dashboard agent, a process that accepts and never answers)."""
     if is_local_ray(address) or address == "auto":
         return
     parsed = urlparse(address if "://" in address else f"ray://{address}")
@@ -33,13 +35,35 @@ def check_ray_address(address: str | None, timeout: float = 3.0) -> None:
             pass
     except OSError as err:
         raise PreflightError(f"cannot reach the Ray cluster at --address {address}: {err.strerror or err}") from None
+    problem = _gcs_problem(f"{host}:{port}", timeout)
+    if problem:
+        raise PreflightError(f"--address {address} is not a Ray cluster's head (GCS) port: {problem}")
+
+
+def _gcs_problem(target: str, timeout: float) -> str | None:
+    """One gRPC call of the GCS's own service; None where Ray's GCS answered it (an authentication refusal is
+    Ray's GCS answering too), else what was heard instead."""
+    import grpc
+    from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+
+    with grpc.insecure_channel(target) as channel:
+        try:
+            stub = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel)
+            stub.GetClusterId(gcs_service_pb2.GetClusterIdRequest(), timeout=timeout)
+        except grpc.RpcError as err:
+            code = err.code()
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                return f"no answer within {timeout:.0f} s"
+            if code == grpc.StatusCode.UNAVAILABLE:
+                return "it does not speak gRPC (another program listens there)"
+            if code == grpc.StatusCode.UNIMPLEMENTED:
+                return "a gRPC server answered, but not Ray's GCS"
+    return None
 
 
 def local_gpu_count() -> int | None:
     """The GPUs a local Ray would find (it asks NVIDIA's driver library the same way, and honours
     CUDA_VISIBLE_DEVICES), or None where that cannot be told."""
-    import os
-
     try:
         from ray._private.accelerators.nvidia_gpu import NvidiaGPUAcceleratorManager
 

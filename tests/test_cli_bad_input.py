@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import json
 import os
 import socket
 import subprocess
 import textwrap
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,10 +30,21 @@ GOOD = textwrap.dedent(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@contextlib.contextmanager
+def _ports() -> Iterator[dict[str, int]]:
+    """Ports held for one test (a port picked at collection time may be taken by then, by another worker's
+    Ray say): one bound that refuses connections, one where an HTTP server answers, one that accepts and
+    never answers."""
+    with contextlib.ExitStack() as stack:
+        closed = stack.enter_context(socket.socket())
+        closed.bind(("127.0.0.1", 0))  # bound, not listening: a connection is refused
+        silent = stack.enter_context(socket.socket())
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the kernel accepts; nobody reads or answers
+        server = stack.enter_context(http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler))
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        stack.callback(server.shutdown)
+        yield {"closed_port": closed.getsockname()[1], "silent_port": silent.getsockname()[1], "http_port": server.server_address[1]}
 
 
 CASES = {
@@ -52,10 +67,10 @@ CASES = {
         [],
         ["dataset.root", "/no/such/folder", "does not exist"],
     ),
-    "unreachable_address": (GOOD, ["--address", f"127.0.0.1:{_free_port()}"], ["--address", "cannot reach"]),
-    "unreachable_tracking_uri": (
-        GOOD, ["--tracking-uri", f"http://127.0.0.1:{_free_port()}"], ["--tracking-uri", "cannot reach"]
-    ),
+    "unreachable_address": (GOOD, ["--address", "127.0.0.1:{closed_port}"], ["--address", "cannot reach"]),
+    "address_of_another_server": (GOOD, ["--address", "127.0.0.1:{http_port}"], ["--address", "not a Ray cluster", "gRPC"]),
+    "address_that_never_answers": (GOOD, ["--address", "127.0.0.1:{silent_port}"], ["--address", "not a Ray cluster", "no answer"]),
+    "unreachable_tracking_uri": (GOOD, ["--tracking-uri", "http://127.0.0.1:{closed_port}"], ["--tracking-uri", "cannot reach"]),
     "long_name": (GOOD.replace("name: bad-input", "name: " + "a" * 300), [], ["name", "at most 100 characters"]),
     "dataset_option_type": (GOOD.replace("{name: checkerboard}", "{name: checkerboard, size: huge}"), [], ["dataset.size", "'huge'"]),
     "dataset_option_sign": (
@@ -86,7 +101,9 @@ def test_bad_input_exits_2_with_one_clear_message_and_writes_nothing(tmp_path: P
     sweep = tmp_path / "sweeps" / "bad.yaml"
     sweep.parent.mkdir()
     sweep.write_text(text)
-    result = run_fmx(["sweep", "sweeps/bad.yaml", *extra_args], cwd=tmp_path, timeout=120)
+    with _ports() as ports:
+        args = [arg.format(**ports) for arg in extra_args]
+        result = run_fmx(["sweep", "sweeps/bad.yaml", *args], cwd=tmp_path, timeout=120)
     assert result.returncode == 2, result.stderr
     message = result.stderr.strip()
     assert message.startswith("error:"), message
