@@ -1,6 +1,7 @@
 """The one training loop of a trial, whichever route runs it: in the Tune trial itself (one CPU worker) or in
 every worker of a Ray Train TorchTrainer (DDP). The routes differ only in their `Reporter` (Tune's or Train's
-report) and in what the loop is given (a DDP-wrapped model, the per-worker batch, the worker's rank).
+report, orchestrator.ray_reporting: this module imports without Ray) and in what the loop is given (a
+DDP-wrapped model, the per-worker batch, the worker's rank).
 
 Rank 0 (the only rank of an in-trial training) evaluates at every evaluation step, writes the sample
 artifacts, reports a progress result per evaluation, logs live to the trial's MLflow run (`LiveLogger`) and
@@ -16,8 +17,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-import ray.train
-import ray.tune
 from torch import nn
 
 from orchestrator.artifacts import forget, keep
@@ -39,26 +38,6 @@ class Reporter(Protocol):
     def progress(self, metrics: dict[str, Any]) -> None: ...
 
     def checkpoint(self, metrics: dict[str, Any], directory: str | None) -> None: ...
-
-
-class TuneReporter:
-    """An in-trial training: straight to Ray Tune."""
-
-    def progress(self, metrics: dict[str, Any]) -> None:
-        ray.tune.report(metrics)
-
-    def checkpoint(self, metrics: dict[str, Any], directory: str | None) -> None:
-        ray.tune.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory) if directory else None)
-
-
-class TrainReporter:
-    """A TorchTrainer worker: Ray Train forwards rank 0's metrics to Tune (TuneReportCallback)."""
-
-    def progress(self, metrics: dict[str, Any]) -> None:
-        ray.train.report(metrics)
-
-    def checkpoint(self, metrics: dict[str, Any], directory: str | None) -> None:
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory) if directory else None)
 
 
 @dataclass

@@ -23,11 +23,12 @@ from orchestrator.live_logging import LiveLogger
 from orchestrator.model_state import ModelState
 from orchestrator.plan import train_run_name
 from orchestrator.plots import save_loss_curve
+from orchestrator.ray_reporting import TrainReporter, TuneReporter
 from orchestrator.records import complete_rows, failed_rows, trial_params, trial_summary
 from orchestrator.tags import TAG_NODE
 from orchestrator.tracking import TrialRun
 from orchestrator.trial_record import log_trial_record
-from orchestrator.training_loop import LoopPlan, TrainReporter, TrialParts, TuneReporter, run_loop
+from orchestrator.training_loop import LoopPlan, TrialParts, run_loop
 from orchestrator.trial_setup import TrialSetup
 
 
