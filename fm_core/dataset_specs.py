@@ -11,8 +11,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from fm_core import downsampled_imagenet
 from fm_core.checks import OPEN_FRACTION, Range, integers, is_number, short_repr
 
 #: The default of an option that has none: the dataset cannot be built without it.
@@ -61,6 +63,9 @@ class DatasetSpec:
     #: One sample's shape from the (checked) options, None where only the data can tell (native image sizes):
     #: what the model must fit, known before any data is read.
     shape: Callable[[Mapping[str, Any]], tuple[int, ...] | None] = _planar
+    #: What the `root` folder must hold, checked by `fmx validate` before anything starts (names and array
+    #: headers, never the images): raises OSError or ValueError naming the file. None: only that it exists.
+    check_root: Callable[[Path], None] | None = None
 
     @property
     def option_names(self) -> tuple[str, ...]:
@@ -178,6 +183,23 @@ _ROOT = Option("root", _path, REQUIRED, required=True, path=True)
 _HFLIP = Option("hflip", _flag, False)
 
 
+#: How many of Downsampled ImageNet's training images to read: the first N in file order (batch 1 first; not a
+#: random subset), for a run that needs less memory than all of them (ImageNet 64: 15.7 GB); None: all.
+_MAX_IMAGES = Option("max_images", _optional(integers(1, 2**31 - 1).check), None)
+
+
+def _downsampled_imagenet(resolution: int) -> DatasetSpec:
+    """imagenet32 / imagenet64: the official npz files of one resolution (fm_core.downsampled_imagenet)."""
+    return DatasetSpec(
+        (_ROOT, _HFLIP, _MAX_IMAGES),
+        is_image=True,
+        shape=lambda o: (3, resolution, resolution),
+        has_labels=True,
+        sample_metric=None,
+        check_root=lambda root: downsampled_imagenet.check_folder(root, resolution),
+    )
+
+
 def _folder_shape(options: Mapping[str, Any]) -> tuple[int, ...] | None:
     size = options.get("image_size", 32)
     return None if size is None else (int(options.get("channels", 3)), int(size), int(size))
@@ -213,6 +235,8 @@ DATASET_SPECS: dict[str, DatasetSpec] = {
         sample_metric=None,
     ),
     "cifar10": DatasetSpec((_ROOT, _HFLIP), is_image=True, shape=lambda o: (3, 32, 32), has_labels=True, sample_metric=None),
+    "imagenet32": _downsampled_imagenet(32),
+    "imagenet64": _downsampled_imagenet(64),
 }
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from fm_core.data import CheckerboardDataset, Dataset, EightGaussiansDataset, GaussianMixtureDataset, MoonsDataset
 from fm_core.dataset_specs import DATASET_SPECS
-from fm_core.image_data import Cifar10Dataset, DigitsDataset, ImageFolderDataset
+from fm_core.image_data import Cifar10Dataset, DigitsDataset, ImageFolderDataset, ImageNet32Dataset, ImageNet64Dataset
 from fm_core.names import DATASET_NAMES, DATASET_OPTIONS
 
 _REGISTRY: dict[str, type[Dataset]] = {
@@ -22,6 +22,8 @@ _REGISTRY: dict[str, type[Dataset]] = {
     "digits": DigitsDataset,
     "image_folder": ImageFolderDataset,
     "cifar10": Cifar10Dataset,
+    "imagenet32": ImageNet32Dataset,
+    "imagenet64": ImageNet64Dataset,
 }
 
 

@@ -1,8 +1,9 @@
-"""Finite 8-bit image datasets with a fixed train / held-out split: digits, a folder of images, CIFAR-10.
+"""Finite 8-bit image datasets with a fixed train / held-out split: digits, a folder of images, CIFAR-10,
+Downsampled ImageNet 32x32 and 64x64.
 
 Images are stored as 8-bit integers and served as floats in [-1, 1] (fm_core.data's ``from_uint8``).
-Nothing here downloads anything: ``digits`` ships with scikit-learn, ``image_folder`` and ``cifar10``
-read local files only.
+Nothing here downloads anything: ``digits`` ships with scikit-learn, ``image_folder``, ``cifar10``,
+``imagenet32`` and ``imagenet64`` read local files only.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 from torch import Tensor
 
 from fm_core.data import Dataset, check_n, from_uint8
+from fm_core.downsampled_imagenet import NUM_CLASSES, batch_rows, check_arrays, dataset_name, folder_files
 
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 _CIFAR_DIRNAME = "cifar-10-batches-py"
@@ -310,3 +312,70 @@ class Cifar10Dataset(ImageDataset):
             hflip=hflip,
         )
         self.root = folder
+
+
+def _read_npz_images(files: list[Path], resolution: int, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The images (N, 3, r, r) uint8 and 0-based int64 labels of `files` in order, the first `limit` of them
+    where given. Every file's headers are checked before any image is read; the result is allocated once and
+    each file's arrays are copied into it, so memory peaks at the result plus one file's arrays."""
+    rows = [batch_rows(path, resolution) for path in files]
+    total = sum(rows) if limit is None else min(limit, sum(rows))
+    images = np.empty((total, 3, resolution, resolution), dtype=np.uint8)
+    labels = np.empty(total, dtype=np.int64)
+    start = 0
+    for path in files:
+        if start == total:
+            break
+        with np.load(path, allow_pickle=False) as npz:  # never unpickle: the files are untrusted input
+            data, ids = npz["data"], npz["labels"]
+        check_arrays(path, resolution, (data.dtype, data.shape), (ids.dtype, ids.shape))  # as read, not as announced
+        if ids.min() < 1 or ids.max() > NUM_CLASSES:
+            raise ValueError(
+                f"{dataset_name(resolution)}: '{path}' has labels {ids.min()} to {ids.max()}; the files number "
+                f"their classes 1 to {NUM_CLASSES}"
+            )
+        take = min(len(data), total - start)
+        images[start : start + take] = data[:take].reshape(take, 3, resolution, resolution)  # channel-planar rows
+        labels[start : start + take] = ids[:take].astype(np.int64) - 1
+        start += take
+    return images, labels
+
+
+class DownsampledImageNetDataset(ImageDataset):
+    """Downsampled ImageNet (Chrabaszcz et al., 2017) from the official npz files in one local folder
+    (fm_core.downsampled_imagenet): train = train_data_batch_1..10 (the first `max_images` of them where given),
+    reference = val_data; labels 0..999.
+
+    All the training images are held in memory as uint8: 1.28M x 3 x r x r bytes, 3.9 GB at 32x32 and
+    15.7 GB at 64x64 (the held-out 50,000: 154 MB and 614 MB), plus one file's arrays while reading.
+    """
+
+    resolution: int = 0  # set by each resolution's class
+
+    def __init__(self, root: str | Path | None = None, hflip: bool = False, max_images: int | None = None) -> None:
+        name = dataset_name(self.resolution)
+        if root is None:
+            raise ValueError(f"{name}: option 'root' is required (the folder of the official npz files)")
+        if max_images is not None and (isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1):
+            raise ValueError(f"{name}: option 'max_images' must be a positive integer or None, got {max_images!r}")
+        train_files, heldout_file = folder_files(root, self.resolution)
+        train_images, train_labels = _read_npz_images(train_files, self.resolution, max_images)
+        heldout_images, heldout_labels = _read_npz_images([heldout_file], self.resolution)
+        super().__init__(
+            name, torch.from_numpy(train_images), torch.from_numpy(heldout_images),
+            torch.from_numpy(train_labels), torch.from_numpy(heldout_labels), hflip=hflip,
+        )  # fmt: skip
+        self.root = heldout_file.parent
+
+    @property
+    def num_classes(self) -> int:
+        """ImageNet's 1000 classes, whichever of them the images read (`max_images`) happen to hold."""
+        return NUM_CLASSES
+
+
+class ImageNet32Dataset(DownsampledImageNetDataset):
+    resolution = 32
+
+
+class ImageNet64Dataset(DownsampledImageNetDataset):
+    resolution = 64

@@ -88,15 +88,22 @@ def _first_error(file: str | Path, err: ValidationError) -> ConfigError:
 
 
 def _check_dataset(file: str | Path, ds: DatasetConfig, base: Path) -> None:
-    """Every option as fm_core.dataset_specs describes it, and data folders that exist, before anything starts."""
+    """Every option as fm_core.dataset_specs describes it, and data folders that exist and hold what the dataset
+    reads (where its spec says what), before anything starts."""
     try:
         check_options(ds.name, ds.options)
     except OptionError as err:
         raise ConfigError(file, f"dataset.{err.option}", str(err)) from None
     assert ds.model_extra is not None
-    for option in DATASET_SPECS[ds.name].path_options:
+    spec = DATASET_SPECS[ds.name]
+    for option in spec.path_options:
         # Trials run in Ray workers with their own working directory: pin the folder now.
         ds.model_extra[option] = str(_existing_folder(file, f"dataset.{option}", ds.options[option], base))
+    if spec.check_root is not None:  # the files the folder must hold (headers only, not the images)
+        try:
+            spec.check_root(Path(ds.options["root"]))
+        except (OSError, ValueError) as err:
+            raise ConfigError(file, "dataset.root", str(err)) from None
 
 
 def _existing_folder(file: str | Path, key: str, text: str, base: Path) -> Path:

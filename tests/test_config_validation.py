@@ -26,6 +26,7 @@ from orchestrator.plan import plan_sweep
 from fm_core.dataset_specs import DATASET_SPECS
 from tests.bad_inputs import BILLION_LAUGHS, make_store
 from tests.cli_helpers import REPO
+from tests.imagenet_files import imagenet_roots
 
 BASE: dict[str, Any] = {
     "name": "valid",
@@ -343,8 +344,10 @@ BAD_OPTIONS = {
     "folder_root_number": ({"name": "image_folder", "root": 5}, "root", "path"),
     "folder_no_root": ({"name": "image_folder"}, "root", "needs option 'root'"),
     "cifar_root_empty": ({"name": "cifar10", "root": ""}, "root", "path"),
+    "imagenet_max_images_zero": ({"name": "imagenet32", "root": ".", "max_images": 0}, "max_images", "[1, 2**31 - 1]"),
+    "imagenet_max_images_float": ({"name": "imagenet64", "root": ".", "max_images": 1e5}, "max_images", "integer"),
 }
-IMAGE_NAMES = ("digits", "image_folder", "cifar10")
+IMAGE_NAMES = ("digits", "image_folder", "cifar10", "imagenet32", "imagenet64")
 
 
 @pytest.mark.parametrize("case", list(BAD_OPTIONS))
@@ -671,10 +674,19 @@ def test_the_limits_are_checked_from_axis_lengths_before_any_plan_is_built(monke
     assert_refused(data, "grid", "trainings exceed")
 
 
-def test_counts_match_the_plan_for_every_shipped_sweep_and_some_grids(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+@pytest.fixture
+def data_folders(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The folders the shipped sweeps read from the environment: CIFAR-10's only has to exist, an ImageNet
+    folder must hold its files (validation reads their headers)."""
+    monkeypatch.setenv("CIFAR10_ROOT", str(tmp_path))
+    for variable, folder in imagenet_roots(tmp_path / "data").items():
+        monkeypatch.setenv(variable, folder)
+
+
+@pytest.mark.usefixtures("data_folders")
+def test_counts_match_the_plan_for_every_shipped_sweep_and_some_grids():
     from orchestrator.plan import count_evaluations, count_trainings
 
-    monkeypatch.setenv("CIFAR10_ROOT", str(tmp_path))
     configs = [load_sweep(f) for f in sorted((REPO / "sweeps").glob("*.yaml"))]
     configs += [
         parse_sweep(sweep({"grid.path": ["ot", "vp"], "grid.objective": ["fm", "sm"], "invalid": "skip",
@@ -689,8 +701,8 @@ def test_counts_match_the_plan_for_every_shipped_sweep_and_some_grids(monkeypatc
         assert count_evaluations(config) == plan.num_evaluations
 
 
-def test_every_shipped_sweep_validates_with_its_paper_set_up(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    monkeypatch.setenv("CIFAR10_ROOT", str(tmp_path))
+@pytest.mark.usefixtures("data_folders")
+def test_every_shipped_sweep_validates_with_its_paper_set_up():
     for file in sorted((REPO / "sweeps").glob("*.yaml")):
         load_sweep(file)
     cifar = load_sweep(REPO / "sweeps" / "cifar10.yaml")

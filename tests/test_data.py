@@ -15,6 +15,7 @@ from fm_core.data import Dataset, from_uint8, to_uint8
 from fm_core.datasets import make_dataset
 from fm_core.image_data import Cifar10Dataset, DigitsDataset
 from fm_core.names import DATASET_NAMES
+from tests.bad_inputs import CodeRunningPickle
 
 SYNTHETIC = ("checkerboard", "8gaussians", "moons")
 GMM_OPTIONS = {"means": [[-1.0, 0.5], [2.0, -1.0]], "stds": [0.5, [1.0, 0.3]], "weights": [1.0, 3.0]}
@@ -287,22 +288,12 @@ def test_unknown_dataset_and_option() -> None:
         make_dataset("moons", radius=2.0)
 
 
-class _Payload:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        import os
-
-        return (os.system, (f"touch {self.marker}",))
-
-
 def test_a_cifar10_batch_that_would_run_code_is_refused(tmp_path: Path) -> None:
     """A batch file is data: a pickle naming anything but numpy's array rebuilders is refused unexecuted."""
     _write_fake_cifar(tmp_path / "cifar-10-batches-py")
     marker = tmp_path / "payload-ran"
     with open(tmp_path / "cifar-10-batches-py" / "data_batch_3", "wb") as f:
-        pickle.dump({b"labels": [0], b"data": _Payload(marker)}, f)
+        pickle.dump({b"labels": [0], b"data": CodeRunningPickle(marker)}, f)
     with pytest.raises(ValueError, match="refused to load posix.system"):
         make_dataset("cifar10", root=tmp_path)
     assert not marker.exists()

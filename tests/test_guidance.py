@@ -88,7 +88,7 @@ def test_guidance_scales_are_evaluated_from_one_training():
 
 @pytest.mark.parametrize(
     ("change", "key", "fragment"),
-    [({"dataset": {"name": "moons"}, "model": {"kind": "mlp"}}, "train.label_dropout", "dataset 'moons' has no class labels (digits, image_folder, cifar10 have)"),
+    [({"dataset": {"name": "moons"}, "model": {"kind": "mlp"}}, "train.label_dropout", "dataset 'moons' has no class labels (digits, image_folder, cifar10, imagenet32, imagenet64 have)"),
      ({"train": {"steps": 20, "batch_size": 32}}, "grid.cfg_scale", "set train.label_dropout"),
      ({"train": {"steps": 20, "batch_size": 32, "label_dropout": 1.0}}, "train.label_dropout", "(0, 1)"),
      ({"grid": {"solver": ["euler"], "nfe": [4], "cfg_scale": [-1.0]}}, "grid.cfg_scale[0]", "[0, 100]")],
