@@ -116,7 +116,8 @@ def test_bad_input_exits_2_with_one_clear_message_and_writes_nothing(tmp_path: P
 
 
 def test_validate_accepts_the_shipped_sweeps(tmp_path: Path):
-    env = fmx_env({"CIFAR10_ROOT": str(tmp_path)})  # cifar10.yaml reads its data folder from the environment
+    # cifar10.yaml reads its data folder and its FID detector (a stand-in here) from the environment
+    env = fmx_env({"CIFAR10_ROOT": str(tmp_path), "FID_DETECTOR": str(_detector(tmp_path))})
     for sweep in sorted((REPO / "sweeps").glob("*.yaml")):
         result = run_fmx(["validate", str(sweep)], cwd=tmp_path, env=env, timeout=120)
         assert result.returncode == 0, f"{sweep.name}: {result.stderr}"
@@ -131,8 +132,15 @@ def test_dry_run_lists_trainings_and_evaluations_without_running(tmp_path: Path)
     assert list(tmp_path.iterdir()) == []
 
 
+def _detector(folder: Path) -> Path:
+    from tests.fid_helpers import save_stand_in_detector
+
+    save_stand_in_detector(folder / "inception-2015-12-05.pt")
+    return folder / "inception-2015-12-05.pt"
+
+
 def test_cifar10_sweep_without_its_data_folder_is_refused(tmp_path: Path):
-    env = fmx_env({"CIFAR10_ROOT": str(tmp_path / "absent")})
+    env = fmx_env({"CIFAR10_ROOT": str(tmp_path / "absent"), "FID_DETECTOR": str(_detector(tmp_path))})
     result = run_fmx(["validate", str(REPO / "sweeps" / "cifar10.yaml")], cwd=tmp_path, env=env, timeout=120)
     assert result.returncode == 2 and "dataset.root" in result.stderr and "absent" in result.stderr
 

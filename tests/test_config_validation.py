@@ -26,6 +26,7 @@ from orchestrator.plan import plan_sweep
 from fm_core.dataset_specs import DATASET_SPECS
 from tests.bad_inputs import BILLION_LAUGHS, make_store
 from tests.cli_helpers import REPO
+from tests.fid_helpers import save_stand_in_detector
 
 BASE: dict[str, Any] = {
     "name": "valid",
@@ -671,10 +672,17 @@ def test_the_limits_are_checked_from_axis_lengths_before_any_plan_is_built(monke
     assert_refused(data, "grid", "trainings exceed")
 
 
+def _shipped_sweep_env(monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
+    """What cifar10.yaml reads from the environment: its data folder and its FID detector (a stand-in)."""
+    monkeypatch.setenv("CIFAR10_ROOT", str(folder))
+    monkeypatch.setenv("FID_DETECTOR", str(folder / "inception-2015-12-05.pt"))
+    save_stand_in_detector(folder / "inception-2015-12-05.pt")
+
+
 def test_counts_match_the_plan_for_every_shipped_sweep_and_some_grids(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     from orchestrator.plan import count_evaluations, count_trainings
 
-    monkeypatch.setenv("CIFAR10_ROOT", str(tmp_path))
+    _shipped_sweep_env(monkeypatch, tmp_path)
     configs = [load_sweep(f) for f in sorted((REPO / "sweeps").glob("*.yaml"))]
     configs += [
         parse_sweep(sweep({"grid.path": ["ot", "vp"], "grid.objective": ["fm", "sm"], "invalid": "skip",
@@ -690,12 +698,13 @@ def test_counts_match_the_plan_for_every_shipped_sweep_and_some_grids(monkeypatc
 
 
 def test_every_shipped_sweep_validates_with_its_paper_set_up(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    monkeypatch.setenv("CIFAR10_ROOT", str(tmp_path))
+    _shipped_sweep_env(monkeypatch, tmp_path)
     for file in sorted((REPO / "sweeps").glob("*.yaml")):
         load_sweep(file)
     cifar = load_sweep(REPO / "sweeps" / "cifar10.yaml")
     assert (cifar.model.model_channels, cifar.train.steps, cifar.eval.samples, cifar.train.num_workers) == (256, 400_000, 10_000, 8)
-    assert cifar.written_as == {"dataset.root": "${CIFAR10_ROOT}"}
+    assert cifar.written_as == {"dataset.root": "${CIFAR10_ROOT}", "eval.fid.detector": "${FID_DETECTOR}"}
+    assert cifar.eval.fid is not None and (cifar.eval.fid.samples, cifar.eval.fid.reference.split) == (50_000, "train")
 
 
 # --------------------------------------------------------------------------------------------
