@@ -45,7 +45,7 @@ class FidReference(BaseModel):
     @model_validator(mode="after")
     def _one_source(self) -> FidReference:
         if (self.split is None) == (self.stats is None):
-            raise ValueError("give either split (train | heldout) or stats (a .npz file with mu and sigma), not both")
+            raise ValueError(f"give either split ({' | '.join(IMAGE_SPLITS)}) or stats (a .npz file with mu and sigma), not both")
         return self
 
     def content(self, written_as: dict[str, str]) -> dict[str, str]:

@@ -82,6 +82,7 @@ class FidMeter:
     def measure(self, setting: SolverSetting, field_for: FieldFor) -> dict[str, Any]:
         """The row's FID and how it was measured (EvalRow's fid_* fields)."""
         state, cfg = self.state, self.config
+        reference = self.reference()  # first: a reference that cannot be had fails before any sampling
         moments = FeatureMoments()
         labels = sampling_labels(cfg.samples, state.num_classes, state.device) if state.num_classes else None
         for rows, noise in self._noise():
@@ -92,7 +93,6 @@ class FidMeter:
                 raise FloatingPointError("an FID sample has non-finite values")
             for images in batches(quantize(x), cfg.batch_size):
                 moments.add(detector_features(self.detector, images, state.device))
-        reference = self.reference()
         source = cfg.reference
         return {
             "fid": fid(moments.stats(), reference), "fid_samples": cfg.samples, "fid_protocol": FID_PROTOCOL,

@@ -3,7 +3,8 @@
 Everything a sweep needs is checked here, before Ray or MLflow start, so bad input never reaches a worker
 and nothing is half-written: the schema (orchestrator.schema) checks each value, and the checks here what
 depends on several keys, on fm_core's capabilities (which objective trains on which path, a model's size
-for its dataset), on the filesystem (data folders, storage, FID's detector and statistics) and on the plan (how big the grid is).
+for its dataset), on the filesystem (data folders, storage, FID's detector and statistics) and on the plan
+(how big the grid is).
 """
 
 from __future__ import annotations
