@@ -19,6 +19,8 @@ from fm_core.checks import OPEN_FRACTION, Range, integers, is_number, short_repr
 
 #: The default of an option that has none: the dataset cannot be built without it.
 REQUIRED: Any = None
+#: The splits of an image dataset that FID reference statistics can be computed from (eval.fid.reference.split).
+IMAGE_SPLITS = ("train", "heldout")
 #: Scales of 2D data (board size, circle radius, stds, means): float32 data and a usable model need far less.
 COORDINATE = Range(-1e6, 1e6)
 SCALE = Range(0.0, 1e6, lo_open=True)
@@ -56,7 +58,7 @@ class DatasetSpec:
     has_labels: bool = False
     #: The metric of sample quality evaluations report for this dataset (fm_core.sample_metrics.SAMPLE_METRICS):
     #: sliced W2 for low-dimensional data, the classifier FD for digits; None where fmx has none built in
-    #: (FID needs an Inception network that cannot be downloaded here).
+    #: (FID, which needs the user's Inception detector, is eval.fid: see `fid_splits`).
     sample_metric: str | None = "sliced_w2"
     #: Checks across options (gmm: stds and weights must fit the means' K x d).
     joint: Callable[[Mapping[str, Any]], None] | None = field(default=None)
@@ -66,6 +68,11 @@ class DatasetSpec:
     #: What the `root` folder must hold, checked by `fmx validate` before anything starts (names and array
     #: headers, never the images): raises OSError or ValueError naming the file. None: only that it exists.
     check_root: Callable[[Path], None] | None = None
+
+    @property
+    def fid_splits(self) -> tuple[str, ...]:
+        """The splits eval.fid can take reference statistics from: an image dataset's own; none of other data."""
+        return IMAGE_SPLITS if self.is_image else ()
 
     @property
     def option_names(self) -> tuple[str, ...]:

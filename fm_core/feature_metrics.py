@@ -1,8 +1,7 @@
-"""Frechet distances between Gaussian fits of learned features, with no downloaded weights.
+"""The "classifier Frechet distance" for digits: a Frechet distance between Gaussian fits of the features of a
+small classifier trained here in seconds (deterministically, cached on disk), with no downloaded weights.
 
-* A "classifier Frechet distance" for digits, with a small classifier trained here in seconds
-  (deterministically, cached on disk).
-* FID with a TorchScript Inception the *user* exports once -- this module never fetches weights.
+FID, with the user's Inception detector, is fm_core.fid.
 """
 
 from __future__ import annotations
@@ -10,8 +9,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
-import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fm_core.cache import atomic_write, default_cache_dir
 from fm_core.image_data import DigitsDataset
 from fm_core.metrics import feature_stats, frechet_distance
 
@@ -93,11 +91,6 @@ def _cache_key() -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _default_cache_dir() -> Path:
-    env = os.environ.get("FMX_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "fmx"
-
-
 @contextlib.contextmanager
 def _float32_default() -> Iterator[None]:
     """The classifier is float32 whatever the caller's default dtype (its weights must not depend on it)."""
@@ -152,20 +145,6 @@ def _train_digits_classifier(data: DigitsDataset) -> DigitsFeatureNet:
     return model.eval()
 
 
-def _atomic_save(state: dict[str, Tensor], path: Path) -> None:
-    """torch.save to a temp file in the same folder, then os.replace: readers never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def digits_classifier(cache_dir: str | Path | None = None) -> DigitsFeatureNet:
     """The trained digits classifier, loaded from cache or trained (deterministically) and cached.
 
@@ -175,7 +154,7 @@ def digits_classifier(cache_dir: str | Path | None = None) -> DigitsFeatureNet:
     unwritable cache folder only costs a warning.  The returned model is in eval mode and has
     ``cache_path`` and ``loaded_from_cache`` attributes.
     """
-    folder = Path(cache_dir).expanduser() if cache_dir is not None else _default_cache_dir()
+    folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     path = folder / f"digits_classifier-{_cache_key()}.pt"
     # The throwaway init must not advance the caller's RNG.
     with torch.random.fork_rng(devices=[]), _float32_default():
@@ -193,7 +172,7 @@ def digits_classifier(cache_dir: str | Path | None = None) -> DigitsFeatureNet:
         )
         model = _train_digits_classifier(data)
         try:
-            _atomic_save(model.state_dict(), path)
+            atomic_write(path, lambda f: torch.save(model.state_dict(), f))
         except OSError as exc:
             warnings.warn(f"could not write classifier cache '{path}': {exc}", stacklevel=2)
     model.eval()
@@ -235,87 +214,4 @@ def classifier_frechet_distance(
     fs = _batched(model.features, samples.detach().cpu().float().clamp(-1, 1), 1024)
     fr = _batched(model.features, reference.detach().cpu().float().clamp(-1, 1), 1024)
     model.train(was_training)
-    return _stats_distance(fs, fr)
-
-
-# --------------------------------------------------------------------------------------------
-# FID with a user-exported TorchScript feature extractor
-# --------------------------------------------------------------------------------------------
-
-
-def _prepare_for_extractor(x: Tensor, image_size: int | None, device: torch.device) -> Tensor:
-    x = x.to(device=device, dtype=torch.float32).clamp(-1, 1)
-    if x.shape[1] == 1:
-        x = x.expand(-1, 3, -1, -1)
-    if image_size is not None and tuple(x.shape[-2:]) != (image_size, image_size):
-        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
-    return x
-
-
-def _extract(extractor: Any, x: Tensor, batch_size: int, image_size: int | None, device: torch.device) -> Tensor:
-    outs = []
-    with torch.no_grad():
-        for i in range(0, x.shape[0], batch_size):
-            out = extractor(_prepare_for_extractor(x[i : i + batch_size], image_size, device))
-            if isinstance(out, (list, tuple)):
-                out = out[0]
-            outs.append(out.reshape(out.shape[0], -1).to("cpu", torch.float64))
-    return torch.cat(outs)
-
-
-def fid_from_extractor(
-    samples: Tensor,
-    reference: Tensor,
-    extractor_path: str | Path,
-    batch_size: int = 50,
-    image_size: int | None = 299,
-    device: str | torch.device = "cpu",
-) -> float:
-    """FID with a local TorchScript feature extractor (nothing is downloaded).
-
-    Input convention: ``samples`` / ``reference`` are float images in [-1, 1], NCHW, with 1 or 3
-    channels.  Each batch is clipped to [-1, 1], grayscale is repeated to 3 channels, and it is
-    resized bilinearly to ``image_size`` (``None``: no resize) before being passed, still in
-    [-1, 1], to the extractor.  The extractor's output (or first output, if it returns a
-    tuple/list) is flattened to (N, D) features.
-
-    To export pytorch-fid's InceptionV3 pool3 features (2048-d) once, on a machine with the
-    weights::
-
-        import torch
-        from pytorch_fid.inception import InceptionV3
-
-        class Pool3(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                # inputs already resized and in [-1, 1], hence no resize / normalisation inside
-                self.net = InceptionV3([3], resize_input=False, normalize_input=False)
-            def forward(self, x):
-                return self.net(x)[0]
-
-        torch.jit.trace(Pool3().eval(), torch.zeros(1, 3, 299, 299)).save("inception_pool3.pt")
-
-    and pass ``extractor_path="inception_pool3.pt"``.
-    """
-    path = Path(extractor_path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"FID extractor '{path}' not found: export a TorchScript feature extractor "
-            "(see fid_from_extractor's docstring) and pass its path as extractor_path"
-        )
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    for name, t in (("samples", samples), ("reference", reference)):
-        if t.ndim != 4 or t.shape[1] not in (1, 3):
-            raise ValueError(f"{name} must be NCHW images with 1 or 3 channels, got shape {tuple(t.shape)}")
-    dev = torch.device(device)
-    with warnings.catch_warnings():
-        # torch >= 2.9 flags TorchScript as deprecated; loading still works and is the point here.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        # TorchScript runs the program the file holds: this is the caller's own extractor, named by path in
-        # the call; no sweep file or sweep storage reaches here (the sweep's sample metrics are fm_core's own).
-        extractor = torch.jit.load(str(path), map_location=dev)
-    extractor.eval()
-    fs = _extract(extractor, samples.detach(), batch_size, image_size, dev)
-    fr = _extract(extractor, reference.detach(), batch_size, image_size, dev)
     return _stats_distance(fs, fr)

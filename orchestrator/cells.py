@@ -55,6 +55,11 @@ def training_cell(config: SweepConfig, key: TrainingKey) -> str:
 
 def eval_digest(config: SweepConfig) -> str:
     """The key of the evaluation settings every evaluation of the sweep shares (samples, seed, likelihood
-    protocol, reference tolerance, precision, ...): changing one makes every evaluation a new cell."""
+    protocol, reference tolerance, precision, FID's detector, samples and reference, ...): changing one makes
+    every evaluation a new cell."""
     settings = {k: v for k, v in config.eval.model_dump(mode="json").items() if k not in OPERATIONAL_EVAL_FIELDS}
+    fid = config.eval.fid
+    del settings["fid"]  # a sweep without FID keeps the key it had before FID existed
+    if fid is not None:
+        settings["fid"] = fid.content(config.written_as)
     return _digest({"code": TRAINING_CODE_VERSION, "eval": settings})[:8]

@@ -1,5 +1,6 @@
 """Evaluating a `ModelState` at its current step under solver settings: one row per setting (NFE, likelihood,
-sample metric, error against a reference solve), the samples drawn, and the reference trajectory of 2-D data.
+sample metric, FID where asked, error against a reference solve), the samples drawn, and the reference
+trajectory of 2-D data.
 
 Every setting integrates from the same noise (and, for a class-conditional model, the same balanced labels);
 the reference solve is one per guidance scale; large evaluations run in chunks of eval.batch_size points.
@@ -11,6 +12,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,6 +26,8 @@ from fm_core.metrics import ode_solution_error
 from fm_core.sample_metrics import sample_metric
 from fm_core.sampling import sample
 from fm_core.solvers import SolverSetting
+from orchestrator.fid_evaluation import FidMeter
+from orchestrator.folders import fid_reference_cache
 from orchestrator.model_state import ModelState
 from orchestrator.records import trial_identity
 from fm_core.likelihood import PER_SAMPLE_SOLVER, SHARED
@@ -47,12 +51,17 @@ def solve_in_batches(
 
 
 class Evaluator:
-    """Evaluates a `ModelState` (the state keeps the rows of the training's own evaluations and their seconds)."""
+    """Evaluates a `ModelState` (the state keeps the rows of the training's own evaluations and their seconds).
 
-    def __init__(self, state: ModelState) -> None:
+    `fid_cache`: where FID reference statistics are kept (a trial: the sweep's storage, `TrialSetup.fid_cache`;
+    else this machine's cache); used only with eval.fid."""
+
+    def __init__(self, state: ModelState, fid_cache: Path | None = None) -> None:
         self.state = state
         # (times, states of shape (T, N, 2)) of the last evaluation's reference solve; 2-D data only.
         self.trajectory: tuple[list[float], Tensor] | None = None
+        cache = fid_cache if fid_cache is not None else fid_reference_cache(None)
+        self.fid = FidMeter(state, cache) if state.config.eval.fid is not None else None
 
     def evaluate(
         self, settings: list[SolverSetting], on_row: Callable[[int, EvalRow], None] | None = None
@@ -91,6 +100,7 @@ class Evaluator:
                     raise FloatingPointError("the ODE solution has non-finite values")
                 samples[setting.label] = x
                 metric = math.nan if metric_name is None else sample_metric(metric_name, x, reference_data)
+                fid = self.fid.measure(setting, draw.labelled_field) if self.fid is not None else {}
                 nll = shared_nll if shared_nll is not None else likelihood.measure(setting, PER_SAMPLE_SOLVER)
                 reference = draw.reference(setting.cfg_scale)
                 error = math.nan if reference is None else ode_solution_error(x, reference)
@@ -100,7 +110,7 @@ class Evaluator:
                         EvalRow.of(
                             setting, state.step, **identity, nfe=nfe, nll=value, dequant_draws=draws, **nll.protocol,
                             sample_metric=metric, sample_metric_name=metric_name, ode_error=error, eval_seconds=seconds,
-                            error=nll.error,
+                            error=nll.error, **fid,
                         )
                     )  # fmt: skip
             except Exception as err:  # one bad setting must not lose the others
@@ -134,9 +144,13 @@ class _Draw:
         self.trajectory: tuple[list[float], Tensor] | None = None
 
     def field(self, scale: float | None, rows: slice) -> Field:
-        if scale is None or self.labels is None:
+        return self.labelled_field(scale, None if self.labels is None else self.labels[rows])
+
+    def labelled_field(self, scale: float | None, labels: Tensor | None) -> Field:
+        """The field at guidance `scale` for samples of these classes (None: an unconditional model)."""
+        if scale is None or labels is None:
             return self.unconditional
-        return self.state.objective.vector_field(guided(self.model, self.labels[rows], scale, self.state.num_classes))
+        return self.state.objective.vector_field(guided(self.model, labels, scale, self.state.num_classes))
 
     def solve(self, setting: SolverSetting) -> tuple[Tensor, int]:
         return solve_in_batches(lambda chunk, rows: sample(self.field(setting.cfg_scale, rows), chunk, setting, self.t_span),

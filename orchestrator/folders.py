@@ -11,13 +11,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from fm_core.cache import default_cache_dir
+
 #: Where a TorchTrainer trial's Ray Train run keeps its checkpoints (`<storage>/train/train-<trial id>/`).
 TRAIN_DIR = "train"
+#: Where FID reference statistics are cached, by content (fm_core.fid.reference_key), below the storage.
+FID_REFERENCE_DIR = "fid-reference"
 
 
 def join(base: str, *parts: str) -> str:
     """A path under a folder or a URI (`s3://b/x` + `y` -> `s3://b/x/y`): the one join for storage locations."""
     return "/".join([base.rstrip("/"), *parts])
+
+
+def fid_reference_cache(storage: str | None) -> Path:
+    """Where evaluations keep FID reference statistics: the sweep's storage, computed once for all its trials;
+    on a cloud URI (not a folder trials can write atomically) and outside a sweep, this machine's cache."""
+    if storage is None or "://" in storage:
+        return default_cache_dir() / FID_REFERENCE_DIR
+    return Path(storage) / FID_REFERENCE_DIR
 
 
 @dataclass(frozen=True)

@@ -50,11 +50,19 @@ def trial_params(config: SweepConfig, key: TrainingKey) -> dict[str, Any]:
     params.update({f"train.{k}": v for k, v in config.train.model_dump().items()})
     params.update({"train.worker_batch": config.train.worker_batch, "train.micro_batch": config.train.micro_batch})
     evaluation = config.eval.model_dump()
-    likelihood = evaluation.pop("likelihood")
-    params.update({f"eval.{k}": v for k, v in evaluation.items()})
-    params.update({f"eval.likelihood.{k}": v for k, v in likelihood.items()})
+    if evaluation["fid"] is None:
+        del evaluation["fid"]  # no FID: no param saying so, as before it existed
+    params.update(_flat("eval", evaluation))
     params.update({k: v for k, v in config.written_as.items() if k in params or k == "storage_path"})
     return params
+
+
+def _flat(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
+    """Nested settings as dotted params: {eval.likelihood.solver: dopri5, eval.fid.reference.split: train}."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        out.update(_flat(f"{prefix}.{key}", value) if isinstance(value, dict) else {f"{prefix}.{key}": value})
+    return out
 
 
 def trial_identity(config: SweepConfig, key: TrainingKey) -> dict[str, Any]:

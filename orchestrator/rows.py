@@ -61,7 +61,7 @@ def _nll_metric(row: EvalRow) -> str | None:
 
 
 def _sample_metric(row: EvalRow) -> str | None:
-    """The sample metric under its own name (sliced_w2, fid)."""
+    """The sample metric under its own name (sliced_w2, classifier_fd)."""
     return row.sample_metric_name or None
 
 
@@ -114,6 +114,7 @@ class EvalRow:
     nll: float = _col("float64", "value", math.nan, mlflow="metric", metric=_nll_metric, label=_nll_label, always=True)
     sample_metric: float = _col("float64", "value", math.nan, mlflow="metric", metric=_sample_metric, label=_sample_label,
                                 always=True)  # fmt: skip
+    fid: float = _col("float64", "value", math.nan, mlflow="metric", label="FID")  # eval.fid: fm_core.fid's protocol
     ode_error: float = _col("float64", "value", math.nan, mlflow="metric", label="ODE error", kind="check")
     # How it was measured.
     nll_unit: str | None = _col("string", "protocol")
@@ -124,6 +125,11 @@ class EvalRow:
     nll_probe: str | None = _col("string", "protocol")
     nll_points: int | None = _col("Int64", "protocol")
     sample_metric_name: str | None = _col("string", "protocol")
+    fid_samples: int | None = _col("Int64", "protocol")
+    fid_reference: str | None = _col("string", "protocol")  # the split (train), or the statistics file's name
+    fid_reference_digest: str | None = _col("string", "protocol")  # of the reference's mu and sigma
+    fid_detector_sha256: str | None = _col("string", "protocol")
+    fid_protocol: str | None = _col("string", "protocol")
     eval_seconds: float = _col("float64", "trial", 0.0, mlflow="metric")
     status: str = _col("string", "trial", "ok")
     error: str | None = _col("string", "trial")

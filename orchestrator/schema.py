@@ -27,6 +27,7 @@ from fm_core.names import (
 from fm_core.paths import PATHS  # noqa: E402 - torch-free: the schedules' names, options and capabilities
 from fm_core.time_sampling import TIME_SAMPLERS  # noqa: E402 - torch-free too
 from fm_core.lazy import option_problem  # noqa: E402
+from orchestrator.fid_config import FidConfig  # noqa: E402
 from orchestrator.value_types import (
     DISTINCT, MAX_BATCH, MAX_STEPS, NON_EMPTY, Batch, Count, Nfe, OpenFraction, Seed, Tolerance, head_channels, in_range,
 )  # fmt: skip
@@ -295,6 +296,7 @@ class EvalConfig(_Strict):
     precision: Precision = Field(
         "fp32", description="autocast dtype of sampling (the likelihood is always integrated in fp32)"
     )
+    fid: FidConfig | None = Field(None, description="FID by the standard protocol (image datasets; docs/fid.md); null: none")
 
     @field_validator("dequant_draws", mode="before")
     @classmethod

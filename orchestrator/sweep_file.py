@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from fm_core.dataset_specs import DATASET_SPECS
+from orchestrator.fid_config import FID_PATH_KEYS
 from orchestrator.schema import ConfigError
 
 #: A sweep file is a few KiB; a bigger one is a mistake (or an attack), refused before YAML parses it.
@@ -169,8 +170,8 @@ _VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def _expand_paths(file: str | Path, data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
-    """`${VAR}` from the environment in path-typed values only (storage_path and the dataset's folder
-    options: data roots differ per machine); elsewhere it stays literal text. Returns the expanded copy and
+    """`${VAR}` from the environment in path-typed values only (storage_path, the dataset's folder options and
+    FID's files: data roots differ per machine); elsewhere it stays literal text. Returns the expanded copy and
     {dotted key: the text as written} for each value that was expanded."""
     data = dict(data)
     holders: list[tuple[str, dict[str, Any], str]] = [("storage_path", data, "storage_path")]
@@ -180,12 +181,33 @@ def _expand_paths(file: str | Path, data: dict[str, Any]) -> tuple[dict[str, Any
         data["dataset"] = dataset = dict(dataset)  # type: ignore[arg-type]
         holders += [(f"dataset.{opt}", dataset, opt) for opt in DATASET_SPECS[name].path_options]
     written_as: dict[str, str] = {}
-    for key, holder, field in holders:
+
+    def expand(key: str, holder: dict[str, Any], field: str) -> None:
         text = holder.get(field)
         if isinstance(text, str) and "$" in text:
             holder[field] = _expand_vars(file, key, text)
             written_as[key] = text
+
+    for key, holder, field in holders:
+        expand(key, holder, field)
+    for key in FID_PATH_KEYS:  # one at a time: finding a key copies the mappings on its way, which the next one may share
+        found = _holder(data, key)
+        if found is not None:
+            expand(key, *found)
     return data, written_as
+
+
+def _holder(data: dict[str, Any], dotted: str) -> tuple[dict[str, Any], str] | None:
+    """The mapping holding `dotted`'s last key (each mapping on the way copied, so that the caller's data is
+    left as it was) and that key; None where the file has no such mapping."""
+    *parents, leaf = dotted.split(".")
+    holder = data
+    for name in parents:
+        child = holder.get(name)
+        if not isinstance(child, dict):
+            return None
+        holder[name] = holder = dict(child)
+    return holder, leaf
 
 
 def _expand_vars(file: str | Path, key: str, text: str) -> str:

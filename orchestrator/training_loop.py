@@ -49,10 +49,11 @@ class TrialParts:
     evaluator: Evaluator
 
     @classmethod
-    def build(cls, config: SweepConfig, key: TrainingKey, device: str = "cpu") -> TrialParts:
-        """`config`: the sweep as this training sees it (`for_training(key)`, as a TrialSetup holds it)."""
+    def build(cls, config: SweepConfig, key: TrainingKey, device: str = "cpu", fid_cache: Path | None = None) -> TrialParts:
+        """`config`: the sweep as this training sees it (`for_training(key)`, as a TrialSetup holds it);
+        `fid_cache`: where its evaluations keep FID reference statistics (`TrialSetup.fid_cache`)."""
         state = ModelState(config, key, device)
-        return cls(state, Trainer(state), Evaluator(state))
+        return cls(state, Trainer(state), Evaluator(state, fid_cache))
 
 
 @dataclass

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from fm_core.solvers import SolverSetting
 from orchestrator.cell_store import cell_dir
+from orchestrator.folders import fid_reference_cache
 from orchestrator.schema import SweepConfig
 from orchestrator.plan import SweepPlan, TrainingKey
 from orchestrator.pass_work import EVALUATE, WorkItem
@@ -39,6 +41,11 @@ class TrialSetup:
     @property
     def cell(self) -> str:
         return self.item.cell
+
+    @property
+    def fid_cache(self) -> Path:
+        """Where its evaluations find (or leave) FID reference statistics."""
+        return fid_reference_cache(self.storage_root)
 
     @property
     def evaluates_only(self) -> bool:

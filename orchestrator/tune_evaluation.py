@@ -34,7 +34,7 @@ def run(trial: TrialSetup, started_at: float, started: float) -> None:
     settings = {s.label: s for s in trial.settings}
     device = "cuda" if config.train.use_gpu and torch.cuda.is_available() else "cpu"  # the trial holds a GPU then
     state = ModelState(config, item.key, device=device)
-    evaluator = Evaluator(state)
+    evaluator = Evaluator(state, trial.fid_cache)
     rows: list[EvalRow] = []
     error = None
     with tempfile.TemporaryDirectory() as tmp:

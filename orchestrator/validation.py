@@ -3,7 +3,8 @@
 Everything a sweep needs is checked here, before Ray or MLflow start, so bad input never reaches a worker
 and nothing is half-written: the schema (orchestrator.schema) checks each value, and the checks here what
 depends on several keys, on fm_core's capabilities (which objective trains on which path, a model's size
-for its dataset), on the filesystem (data folders, storage) and on the plan (how big the grid is).
+for its dataset), on the filesystem (data folders, storage, FID's detector and statistics) and on the plan
+(how big the grid is).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pydantic import ValidationError
 
 from fm_core.checks import short_repr
 from fm_core.dataset_specs import DATASET_SPECS, OptionError, check_options
+from fm_core.fid_files import MAX_DETECTOR_BYTES, URL_SCHEMES, FidFileError, is_url, read_stats, sha256_file
 from fm_core.models.spec import UNetSpec, mlp_parameter_count
 from fm_core.objectives import path_objective_problem
 from orchestrator.plan import (
@@ -45,6 +47,7 @@ def parse_sweep(data: Any, file: str | Path = "<sweep>", base: Path | None = Non
     except ValidationError as err:
         raise _first_error(file, err) from None
     _check_dataset(file, config.dataset, base or Path.cwd())
+    config = _check_fid(file, config, base or Path.cwd())
     _check_storage_path(file, config)
     _check_grid_keys(file, config.grid)
     _check_train_axes(file, config)
@@ -98,7 +101,7 @@ def _check_dataset(file: str | Path, ds: DatasetConfig, base: Path) -> None:
     spec = DATASET_SPECS[ds.name]
     for option in spec.path_options:
         # Trials run in Ray workers with their own working directory: pin the folder now.
-        ds.model_extra[option] = str(_existing_folder(file, f"dataset.{option}", ds.options[option], base))
+        ds.model_extra[option] = str(_existing(file, f"dataset.{option}", ds.options[option], base, folder=True))
     if spec.check_root is not None:  # the files the folder must hold (headers only, not the images)
         try:
             spec.check_root(Path(ds.options["root"]))
@@ -106,15 +109,68 @@ def _check_dataset(file: str | Path, ds: DatasetConfig, base: Path) -> None:
             raise ConfigError(file, "dataset.root", str(err)) from None
 
 
-def _existing_folder(file: str | Path, key: str, text: str, base: Path) -> Path:
+def _existing(file: str | Path, key: str, text: str, base: Path, folder: bool) -> Path:
+    """The absolute path of an existing data folder (folder=True) or regular file that `text` names."""
     path = _user_path(file, key, text)
     path = path if path.is_absolute() else base / path
+    what, kind = ("data folder", "a folder") if folder else ("file", "a regular file")
     try:
-        if not path.is_dir():
-            raise ConfigError(file, key, f"data folder '{text}' " + ("is not a folder" if path.exists() else "does not exist"))
-        return path.resolve()
+        found, exists = (path.is_dir() if folder else path.is_file()), path.exists()
+        resolved = path.resolve()
     except (OSError, ValueError) as err:  # a name too long for the filesystem, a NUL byte
-        raise ConfigError(file, key, f"data folder '{text[:200]}' cannot be used: {getattr(err, 'strerror', None) or err}") from None
+        raise ConfigError(file, key, f"{what} '{text[:200]}' cannot be used: {getattr(err, 'strerror', None) or err}") from None
+    if not found:
+        raise ConfigError(file, key, f"{what} '{text}' " + (f"is not {kind}" if exists else "does not exist"))
+    return resolved
+
+
+def _check_fid(file: str | Path, config: SweepConfig, base: Path) -> SweepConfig:
+    """eval.fid before anything runs: a dataset of images (its spec's `fid_splits`), a detector that is the file
+    its sha256 names, a statistics file that reads. Returns the config with the detector's path pinned and its
+    sha256 recorded (trials refuse any other file), and the statistics file's path pinned."""
+    fid = config.eval.fid
+    if fid is None:
+        return config
+    splits = DATASET_SPECS[config.dataset.name].fid_splits
+    if not splits:
+        images = ", ".join(name for name, spec in DATASET_SPECS.items() if spec.fid_splits)
+        raise ConfigError(file, "eval.fid", f"FID measures images; dataset '{config.dataset.name}' has none ({images} have)")
+    reference = fid.reference
+    if reference.split is not None and reference.split not in splits:
+        raise ConfigError(file, "eval.fid.reference.split", f"dataset '{config.dataset.name}' has splits {', '.join(splits)}")
+    if reference.stats is not None:
+        path = _existing(file, "eval.fid.reference.stats", reference.stats, base, folder=False)
+        try:
+            read_stats(path)
+        except FidFileError as err:
+            raise ConfigError(file, "eval.fid.reference.stats", str(err)) from None
+        reference = reference.model_copy(update={"stats": str(path)})
+    detector, sha256 = _check_detector(file, fid.detector, fid.detector_sha256, base)
+    fid = fid.model_copy(update={"detector": detector, "detector_sha256": sha256, "reference": reference})
+    return config.model_copy(update={"eval": config.eval.model_copy(update={"fid": fid})})
+
+
+def _check_detector(file: str | Path, text: str, expected: str | None, base: Path) -> tuple[str, str]:
+    """The detector's pinned path (or URL) and sha256: a local file is hashed and must match `expected` where
+    given; a URL is fetched only by a trial, so it needs `expected`."""
+    if is_url(text):
+        if text.split("://", 1)[0].lower() not in URL_SCHEMES:
+            raise ConfigError(file, "eval.fid.detector", f"'{text[:200]}': a detector URL is one of {', '.join(URL_SCHEMES)}")
+        if expected is None:
+            raise ConfigError(file, "eval.fid.detector_sha256", "a detector named by URL needs its sha256: it is downloaded "
+                                                                 "once and refused unless its bytes have it")  # fmt: skip
+        return text, expected
+    path = _existing(file, "eval.fid.detector", text, base, folder=False)
+    try:
+        actual = sha256_file(path, MAX_DETECTOR_BYTES)
+    except (OSError, FidFileError) as err:
+        raise ConfigError(file, "eval.fid.detector", f"cannot read '{text[:200]}': {getattr(err, 'strerror', None) or err}") from None
+    if expected is not None and actual != expected:
+        raise ConfigError(
+            file, "eval.fid.detector_sha256", f"the detector '{text[:200]}' has sha256 {actual}, not {expected}: "
+            "a different file; fetch it again, or correct the checksum",
+        )
+    return str(path), actual
 
 
 def _user_path(file: str | Path, key: str, text: str) -> Path:

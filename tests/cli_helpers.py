@@ -17,8 +17,10 @@ TRAINING_RUNS = "tags.`fmx.trial_id` != ''"
 
 
 def fmx_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """A clean environment: no inherited tracking URI, Ray's files in a short private temp dir."""
+    """A clean environment: no inherited tracking URI, Ray's files in a short private temp dir, and this
+    checkout's code first on the path (the `fmx` script may be another checkout's editable install)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "RAY_"))}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
     env["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="fmxray", dir="/tmp")  # Ray's socket paths must stay short
     env["FMX_CACHE_DIR"] = str(REPO / ".fmx_cache")
     env.update(extra or {})

@@ -17,7 +17,7 @@ import pytest
 
 from tests.bad_inputs import BILLION_LAUGHS, make_store
 from tests.cli_helpers import REPO, fmx_env, run_fmx
-from tests.imagenet_files import imagenet_roots
+from tests.shipped_sweeps_env import shipped_sweeps_env, stand_in_detector
 
 GOOD = textwrap.dedent(
     """\
@@ -117,9 +117,9 @@ def test_bad_input_exits_2_with_one_clear_message_and_writes_nothing(tmp_path: P
 
 
 def test_validate_accepts_the_shipped_sweeps(tmp_path: Path):
-    # cifar10.yaml and imagenet*.yaml read their data folders from the environment; validation checks the
-    # files an ImageNet folder must hold (their headers), so those get small files in the official layout.
-    env = fmx_env({"CIFAR10_ROOT": str(tmp_path), **imagenet_roots(tmp_path / "data")})
+    # cifar10.yaml and imagenet*.yaml read their data folders from the environment (validation checks the files an
+    # ImageNet folder must hold: small files in the official layout), cifar10.yaml its FID detector (a stand-in).
+    env = fmx_env(shipped_sweeps_env(tmp_path))
     for sweep in sorted((REPO / "sweeps").glob("*.yaml")):
         result = run_fmx(["validate", str(sweep)], cwd=tmp_path, env=env, timeout=120)
         assert result.returncode == 0, f"{sweep.name}: {result.stderr}"
@@ -135,7 +135,7 @@ def test_dry_run_lists_trainings_and_evaluations_without_running(tmp_path: Path)
 
 
 def test_cifar10_sweep_without_its_data_folder_is_refused(tmp_path: Path):
-    env = fmx_env({"CIFAR10_ROOT": str(tmp_path / "absent")})
+    env = fmx_env({"CIFAR10_ROOT": str(tmp_path / "absent"), "FID_DETECTOR": str(stand_in_detector(tmp_path))})
     result = run_fmx(["validate", str(REPO / "sweeps" / "cifar10.yaml")], cwd=tmp_path, env=env, timeout=120)
     assert result.returncode == 2 and "dataset.root" in result.stderr and "absent" in result.stderr
 

@@ -26,7 +26,7 @@ from orchestrator.plan import plan_sweep
 from fm_core.dataset_specs import DATASET_SPECS
 from tests.bad_inputs import BILLION_LAUGHS, make_store
 from tests.cli_helpers import REPO
-from tests.imagenet_files import imagenet_roots
+from tests.shipped_sweeps_env import shipped_sweeps_env
 
 BASE: dict[str, Any] = {
     "name": "valid",
@@ -676,11 +676,8 @@ def test_the_limits_are_checked_from_axis_lengths_before_any_plan_is_built(monke
 
 @pytest.fixture
 def data_folders(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """The folders the shipped sweeps read from the environment: CIFAR-10's only has to exist, an ImageNet
-    folder must hold its files (validation reads their headers)."""
-    monkeypatch.setenv("CIFAR10_ROOT", str(tmp_path))
-    for variable, folder in imagenet_roots(tmp_path / "data").items():
-        monkeypatch.setenv(variable, folder)
+    for variable, value in shipped_sweeps_env(tmp_path).items():
+        monkeypatch.setenv(variable, value)
 
 
 @pytest.mark.usefixtures("data_folders")
@@ -707,7 +704,8 @@ def test_every_shipped_sweep_validates_with_its_paper_set_up():
         load_sweep(file)
     cifar = load_sweep(REPO / "sweeps" / "cifar10.yaml")
     assert (cifar.model.model_channels, cifar.train.steps, cifar.eval.samples, cifar.train.num_workers) == (256, 400_000, 10_000, 8)
-    assert cifar.written_as == {"dataset.root": "${CIFAR10_ROOT}"}
+    assert cifar.written_as == {"dataset.root": "${CIFAR10_ROOT}", "eval.fid.detector": "${FID_DETECTOR}"}
+    assert cifar.eval.fid is not None and (cifar.eval.fid.samples, cifar.eval.fid.reference.split) == (50_000, "train")
 
 
 # --------------------------------------------------------------------------------------------

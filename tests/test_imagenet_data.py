@@ -18,7 +18,8 @@ from orchestrator.schema import ConfigError
 from orchestrator.validation import load_sweep, parse_sweep
 from tests.bad_inputs import CodeRunningPickle
 from tests.cli_helpers import REPO
-from tests.imagenet_files import imagenet_roots, write_imagenet_folder
+from tests.shipped_sweeps_env import shipped_sweeps_env
+from tests.imagenet_files import write_imagenet_folder
 
 RESOLUTIONS = (32, 64)
 N = 6  # images per file
@@ -169,13 +170,14 @@ def _refused(root: Path, dataset: str = "imagenet32") -> ConfigError:
 
 
 def test_the_shipped_sweeps_hold_table_3s_set_ups(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    roots = imagenet_roots(tmp_path)
-    for variable, root in roots.items():
-        monkeypatch.setenv(variable, root)
+    env = shipped_sweeps_env(tmp_path)
+    for variable, value in env.items():
+        monkeypatch.setenv(variable, value)
     in32, in64 = (load_sweep(REPO / "sweeps" / f"imagenet{r}.yaml") for r in RESOLUTIONS)
     for config, resolution in ((in32, 32), (in64, 64)):
         assert config.dataset.name == f"imagenet{resolution}"
-        assert config.written_as == {"dataset.root": f"${{IMAGENET{resolution}_ROOT}}"}
+        assert config.written_as == {"dataset.root": f"${{IMAGENET{resolution}_ROOT}}", "eval.fid.detector": "${FID_DETECTOR}"}
+        assert config.eval.fid is not None and config.eval.fid.samples == 50_000 and config.eval.fid.reference.split == "train"
         assert (config.model.num_heads, config.model.num_head_channels, config.model.dropout, config.model.num_res_blocks) == (4, 64, 0.0, 3)
     m, t = in32.model, in32.train
     assert (m.model_channels, m.channel_mult, m.attention_resolutions) == (256, (1, 2, 2, 2), (16, 8))
@@ -185,6 +187,6 @@ def test_the_shipped_sweeps_hold_table_3s_set_ups(tmp_path: Path, monkeypatch: p
     assert (t.batch_size, t.num_workers, t.steps, t.lr, t.lr_schedule, t.warmup_steps) == (2048, 16, 157_000, 1e-4, "constant", 0)
     assert t.precision != "fp32"  # mixed precision
     # Each sweep's folder must hold its own resolution's files.
-    monkeypatch.setenv("IMAGENET64_ROOT", roots["IMAGENET32_ROOT"])
+    monkeypatch.setenv("IMAGENET64_ROOT", env["IMAGENET32_ROOT"])
     with pytest.raises(ConfigError, match="rows of 32x32 images: another resolution's files"):
         load_sweep(REPO / "sweeps" / "imagenet64.yaml")

@@ -1,24 +1,21 @@
-"""Tests for fm_core.metrics and fm_core.feature_metrics: raw-coordinate distances, Frechet distances, the digits classifier, FID."""
+"""Tests for fm_core.metrics and fm_core.feature_metrics: raw-coordinate distances, Frechet distances, the digits classifier (FID: tests/test_fid.py)."""
 
 from __future__ import annotations
 
 import math
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from fm_core.feature_metrics import (
     DigitsFeatureNet,
     classifier_accuracy,
     classifier_frechet_distance,
     digits_classifier,
-    fid_from_extractor,
 )
 from fm_core.image_data import DigitsDataset
 from fm_core.metrics import energy_distance, feature_stats, frechet_distance, ode_solution_error, sliced_wasserstein
@@ -216,54 +213,6 @@ def test_classifier_frechet_distance(trained: TrainedClassifier, digits: DigitsD
     assert classifier_frechet_distance(train, train, classifier=trained.model) == pytest.approx(0.0, abs=1e-6)
     with pytest.raises(ValueError):
         classifier_frechet_distance(torch.zeros(10, 3, 8, 8), train, classifier=trained.model)
-
-
-# --------------------------------------------------------------------------------------------
-# FID from a user-supplied TorchScript extractor
-# --------------------------------------------------------------------------------------------
-
-
-class _TinyExtractor(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 8, kernel_size=3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.conv(x)).mean(dim=(2, 3), keepdim=True)  # (N, 8, 1, 1): flattened by the metric
-
-
-@pytest.fixture
-def extractor_path(tmp_path: Path) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path / "tiny_extractor.pt"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # torch >= 2.9 marks TorchScript deprecated
-        scripted = torch.jit.script(_TinyExtractor().eval())
-    scripted.save(str(path))
-    return path
-
-
-def test_fid_from_extractor(extractor_path: Path) -> None:
-    x = torch.rand(300, 3, 8, 8, generator=_gen(0)) * 1.6 - 0.8
-    y = torch.rand(300, 3, 8, 8, generator=_gen(1)) * 1.6 - 0.8
-    same = fid_from_extractor(x, x, extractor_path, batch_size=64, image_size=16)
-    assert same == pytest.approx(0.0, abs=1e-8)
-    fresh = fid_from_extractor(x, y, extractor_path, batch_size=64, image_size=16)
-    shifted = fid_from_extractor(x, (y + 0.5).clamp(-1, 1), extractor_path, batch_size=64, image_size=16)
-    assert shifted > 10 * fresh and shifted > 1e-3
-    # Grayscale input is repeated to 3 channels; no resize when image_size is None.
-    g = x[:, :1]
-    assert fid_from_extractor(g, g, extractor_path, image_size=None) == pytest.approx(0.0, abs=1e-8)
-    rgb = g.expand(-1, 3, -1, -1)
-    assert fid_from_extractor(g, rgb, extractor_path, image_size=None) == pytest.approx(0.0, abs=1e-8)
-
-
-def test_fid_from_extractor_missing_file_and_bad_shape(tmp_path: Path, extractor_path: Path) -> None:
-    x = torch.zeros(4, 3, 8, 8)
-    with pytest.raises(FileNotFoundError, match="missing_inception"):
-        fid_from_extractor(x, x, tmp_path / "missing_inception.pt")
-    with pytest.raises(ValueError, match="samples"):
-        fid_from_extractor(torch.zeros(4, 64), x, extractor_path)
 
 
 # --------------------------------------------------------------------------------------------

@@ -45,7 +45,7 @@ def test_child_metrics_are_named_by_what_they_measure_and_skip_what_was_not_meas
 def test_parquet_columns_and_dtypes_come_from_the_row_and_read_back_older_rows():
     assert RUN_COLUMNS == parquet_columns() and set(parquet_dtypes()) == set(RUN_COLUMNS)
     assert set(GROUP_COLUMNS) >= {"path", "objective", "coupling", "solver", "tol", "nfe_budget", "train_step"}
-    assert "seed" not in GROUP_COLUMNS and set(VALUE_COLUMNS) == {"nfe", "nll", "sample_metric", "ode_error"}
+    assert "seed" not in GROUP_COLUMNS and set(VALUE_COLUMNS) == {"nfe", "nll", "sample_metric", "fid", "ode_error"}
     legacy = {"train_step": 5, "solver": "euler", "tol": None, "nfe_budget": 4, "nll_nfe": 4, "dequant_draws": None,
               "status": "ok", "a_column_that_no_longer_exists": 1}  # fmt: skip
     frame = rows_frame([EvalRow.from_dict(legacy), _row(SETTINGS[1], nfe=20)])

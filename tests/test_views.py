@@ -19,13 +19,13 @@ def _rows(paths=("ot", "vp")) -> list[EvalRow]:
     return [
         EvalRow.of(s, 100, trial_id=f"{p}-fm-independent-s0", path=p, objective="fm", coupling="independent", seed=0,
                    nfe=s.nfe_budget or 40, nll=2.0, nll_unit="bits/dim", nll_nfe=60, sample_metric=0.3,
-                   sample_metric_name="fid", ode_error=math.nan, eval_seconds=1.0)  # fmt: skip
+                   sample_metric_name="classifier_fd", ode_error=math.nan, eval_seconds=1.0)  # fmt: skip
         for p in paths for s in SETTINGS
     ]
 
 
 def test_metrics_in_a_fixed_order_values_first_and_only_those_measured():
-    assert metric_names(_rows()) == ["nfe", "bits_per_dim", "fid", "nll_nfe", "eval_seconds"]
+    assert metric_names(_rows()) == ["nfe", "bits_per_dim", "classifier_fd", "nll_nfe", "eval_seconds"]
 
 
 def test_chart_axes_are_the_method_and_setting_params_that_vary():
@@ -41,10 +41,10 @@ def test_view_columns_put_method_and_setting_beside_nfe_and_never_repeat():
     cols = view["selectedColumns"]
     assert len(cols) == len(set(cols)) == len(rows[0].child_params()) + len(metric_names(rows))
     assert cols[:9] == ["params.`path`", "params.`objective`", "params.`coupling`", "params.`solver`", "params.`tol`",
-                        "params.`nfe_budget`", "metrics.`nfe`", "metrics.`bits_per_dim`", "metrics.`fid`"]  # fmt: skip
+                        "params.`nfe_budget`", "metrics.`nfe`", "metrics.`bits_per_dim`", "metrics.`classifier_fd`"]  # fmt: skip
     assert view["orderByKey"] == "metrics.`nfe`" and view["orderByAsc"] is True
     (chart,) = view["compareRunCharts"]
-    assert chart["selectedMetrics"] == ["nfe", "bits_per_dim", "fid"] and chart["metricSectionId"] == view["compareRunSections"][0]["uuid"]
+    assert chart["selectedMetrics"] == ["nfe", "bits_per_dim", "classifier_fd"] and chart["metricSectionId"] == view["compareRunSections"][0]["uuid"]
 
 
 def test_training_option_axes_and_guidance_scales_are_columns_and_chart_axes_where_they_vary():
