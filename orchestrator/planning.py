@@ -123,6 +123,7 @@ def prepare(config: SweepConfig, file: str, tracking_uri: str, address: str | No
         raise SweepRefused(f"--tracking-uri: {err}") from None
     if is_local_ray(address):
         _check_local_capacity(config, file)
+    plan = plan_sweep(config)  # before the lock: nothing may raise between taking and handing it on
     folders = folders_of(config)
     lock = SweepLock(folders.results, folders.local_storage)
     try:
@@ -139,7 +140,7 @@ def prepare(config: SweepConfig, file: str, tracking_uri: str, address: str | No
     except SweepRefused:
         lock.release()
         raise
-    return PlannedSweep(config, file, folders, tracking_uri, address, resume, plan_sweep(config), restore, lock)
+    return PlannedSweep(config, file, folders, tracking_uri, address, resume, plan, restore, lock)
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,9 @@ from fm_core.dataset_specs import DATASET_SPECS, OptionError, check_options
 from fm_core.fid_files import MAX_DETECTOR_BYTES, URL_SCHEMES, FidFileError, is_url, read_stats, sha256_file
 from fm_core.models.spec import UNetSpec, mlp_parameter_count
 from fm_core.objectives import path_objective_problem
+from fm_core.solvers import SETTING_FIELDS, SolverSetting
 from orchestrator.plan import (
-    count_evaluations, count_trainings, is_valid_pair, pair_problem, path_objective_pairs, plan_sweep, time_kind,
+    count_evaluations, count_trainings, eval_settings, is_valid_pair, pair_problem, path_objective_pairs, plan_sweep, time_kind,
     train_variants,
 )  # fmt: skip
 from orchestrator.schema import (
@@ -55,6 +56,7 @@ def parse_sweep(data: Any, file: str | Path = "<sweep>", base: Path | None = Non
     _check_batch(file, config.train)
     _check_combinations(file, config)
     _check_size(file, config)
+    _check_setting_labels(file, config)
     _check_model_fits(file, config)
     _check_fault_injection(file, config)
     return config
@@ -227,16 +229,18 @@ def _check_train_axes(file: str | Path, config: SweepConfig) -> None:
             raise ConfigError(file, key, f"train.{name} is also set in train; remove one")
         if not values:
             raise ConfigError(file, key, "an axis needs at least one value")
-        seen: set[str] = set()
+        seen: dict[str, int] = {}
         for i, value in enumerate(values):
-            text = json.dumps(value, sort_keys=True)
-            if text in seen:
-                raise ConfigError(file, f"{key}[{i}]", f"repeats the value {value!r}")
-            seen.add(text)
             try:
                 train = TrainConfig.model_validate({**config.train.model_dump(), name: value})
             except ValidationError as err:
                 raise ConfigError(file, f"{key}[{i}]", _first_error(file, err).message) from None
+            # Compared as validated, not as written: 0 and 0.0, {} and {kind: null} are one value, one training.
+            text = json.dumps(train.model_dump(mode="json")[name], sort_keys=True)
+            if text in seen:
+                raise ConfigError(file, f"{key}[{i}]", f"{value!r} is the value of entry {seen[text]} ({values[seen[text]]!r}) "
+                                                       "once read; list each value once")  # fmt: skip
+            seen[text] = i
             _check_batch(file, train)
 
 
@@ -285,6 +289,20 @@ def _check_size(file: str | Path, config: SweepConfig) -> None:
                 file, "grid", f"{count} {what} exceed limits.{key} = {limit}; shrink the grid, or raise the limit "
                 f"with a top-level `limits: {{{key}: {count}}}` if you mean it",
             )
+
+
+def _check_setting_labels(file: str | Path, config: SweepConfig) -> None:
+    """Each evaluation setting is one label (its metric names, child runs and table rows): values that differ
+    beyond the digits a label shows (cfg_scale 1.0000001 and 1.0000002) would be one setting twice."""
+    first: dict[str, SolverSetting] = {}
+    for setting in eval_settings(config):
+        earlier = first.setdefault(setting.label, setting)
+        if earlier is setting:
+            continue
+        name = next(n for n in SETTING_FIELDS if getattr(earlier, n) != getattr(setting, n))
+        axis = {"nfe_budget": "nfe"}.get(name, name)
+        raise ConfigError(file, f"grid.{axis}", f"{getattr(earlier, name)!r} and {getattr(setting, name)!r} are one "
+                                                f"setting, '{setting.label}', at the digits fmx shows; list values that differ more")  # fmt: skip
 
 
 def _check_model_fits(file: str | Path, config: SweepConfig) -> None:

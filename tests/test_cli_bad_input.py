@@ -92,6 +92,16 @@ CASES = {
     "tracking_uri_malformed": (GOOD, ["--tracking-uri", "http://[::1"], ["--tracking-uri", "unusable tracking URI"]),
     "batch_not_split_by_accumulation": (GOOD.replace("batch_size: 32}", "batch_size: 32, grad_accum: 3}"), [], ["train.batch_size", "multiple of 3"]),
     "model_too_big": (GOOD.replace("hidden: 16, depth: 2", "hidden: 8192, depth: 64"), [], ["model", "limits.max_parameters"]),
+    # Values equal once read are one training (or one setting) twice, whatever their spelling.
+    "train_value_spelled_twice": (GOOD.replace("nfe: [4]}", "nfe: [4], train: {sigma_min: [0, 0.0]}}"), [], ["grid.train.sigma_min[1]", "entry 0"]),
+    "time_sampling_spelled_twice": (
+        GOOD.replace("nfe: [4]}", "nfe: [4], train: {time_sampling: [{}, {kind: null}]}}"), [], ["grid.train.time_sampling[1]", "entry 0"]
+    ),
+    "guidance_scales_one_label": (
+        GOOD.replace("{name: checkerboard}", "{name: digits}").replace("kind: mlp, hidden: 16, depth: 2", "kind: unet, model_channels: 8, channel_mult: [1], num_res_blocks: 1, attention_resolutions: []")
+        .replace("batch_size: 32}", "batch_size: 32, label_dropout: 0.1}").replace("nfe: [4]}", "nfe: [4], cfg_scale: [1.0000001, 1.0000002]}"),
+        [], ["grid.cfg_scale", "one setting"],
+    ),
     "grid_beyond_limits": (GOOD.replace("nfe: [4]", f"nfe: [4], seed: {list(range(10_001))}"), [], ["grid", "limits.max_trainings"]),
 }
 
