@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
+from pydantic import TypeAdapter, ValidationError
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -22,7 +23,8 @@ from fm_core.names import ADAPTIVE_SOLVERS
 from fm_core.solvers import DEFAULT_TOL, SolverSetting
 from orchestrator import api
 from orchestrator import ui as fmx_ui
-from orchestrator.schema import ConfigError, SweepConfig
+from orchestrator.schema import ConfigError, SolverName, SweepConfig
+from orchestrator.value_types import Nfe, Tolerance
 from orchestrator.errors import CheckpointError, CompareError, FewerRowsError, SweepStopped
 from orchestrator.outcome import SweepOutcome
 from orchestrator.records import STATE_FILE
@@ -33,6 +35,7 @@ from orchestrator.planning import preview
 from orchestrator.store_check import check_existing_store
 from orchestrator.validation import load_sweep
 from orchestrator.tracking import REPORT_EXPERIMENT, TrackingError, check_tracking_uri, resolve_tracking_uri
+from orchestrator.out_folders import FolderUnusable, check_folder
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -50,6 +53,15 @@ TrackingUri = Annotated[
 def _fail(message: str, code: int = 2, label: str = "error") -> NoReturn:
     console.print(f"[red]{label}:[/] {escape(message)}", highlight=False, soft_wrap=True)  # text, never markup
     raise typer.Exit(code)
+
+
+def _output_folder(path: Path, option: str) -> Path:
+    """`path` where it can be a folder fmx writes into (nothing is left created), else one line and exit 2."""
+    try:
+        check_folder(path, option)
+    except FolderUnusable as err:
+        _fail(str(err))
+    return path
 
 
 def _load(file: Path) -> SweepConfig:
@@ -238,9 +250,10 @@ def tables(
 ) -> None:
     """Rebuild runs.parquet and table.parquet from MLflow alone, and print the summary."""
     name, uri = _sweep_and_store(sweep_name, tracking_uri)
+    target = _output_folder(out_dir or Path("results") / name, "--out-dir")
     try:
-        runs, runs_path, table_path = api.rebuild_tables(uri, name, out_dir or Path("results") / name, allow_fewer)
-    except LookupError as err:
+        runs, runs_path, table_path = api.rebuild_tables(uri, name, target, allow_fewer)
+    except (LookupError, FolderUnusable) as err:
         _fail(str(err))
     except FewerRowsError as err:
         _fail(f"{err}; pass --allow-fewer to replace it anyway", code=1)
@@ -290,11 +303,16 @@ def report(
     out_dir: Annotated[Path | None, typer.Option(help="default results/<name>/report")] = None,
 ) -> None:
     """Markdown tables and PNG plots of a finished sweep, written to disk and logged to MLflow."""
+    if out_dir is not None:  # refused before the store is read
+        _output_folder(out_dir, "--out-dir")
     name, uri, runs = _runs_from_mlflow(sweep_name, tracking_uri)
     if runs.empty:
         _fail(f"sweep '{name}' has no evaluated rows in MLflow at {uri}")
-    target = out_dir or Path("results") / name / "report"
-    built = api.report(uri, name, runs, target)
+    target = _output_folder(out_dir or Path("results") / name / "report", "--out-dir")
+    try:
+        built = api.report(uri, name, runs, target)
+    except FolderUnusable as err:
+        _fail(str(err))
     out.print(built.markdown.read_text(), highlight=False, markup=False)
     console.print(f"report: {built.markdown} ({len(built.plots)} plots; also in MLflow experiment '{REPORT_EXPERIMENT.format(sweep=name)}')", highlight=False)
 
@@ -312,7 +330,7 @@ def train(
     if trial is not None and trial not in keys:
         _fail(f"--trial: '{trial}' is not a training of {file}; choose one of {', '.join(keys)}")
     key = keys[trial] if trial else plan.trainings[0]
-    target = out_dir / key.trial_id
+    target = _output_folder(out_dir / key.trial_id, "--out")
     state = api.local_run().train_one(
         config, key, target,
         on_log=lambda s, values: console.print(f"{key.trial_id} step {s}/{config.train.steps} loss {values['train_loss']:.4g}"),
@@ -330,6 +348,11 @@ def evaluate(
     nfe: Annotated[int | None, typer.Option(help="NFE budget for fixed-step solvers")] = None,
 ) -> None:
     """Evaluate a checkpoint from `fmx train` under one solver setting and print its metrics."""
+    for option, value, kind in (("--solver", solver, SolverName), ("--tol", tol, Tolerance), ("--nfe", nfe, Nfe)):
+        try:  # the ranges a sweep file's grid has: one fact, in orchestrator.value_types / schema
+            TypeAdapter(kind).validate_python(value) if value is not None else None
+        except ValidationError as err:
+            _fail(f"{option}: {value!r}: {err.errors()[0]['msg']}")
     if not (checkpoint / STATE_FILE).is_file() or not (checkpoint / "trial.txt").is_file():
         _fail(f"{checkpoint}: not a checkpoint folder written by `fmx train`")
     config = _load(checkpoint / "sweep.yaml")

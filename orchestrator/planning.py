@@ -13,7 +13,7 @@ from pathlib import Path
 
 from orchestrator.cell_store import DamagedFile
 from orchestrator.schema import SweepConfig
-from orchestrator.errors import SweepRefused
+from orchestrator.errors import SweepRefused, SweepStopped
 from orchestrator.folders import SweepFolders
 from orchestrator.passes import FIRST_PASS, PassEntry, read_passes
 from orchestrator.plan import SweepPlan, plan_sweep
@@ -23,6 +23,8 @@ from orchestrator.store_check import sqlite_path
 from orchestrator.sweep_guard import StoreMismatch, SweepBusy, SweepLock, check_store_matches, config_digest
 from orchestrator.tracking import DamagedRun, TrackingError, check_tracking_uri, find_experiment
 from orchestrator.tune_state import CorruptTuneState, repair_tune_state
+from orchestrator.out_folders import FolderUnusable, check_folder
+from orchestrator.disk import as_disk_full
 
 #: What a trial that only waits for its TorchTrainer holds itself (its workers hold the real resources).
 WAITING_TRIAL_CPUS = 0.01
@@ -125,6 +127,12 @@ def prepare(config: SweepConfig, file: str, tracking_uri: str, address: str | No
         _check_local_capacity(config, file)
     plan = plan_sweep(config)  # before the lock: nothing may raise between taking and handing it on
     folders = folders_of(config)
+    try:  # nothing is created yet: a folder that cannot be one is refused before Ray, the store or a lock
+        check_folder(folders.results, "results folder")
+        if folders.local_storage is not None:
+            check_folder(folders.local_storage, f"{file}: storage_path")
+    except FolderUnusable as err:
+        raise SweepRefused(str(err)) from None
     lock = SweepLock(folders.results, folders.local_storage)
     try:
         check_ray_address(address)
@@ -140,6 +148,12 @@ def prepare(config: SweepConfig, file: str, tracking_uri: str, address: str | No
     except SweepRefused:
         lock.release()
         raise
+    except OSError as err:  # the folders could not be made after all (a full disk, a read-only mount, /proc)
+        lock.release()
+        full = as_disk_full(err)
+        if full is not None:
+            raise SweepStopped(str(full)) from None
+        raise SweepRefused(f"cannot create '{err.filename}': {err.strerror or err}") from None
     return PlannedSweep(config, file, folders, tracking_uri, address, resume, plan, restore, lock)
 
 

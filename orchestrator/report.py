@@ -24,6 +24,7 @@ from orchestrator.scorecard import judge  # noqa: E402
 from orchestrator.scorecard import to_markdown as scorecard_markdown  # noqa: E402
 from orchestrator.tables import method_label, method_labels, summarize, to_markdown  # noqa: E402
 from orchestrator.tracking import client  # noqa: E402
+from orchestrator.out_folders import make_folder
 
 ODE_ERROR_LABEL = "ODE error (MSE vs reference solve)"
 
@@ -259,7 +260,7 @@ def build_report(
     samples: dict[str, np.ndarray] | None = None,
     trajectories: dict[str, dict[str, np.ndarray]] | None = None,
 ) -> Report:
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(out_dir, "the report's folder")
     plots: list[Path] = []
     plots += samples_per_method(samples or {}, out_dir, runs)
     plots += density_over_t(trajectories or {}, out_dir)

@@ -15,6 +15,7 @@ from orchestrator.rows import (
 )
 from orchestrator.errors import FewerRowsError
 from orchestrator.stats import mean_interval
+from orchestrator.out_folders import make_folder
 
 RUN_COLUMNS = parquet_columns()
 #: One table row per method x evaluation setting, averaged over seeds.
@@ -67,7 +68,7 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
 def write_parquet(frame: pd.DataFrame, path: Path) -> None:
     """Atomic write: a reader never sees half a file, and a failed write (a full disk) leaves the old one and
     no temporary file behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent, "the tables' folder")
     tmp = path.with_suffix(".parquet.tmp")
     try:
         frame.to_parquet(tmp, index=False)

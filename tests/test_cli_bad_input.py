@@ -306,3 +306,41 @@ def test_dry_run_of_a_big_plan_prints_a_capped_list(tmp_path: Path):
     assert "ot-fm-independent-s49" in result.stdout and "ot-fm-independent-s50" not in result.stdout
     assert "... 150 more" in result.stdout and "200 evaluations" in result.stdout
     assert len(result.stdout.splitlines()) < 80
+
+
+def _a_file(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("not a folder")
+    make_store(tmp_path / "mlflow.db")
+
+
+OUTPUT_FOLDERS = {  # case: (the command, what the message names); `afile` is a file, mlflow.db a store
+    "tables_at_a_file": (["tables", "s", "--out-dir", "afile"], ["--out-dir", "'afile' is not a folder"]),
+    "tables_under_a_file": (["tables", "s", "--out-dir", "afile/sub"], ["--out-dir", "under 'afile'"]),
+    "tables_under_proc": (["tables", "s", "--out-dir", "/proc/fmx-out"], ["/proc/fmx-out"]),
+    "report_at_a_file": (["report", "s", "--out-dir", "afile"], ["--out-dir", "'afile' is not a folder"]),
+    "train_under_a_file": (["train", "sweeps/bad.yaml", "--out", "afile"], ["--out", "under 'afile'"]),
+    "sweep_with_results_a_file": (["sweep", "sweeps/bad.yaml"], ["results folder", "results', which is not a folder"]),
+    "sweep_with_its_results_a_file": (["sweep", "sweeps/bad.yaml"], ["results folder", "bad-input' is not a folder"]),
+    "eval_tolerance_out_of_range": (["eval", "afile", "--tol", "5"], ["--tol", "(0, 1)"]),
+    "eval_nfe_out_of_range": (["eval", "afile", "--solver", "euler", "--nfe", "0"], ["--nfe", "[1, 10000]"]),
+}
+
+
+@pytest.mark.parametrize("case", list(OUTPUT_FOLDERS))
+def test_output_folders_that_cannot_be_made_and_options_out_of_range_are_one_line_and_exit_2(tmp_path: Path, case: str):
+    command, expected = OUTPUT_FOLDERS[case]
+    _a_file(tmp_path)
+    (tmp_path / "sweeps").mkdir()
+    (tmp_path / "sweeps" / "bad.yaml").write_text(GOOD)
+    if case == "sweep_with_results_a_file":
+        (tmp_path / "results").write_text("a file")
+    if case == "sweep_with_its_results_a_file":
+        (tmp_path / "results").mkdir()
+        (tmp_path / "results" / "bad-input").write_text("a file")
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    result = run_fmx(command, cwd=tmp_path, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and result.stderr.strip().startswith("error:"), result.stderr
+    for fragment in expected:
+        assert fragment in result.stderr, result.stderr
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before  # nothing written
