@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -16,6 +19,44 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         definitions = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
         if any(d.scope == "module" for defs in definitions.values() for d in defs):
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+
+#: What the suite may leave in the checkout (all git-ignored): the digits classifier's cache (tests.cli_helpers
+#: points FMX_CACHE_DIR there, so it is trained once), pytest's cache, byte code, the venv and the egg-info.
+CHECKOUT_CACHES = (".fmx_cache/", ".pytest_cache/", "__pycache__/", ".venv/", "fmx.egg-info/")
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _checkout_litter() -> set[str] | None:
+    """Untracked and ignored paths of the checkout outside CHECKOUT_CACHES (None: not a git checkout)."""
+    try:
+        status = subprocess.run(["git", "status", "--porcelain", "--ignored"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if status.returncode != 0:
+        return None
+    paths = {line[3:] for line in status.stdout.splitlines() if line[:2] in ("??", "!!")}
+    return {p for p in paths if not any(p == c or p.endswith("/" + c) or p.startswith(c) for c in CHECKOUT_CACHES)}
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if not hasattr(session.config, "workerinput"):  # the controller (or a run without xdist) checks, once
+        session.config.stash[_LITTER] = _checkout_litter()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Tests write into their own temporary folders: anything new in the checkout fails the run."""
+    before = session.config.stash.get(_LITTER, None)
+    after = _checkout_litter() if before is not None else None
+    if before is None or after is None:
+        return
+    new = sorted(after - before)
+    if new:
+        session.config.get_terminal_writer().line(f"the tests left files in the checkout: {', '.join(new)}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+_LITTER = pytest.StashKey[set[str] | None]()
 
 
 @pytest.fixture

@@ -281,7 +281,7 @@ def test_resume_against_a_lost_or_replaced_store_refuses_or_restores_every_row(t
         path = tmp_path / name
         client = MlflowClient(tracking_uri=f"sqlite:///{path}")
         for experiment in experiments:
-            client.create_experiment(experiment)
+            client.create_experiment(experiment, artifact_location=str(tmp_path / "artifacts"))
         return path
 
     # A new store where the sweep's experiment has another id.

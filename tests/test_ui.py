@@ -25,7 +25,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
     db = tmp_path_factory.mktemp("ui") / "mlflow.db"
     uri = f"sqlite:///{db}"
     client = MlflowClient(tracking_uri=uri)
-    exp = client.create_experiment("smoke")
+    exp = client.create_experiment("smoke", artifact_location=str(db.parent / "artifacts"))  # not ./mlruns of the checkout
     for i, solver in enumerate(["dopri5", "rk4"]):
         run = client.create_run(exp, run_name=f"ot-fm-independent-s{i}")
         for k, v in {"path": "ot", "objective": "fm", "solver": solver, "tol": 1e-5}.items():

@@ -62,7 +62,7 @@ def test_saved_in_a_real_store_where_the_ui_reads_it_and_replaced_on_rewrite(tmp
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    exp = MlflowClient(tracking_uri=uri).create_experiment("s")
+    exp = MlflowClient(tracking_uri=uri).create_experiment("s", artifact_location=str(tmp_path / "artifacts"))
     save_comparison_view(uri, exp, _rows())
     save_comparison_view(uri, exp, _rows(paths=("ot",)))
     saved = json.loads(MlflowClient(tracking_uri=uri).get_experiment(exp).tags[VIEW_TAG])
