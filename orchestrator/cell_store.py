@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.folders import join
+from orchestrator.safe_files import MAX_SMALL_FILE, DamagedFile, UnsafeFile, check_folder_files, read_small, refuse_links, refuse_special
 
 if TYPE_CHECKING:
     from pyarrow.fs import FileSystem
@@ -46,13 +47,14 @@ def _fs(path: str) -> tuple[FileSystem, str]:
     """pyarrow's filesystem for a local path or URI, and the path within it (pyarrow imported at first use)."""
     from pyarrow import fs
 
-    return fs.FileSystem.from_uri(path) if "://" in path else (fs.LocalFileSystem(), str(Path(path).resolve()))
+    return fs.FileSystem.from_uri(path) if "://" in path else (fs.LocalFileSystem(), str(Path(path).absolute()))
 
 
 def put_dir(local: Path, dest: str) -> None:
     """Copy a folder's files to `dest`, the completion mark last; a local copy is renamed into place whole."""
     if "://" not in dest:
         target = Path(dest)
+        refuse_links(target)  # the old folder is deleted below: never through a link
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".incoming-", dir=target.parent))
         for file in local.iterdir():
@@ -78,8 +80,9 @@ def has_complete(dest: str) -> bool:
 
 
 def get_dir(source: str, local: Path) -> Path:
-    """Copy a stored folder's files into `local` (a local folder is read in place)."""
+    """Copy a stored folder's files into `local` (a local folder is read in place: no link, FIFO or device in it)."""
     if "://" not in source:
+        check_folder_files(source)
         return Path(source)
     filesystem, root = _fs(source)
     from pyarrow import fs
@@ -91,14 +94,11 @@ def get_dir(source: str, local: Path) -> Path:
     return local
 
 
-class DamagedFile(ValueError):
-    """A file of the sweep's own that exists but cannot be read as what it must hold."""
-
-
 def put_files(files: list[Path], dest: str) -> None:
     """Copy files into the folder `dest`, each whole: a local file is written beside and renamed into place."""
     if "://" not in dest:
         target = Path(dest)
+        refuse_links(target)
         target.mkdir(parents=True, exist_ok=True)
         for file in files:
             tmp = target / f".incoming-{file.name}"
@@ -117,6 +117,8 @@ def list_files(folder: str) -> list[str]:
     Files still being written (`.incoming-*`) are left out."""
     from pyarrow import fs
 
+    if "://" not in folder:
+        return _local_files(Path(folder))
     filesystem, root = _fs(folder)
     if filesystem.get_file_info(root).type != fs.FileType.Directory:
         return []
@@ -125,10 +127,28 @@ def list_files(folder: str) -> list[str]:
     return sorted(n for n in names if not n.rsplit("/", 1)[-1].startswith(".incoming-"))
 
 
+def _local_files(folder: Path) -> list[str]:
+    """list_files of a local folder, walked without following links: a link in it is refused (UnsafeFile)."""
+    refuse_links(folder)
+    if not folder.is_dir():
+        return []
+    names: list[str] = []
+    for parent, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            refuse_special(Path(parent) / name)
+        names += [str((Path(parent) / f).relative_to(folder)).replace(os.sep, "/") for f in files]
+    return sorted(n for n in names if not n.rsplit("/", 1)[-1].startswith(".incoming-"))
+
+
 def remove_dir(folder: str) -> None:
     """Delete a stored folder and what it holds (nothing happens where it is missing)."""
     from pyarrow import fs
 
+    if "://" not in folder:
+        refuse_links(folder)  # what a link points to is not the sweep's to delete
+        if Path(folder).is_dir():
+            shutil.rmtree(folder)
+        return
     filesystem, root = _fs(folder)
     if filesystem.get_file_info(root).type == fs.FileType.Directory:
         filesystem.delete_dir(root)
@@ -137,6 +157,8 @@ def remove_dir(folder: str) -> None:
 def get_file(source: str, local: Path) -> Path:
     """A stored file as a local path (a local one in place; a URI's copied into the folder `local`)."""
     if "://" not in source:
+        refuse_links(source)
+        refuse_special(source)
         return Path(source)
     filesystem, root = _fs(source)
     local.mkdir(parents=True, exist_ok=True)
@@ -149,14 +171,19 @@ def get_file(source: str, local: Path) -> Path:
 def read_json(path: str) -> Any | None:
     """A JSON file on the storage, or None where it is missing; `DamagedFile` where it is there but unreadable
     (cut off by a full disk, edited by hand): reading it as missing would start the sweep over its state."""
-    filesystem, root = _fs(path)
-    from pyarrow import fs
-
-    if filesystem.get_file_info(root).type == fs.FileType.NotFound:
-        return None
     try:
+        if "://" not in path:
+            raw = read_small(path)
+            return None if raw is None else json.loads(raw.decode())
+        filesystem, root = _fs(path)
+        from pyarrow import fs
+
+        if filesystem.get_file_info(root).type == fs.FileType.NotFound:
+            return None
         with filesystem.open_input_stream(root) as src:
-            return json.loads(src.read().decode())
+            return json.loads(src.read(MAX_SMALL_FILE + 1).decode())
+    except UnsafeFile:
+        raise
     except (OSError, ValueError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise DamagedFile(f"{path} cannot be read ({type(err).__name__}: {str(err).splitlines()[0][:120]})") from None
 
@@ -166,6 +193,7 @@ def write_json(path: str, content: Any) -> None:
     text = json.dumps(content, indent=1)
     if "://" not in path:
         target = Path(path)
+        refuse_links(target)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(target.suffix + ".tmp")
         try:

@@ -40,6 +40,8 @@ def load_state_file(path: Path, device: str = "cpu") -> dict[str, Any]:
     """torch.load with weights_only=True: a pickle that would build any other object (and so could run
     code) is refused with a one-line reason instead of being executed."""
     try:
+        if Path(path).exists() and not Path(path).is_file():  # a FIFO would block the load for good
+            raise CheckpointError(f"{path}: not a regular file (a FIFO, socket or device); remove it")
         return torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as err:
         # torch's message is advice around one line that names what the pickle asked for.

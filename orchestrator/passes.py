@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from orchestrator.cell_store import PASSES_FILE, DamagedFile, read_json, write_json
+from orchestrator.cell_store import PASSES_FILE, read_json, write_json
+from orchestrator.safe_files import DamagedFile
 from orchestrator.folders import join
 from orchestrator.pass_work import WorkItem
 

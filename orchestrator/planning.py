@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.cell_store import DamagedFile
+from orchestrator.safe_files import DamagedFile
 from orchestrator.schema import SweepConfig
 from orchestrator.errors import SweepRefused, SweepStopped
 from orchestrator.folders import SweepFolders

@@ -18,6 +18,7 @@ from orchestrator.cells import eval_digest, training_cell
 from orchestrator.plan import TrainingKey
 from orchestrator.rows import EvalRow
 from orchestrator.schema import SweepConfig
+from orchestrator.safe_files import read_small
 
 RECORD_FILE = "record.json"
 #: The tensors of a checkpoint (model, optimizer, EMA, ...), beside its record; loaded with weights_only=True.
@@ -103,8 +104,9 @@ def read_record(directory: str | Path) -> dict[str, Any] | None:
     """The record of a checkpoint folder, or None where it has none (or it cannot be read)."""
     path = Path(directory) / RECORD_FILE
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        raw = read_small(path)
+        return None if raw is None else json.loads(raw.decode())
+    except (OSError, ValueError):  # UnsafeFile too: a link or a FIFO is no record
         return None
 
 

@@ -28,6 +28,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from fm_core.checks import short_repr
 from fm_core.likelihood import PER_SAMPLE_SOLVER
 from fm_core.solvers import SOLVER_FIELDS, SolverSetting, tol_text
 
@@ -158,9 +159,10 @@ class EvalRow:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> EvalRow:
-        """A row from JSON (record.json, evaluations.json); keys it does not know (an older layout) are dropped."""
-        names = FIELD_NAMES
-        return cls(**{k: v for k, v in data.items() if k in names})
+        """A row from JSON (record.json, evaluations.json); keys it does not know (an older layout) are dropped.
+        Every value must be of its column's type (ValueError naming the field): the files come from storage and
+        a store that anyone can edit, and a value of another type would surface as a traceback far from here."""
+        return cls(**{f.name: _typed(f, data[f.name]) for f in FIELDS if f.name in data})
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -223,6 +225,24 @@ class EvalRow:
         METRIC_DIGITS so that the runs table reads at a glance."""
         named = {name: getattr(self, f.name) for name, f in self.metric_fields().items()}
         return {k: _readable(float(v)) for k, v in named.items() if v is not None and math.isfinite(float(v))}
+
+
+#: What a column's values may be, by its Parquet dtype (None is every column's missing value).
+_COLUMN_TYPES = {"string": "a string", "Int64": "an integer", "float64": "a number (finite or NaN)"}
+
+
+def _typed(f: dataclasses.Field, value: Any) -> Any:
+    """`value` where it is of the field's column type (ints as floats for float columns), else ValueError."""
+    dtype = f.metadata["dtype"]
+    if value is None:
+        return None
+    if dtype == "string" and isinstance(value, str):
+        return value
+    if dtype == "Int64" and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if dtype == "float64" and isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isinf(value):
+        return float(value)
+    raise ValueError(f"field '{f.name}' holds {short_repr(value)}, not {_COLUMN_TYPES[dtype]}")
 
 
 def _readable(value: float) -> float:

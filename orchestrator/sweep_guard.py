@@ -19,6 +19,7 @@ from filelock import FileLock, Timeout
 from orchestrator.schema import SweepConfig
 from orchestrator.store_check import sqlite_path
 from orchestrator.tracking import client, retrying
+from orchestrator.safe_files import read_small
 
 LOCK_FILE = "sweep.lock"
 STATE_FILE = "sweep-state.json"
@@ -73,7 +74,7 @@ class SweepLock:
 def _read_holder(path: Path) -> str:
     """' (process PID on HOST)' from the lock's .pid file (a shared storage is locked from other machines)."""
     try:
-        pid, _, host = path.read_text().strip().partition(" ")
+        pid, _, host = (read_small(path, 4096) or b"").decode().strip().partition(" ")
         return f" (process {int(pid)}{f' on {host}' if host else ''})"
     except (OSError, ValueError):
         return ""
@@ -103,10 +104,11 @@ def read_sweep_state(folder: Path) -> dict[str, Any] | None:
     """What `write_sweep_state` wrote, or None where there is none; a file that is there but is not that
     (cut off, edited) raises StoreMismatch naming it: --resume must not guess which store it logged to."""
     path = folder / STATE_FILE
-    if not path.exists():
-        return None
     try:
-        state = json.loads(path.read_text())
+        raw = read_small(path)
+        if raw is None:
+            return None
+        state = json.loads(raw.decode())
         if not isinstance(state, dict) or not all(isinstance(state.get(k), str) for k in _STATE_KEYS):
             raise ValueError(f"not an object with the strings {', '.join(_STATE_KEYS)}")
         if not isinstance(state.get("config_digest", ""), str):

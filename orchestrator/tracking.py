@@ -406,8 +406,7 @@ def load_evaluations(mlflow_client: Any, run: Any) -> dict[str, Any] | None:
             raise ValueError("not an object with a list of rows")
         if not isinstance(content.get("summary", {}), dict):
             raise ValueError("its summary is not an object")
-        for row in map(EvalRow.from_dict, content["rows"]):
-            _ = row.evaluation_key  # reads the row's solver setting, which is built on first use
+        content["rows"] = _unique_rows(content)
     except Exception as err:  # noqa: BLE001 - reading rows is pure: whatever it raises, the file is damaged
         why = f"{type(err).__name__}: {str(err).splitlines()[0][:120]}" if str(err) else type(err).__name__
         raise DamagedRun(
@@ -415,6 +414,22 @@ def load_evaluations(mlflow_client: Any, run: Any) -> dict[str, Any] | None:
             "delete that run (MLflow UI) and run the sweep again to retrain its cell"
         ) from None
     return content
+
+
+def _unique_rows(content: dict[str, Any]) -> list[dict[str, Any]]:
+    """The file's rows, each read as an `EvalRow` with the summary's trial fields (a value of the wrong type is
+    a ValueError) and once per evaluation key: a row written twice is one row; two different rows of one key
+    are a damaged file (which one holds is not known)."""
+    summary = {k: v for k, v in content.get("summary", {}).items() if k != "error"}
+    kept: dict[str, dict[str, Any]] = {}
+    for item in content["rows"]:
+        if not isinstance(item, dict):
+            raise ValueError(f"a row is {type(item).__name__}, not an object")
+        key = EvalRow.from_dict({**summary, **item}).evaluation_key  # reads the setting too, built on first use
+        if key in kept and kept[key] != item:
+            raise ValueError(f"two different rows of evaluation {key}")
+        kept[key] = item
+    return list(kept.values())
 
 
 def log_report(uri: str, sweep: str, directory: Path) -> str:

@@ -13,6 +13,8 @@ import pickletools
 import shutil
 from pathlib import Path
 
+from orchestrator.safe_files import read_small
+
 STATE_PATTERNS = ("experiment_state-*.json", "basic-variant-state-*.json")
 BACKUP_DIR = "tune-state-backup"
 
@@ -31,11 +33,14 @@ def parses(path: Path) -> bool:
     the file names, and the file sits on storage others may write): pickletools only walks its opcodes,
     which executes nothing, and a whole pickle ends with STOP."""
     try:
+        raw = read_small(path)  # never through a link, never a FIFO or /dev/zero
+        if raw is None:
+            return False
         if path.name.startswith("experiment_state-"):
-            json.loads(path.read_text())
+            json.loads(raw.decode())
             return True
         last = None
-        for last, _, _ in pickletools.genops(path.read_bytes()):
+        for last, _, _ in pickletools.genops(raw):
             pass
         return last is not None and last.name == "STOP"
     except Exception:  # noqa: BLE001 - truncated JSON or pickle: any error means unreadable

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from tests.bad_inputs import BILLION_LAUGHS, make_store
@@ -230,6 +231,9 @@ DAMAGED_EVALUATIONS = {  # a training run's evaluations.json in the store, as a 
     "row_without_its_setting": lambda text: json.dumps(
         {**json.loads(text), "rows": [{k: v for k, v in r.items() if k != "solver"} for r in json.loads(text)["rows"]]}
     ),
+    # A value of another type (each type's cases: tests/test_rows.py), and one evaluation with two different rows.
+    "field_of_another_type": lambda text: json.dumps({**json.loads(text), "rows": [{**r, "train_step": "abc"} for r in json.loads(text)["rows"]]}),
+    "one_evaluation_two_rows": lambda text: json.dumps({**json.loads(text), "rows": [r for r in json.loads(text)["rows"]] * 1 + [{**r, "nll": 1.5} for r in json.loads(text)["rows"]]}),
 }
 
 
@@ -248,6 +252,10 @@ def test_damaged_records_of_a_sweep_are_one_line_naming_them_and_exit_2(tmp_path
             result = run_fmx(args, cwd=tmp_path, timeout=120)
             assert_one_error_line(result, run_id, "evaluations.json", "delete that run")
         assert not list((tmp_path / "results" / "bad-input" / "ray").glob("tune-2")), case  # no pass started
+    # A row written twice is one row.
+    record.write_text(json.dumps({**json.loads(good), "rows": json.loads(good)["rows"] * 2}))
+    assert run_fmx(["tables", "bad-input"], cwd=tmp_path, timeout=120).returncode == 0
+    assert len(pd.read_parquet(tmp_path / "results" / "bad-input" / "runs.parquet")) == len(json.loads(good)["rows"])
     record.write_text(good)
     assert run_fmx(["tables", "bad-input"], cwd=tmp_path, timeout=120).returncode == 0
     # The sweep's note of which store and experiment it logs to, read by --resume: never guessed past.

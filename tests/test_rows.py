@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pandas as pd
+import pytest
 
 from fm_core.solvers import SolverSetting
 from orchestrator.rows import EvalRow, parquet_columns, parquet_dtypes
@@ -64,6 +66,7 @@ NEW_METRIC = '''
 import runpy, sys, types
 from pathlib import Path
 import pandas as pd
+import pytest
 src = Path("orchestrator/rows.py").read_text()
 line = '    ode_error: float = _col("float64", "value", math.nan, mlflow="metric", label="ODE error", kind="check")\\n'
 assert line in src
@@ -98,3 +101,21 @@ def test_a_new_value_field_is_a_parquet_column_a_child_metric_a_table_column_a_c
     repo = Path(__file__).resolve().parent.parent
     done = subprocess.run([sys.executable, "-c", NEW_METRIC], capture_output=True, text=True, timeout=120, cwd=repo)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("train_step", "abc"), ("train_step", float("inf")), ("train_step", 2.5), ("train_step", True), ("seed", "x"),
+    ("nll", "abc"), ("nll", float("-inf")), ("nll", False), ("solver", 5), ("status", ["ok"]), ("tol", {"a": 1}),
+])  # fmt: skip
+def test_a_row_read_back_holds_only_values_of_its_columns_types(field: str, value: object):
+    """Rows come from files on storage and in a store anyone can edit: a value of another type is refused as it
+    is read, naming its field, not a traceback in a table or a comparison later."""
+    good = EvalRow.of(SolverSetting("euler", nfe_budget=8), 10, seed=0, nll=1.0).as_dict()
+    assert json.dumps(EvalRow.from_dict(json.loads(json.dumps(good))).as_dict()) == json.dumps(good)  # NaN != NaN: compared as text
+    with pytest.raises(ValueError, match=f"field '{field}'"):
+        EvalRow.from_dict({**good, field: value})
+
+
+def test_integers_are_read_as_numbers_where_a_column_holds_floats_and_nan_stays_missing():
+    row = EvalRow.from_dict({**EvalRow.of(SolverSetting("dopri5", tol=1e-5), 10).as_dict(), "nll": 2, "ode_error": float("nan")})
+    assert row.nll == 2.0 and isinstance(row.nll, float) and math.isnan(row.ode_error)
