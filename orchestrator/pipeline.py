@@ -29,6 +29,7 @@ from orchestrator.cells import training_cell
 from orchestrator.disk import DiskFull, as_disk_full, full_disk_under
 from orchestrator.errors import SweepInterrupted, SweepRefused, SweepStopped
 from orchestrator.outcome import SweepOutcome
+from orchestrator.ownership import OwnedElsewhere, check_owner, claim
 from orchestrator.passes import PassEntry, next_pass_name, read_passes, write_passes
 from orchestrator.planning import PlannedSweep
 from orchestrator.publish import publish
@@ -108,6 +109,11 @@ def _run_planned(planned: PlannedSweep, console: Console) -> SweepOutcome:
     # A sweep run before: what its cells hold is read before Ray starts, so a damaged record ends the command
     # with its one line and nothing started (cells are read after a restored pass instead: it adds rows).
     known = existing_experiment(uri, config.name)
+    if known is not None:
+        try:
+            check_owner(uri, known, config.name, folders.results)
+        except OwnedElsewhere as err:
+            raise SweepRefused(str(err)) from None
     cells = read_cells(uri, known) if known is not None and restore is None else None
     # Ray's start-up is the longest pole (~3-5 s here, mostly waiting for its processes); a new sweep's MLflow
     # first start (imports, schema migrations) runs meanwhile. The driver never imports PyTorch.
@@ -115,6 +121,7 @@ def _run_planned(planned: PlannedSweep, console: Console) -> SweepOutcome:
         experiment = pool.submit(ensure_experiment, uri, config.name, config.description.strip() or None)
         init_ray(planned.address)
         experiment_id = experiment.result()
+    claim(uri, experiment_id, folders.results)
     check_schedulable(config, planned.address, console)
     passes = read_passes(folders.storage, legacy_state=restore is not None and restore.work is None)
     fixed: list[Reconciled] = []

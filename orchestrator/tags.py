@@ -23,6 +23,7 @@ TAG_CURRENT = "fmx.current"
 TAG_EVALUATION = "fmx.evaluation"  # an evaluation run's row's evaluation_key, unique within its training run
 TAG_OF_TRIAL = "fmx.of_trial"  # an evaluation run's trial id
 TAG_REPORT = "fmx.report"  # "1" on the run `fmx report` logs to
+TAG_FOLDER = "fmx.folder"  # on a sweep's experiment: `host:results folder` of the sweep folder that owns it
 
 
 def search_all(mlflow_client: Any, experiment_id: str, filter_string: str, page: int = 1000) -> list[Any]:
