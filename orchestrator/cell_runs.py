@@ -7,10 +7,12 @@ cell trained again from step 0 gets a new run; its old run and evaluation runs a
 
 from __future__ import annotations
 
+from typing import Any
+
 from orchestrator.cells import eval_digest, training_cell
 from orchestrator.schema import SweepConfig
-from orchestrator.tags import TAG_EVALUATION, TAG_PARENT
-from orchestrator.plan import SweepPlan
+from orchestrator.tags import TAG_EVALUATION, TAG_PARENT, TAG_RUN_NAME, TAG_TRAIN_AXES, TAG_TRIAL
+from orchestrator.plan import SweepPlan, TrainingKey
 from orchestrator.tracking import client, retrying, store_location
 from orchestrator.tags import TAG_CELL, TAG_CURRENT, search_all
 
@@ -33,7 +35,8 @@ def mark_current(config: SweepConfig, plan: SweepPlan, uri: str, experiment_id: 
     Returns how many runs changed."""
     mlflow_client = client(uri)
     where = store_location(uri)
-    current_cells = {training_cell(config, key) for key in plan.trainings}
+    keys = {training_cell(config, key): key for key in plan.trainings}
+    current_cells = set(keys)
     digest = eval_digest(config)
     current_evaluations = {(digest, step, s.label) for step in plan.eval_steps for s in plan.settings}
     runs = retrying(lambda: search_all(mlflow_client, experiment_id, ""), "list the runs", where=where)
@@ -51,7 +54,18 @@ def mark_current(config: SweepConfig, plan: SweepPlan, uri: str, experiment_id: 
         if tags.get(TAG_CURRENT) != value:
             retrying(lambda run=run, value=value: mlflow_client.set_tag(run.info.run_id, TAG_CURRENT, value), "mark a run", where=where)
             changed += 1
+        if want and TAG_CELL in tags:
+            changed += _name_as_the_file_does(mlflow_client, run, keys[tags[TAG_CELL]], where)
     return changed
+
+
+def _name_as_the_file_does(mlflow_client: Any, run: Any, key: TrainingKey, where: str) -> int:
+    """A current cell's run named as this file names its training (trial id, grid.train values): 1 if renamed."""
+    names = {TAG_TRIAL: key.trial_id, TAG_TRAIN_AXES: key.axes_label or "", TAG_RUN_NAME: key.trial_id}
+    stale = {k: v for k, v in names.items() if run.data.tags.get(k) != v}
+    for name, value in stale.items():
+        retrying(lambda name=name, value=value: mlflow_client.set_tag(run.info.run_id, name, value), "name a reused run", where=where)
+    return 1 if stale else 0
 
 
 def drop_runs(uri: str, experiment_id: str, cells: list[str]) -> int:

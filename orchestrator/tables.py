@@ -16,6 +16,7 @@ from orchestrator.rows import (
 from orchestrator.errors import FewerRowsError
 from orchestrator.stats import mean_interval
 from orchestrator.out_folders import make_folder
+from orchestrator.tags import TAG_TRAIN_AXES, TAG_TRIAL
 
 RUN_COLUMNS = parquet_columns()
 #: One table row per method x evaluation setting, averaged over seeds.
@@ -32,8 +33,17 @@ def evaluation_rows(evaluations: list[tuple[Any, dict[str, Any]]]) -> list[EvalR
     rows: list[EvalRow] = []
     for run, content in evaluations:
         summary = {k: v for k, v in content.get("summary", {}).items() if k != "error"}  # a row's error is its own
-        rows += [EvalRow.from_dict({**summary, **row, "mlflow_run_id": run.info.run_id}) for row in content["rows"]]
+        names = _names_now(run.data.tags)
+        rows += [EvalRow.from_dict({**summary, **row, **names, "mlflow_run_id": run.info.run_id}) for row in content["rows"]]
     return rows
+
+
+def _names_now(tags: dict[str, str]) -> dict[str, str | None]:
+    """The trial id and grid.train values the file that asks for the run's cell now gives it (a reused cell
+    keeps the rows it was trained with, under today's names); none where the run predates the tags."""
+    if TAG_TRAIN_AXES not in tags:
+        return {}
+    return {"trial_id": tags[TAG_TRIAL], "train_axes": tags[TAG_TRAIN_AXES] or None}
 
 
 def rows_frame(rows: list[EvalRow]) -> pd.DataFrame:

@@ -23,6 +23,9 @@ TAG_CURRENT = "fmx.current"
 TAG_EVALUATION = "fmx.evaluation"  # an evaluation run's row's evaluation_key, unique within its training run
 TAG_OF_TRIAL = "fmx.of_trial"  # an evaluation run's trial id
 TAG_REPORT = "fmx.report"  # "1" on the run `fmx report` logs to
+#: On a training run: the trial id and grid.train values (`lr=0.002`) of the file that asks for its cell now: a
+#: cell reused by an edited file (train.lr moved into grid.train) shows under the names that file gives it.
+TAG_TRAIN_AXES = "fmx.train_axes"
 TAG_FOLDER = "fmx.folder"  # on a sweep's experiment: `host:results folder` of the sweep folder that owns it
 
 
