@@ -60,10 +60,11 @@ def free_bytes(path: Path) -> int:
 NEARLY_FULL_BYTES = 1 << 20
 
 
-def full_disk_under(results: Path, tracking_uri: str) -> DiskFull | None:
-    """After an error that did not say why (Tune reports a failed state write as "Aborted."): a DiskFull if
-    the folder of the results or of a local MLflow store is (nearly) out of space."""
-    places = [results]
+def full_disk_under(results: Path, tracking_uri: str, storage: Path | None = None) -> DiskFull | None:
+    """After an error that did not say why (Tune reports a failed state write as "Aborted.", or stops its trials
+    as if interrupted): a DiskFull if the folder of the results, the sweep's local storage or a local MLflow
+    store is (nearly) out of space."""
+    places = [results] + ([storage] if storage is not None else [])
     db = sqlite_path(tracking_uri)
     if db is not None:
         places.append(db.parent)

@@ -46,12 +46,12 @@ def run(planned: PlannedSweep, console: Console | None = None) -> SweepOutcome:
     """Run a planned sweep's passes on Ray, reconcile their records and publish its rows and tables; how it
     ended is the outcome, or a SweepStopped with its line and exit code. Releases the sweep's lock."""
     console = console or Console(stderr=True, soft_wrap=True)
-    file, uri = planned.file, planned.tracking_uri
+    file = planned.file
     try:
         _say_where(planned, console)
         return _run_planned(planned, console)
     except (KeyboardInterrupt, EOFError) as err:  # Ctrl-C outside Tune's own handling (Ray's start, the end)
-        full = full_disk_under(planned.folders.results, uri) if isinstance(err, EOFError) else None
+        full = _full_disk(planned) if isinstance(err, EOFError) else None
         if full is not None:  # Tune ends with "Aborted." (an EOFError) when it cannot write its state
             raise _disk_full(full, file) from None
         raise SweepInterrupted(f"run `fmx sweep {file} --resume` to continue") from None
@@ -65,13 +65,18 @@ def run(planned: PlannedSweep, console: Console | None = None) -> SweepOutcome:
     except SweepStopped:
         raise
     except Exception as err:
-        full = as_disk_full(err) or full_disk_under(planned.folders.results, uri)
+        full = as_disk_full(err) or _full_disk(planned)
         if full is None:
             raise
         raise _disk_full(full, file) from None
     finally:
         stop_local_ray()
         planned.lock.release()
+
+
+def _full_disk(planned: PlannedSweep) -> DiskFull | None:
+    """A DiskFull where a folder the sweep writes to is (nearly) out of space."""
+    return full_disk_under(planned.folders.results, planned.tracking_uri, planned.folders.local_storage)
 
 
 def _disk_full(full: DiskFull, file: str) -> SweepStopped:
@@ -130,6 +135,9 @@ def _run_planned(planned: PlannedSweep, console: Console) -> SweepOutcome:
     if restore is not None:
         work = restore.items() or _every_training(planned)
         fixed.append(_run_and_reconcile(planned, work, restore.name, experiment_id, console, True, states))
+        full = _full_disk(planned) if fixed[-1].interrupted else None
+        if full is not None:
+            raise _disk_full(full, planned.file)
         restored = frozenset(w.cell for w in work)
         passes = [*passes[:-1], PassEntry(restore.name, restore.config_digest, [w.as_dict() for w in work], not fixed[-1].interrupted)]
         write_passes(folders.storage, passes)
@@ -147,6 +155,9 @@ def _run_planned(planned: PlannedSweep, console: Console) -> SweepOutcome:
             entry = PassEntry(name, config_digest(config), [w.as_dict() for w in pass_plan.work], False)
             write_passes(folders.storage, passes := [*passes, entry])
             fixed.append(_run_and_reconcile(planned, pass_plan.work, name, experiment_id, console, False, states))
+            full = _full_disk(planned) if fixed[-1].interrupted else None
+            if full is not None:  # Tune stops its trials when it cannot write its state: not an interruption
+                raise _disk_full(full, planned.file)
             write_passes(folders.storage, [*passes[:-1], PassEntry(**{**asdict(entry), "ended": not fixed[-1].interrupted})])
     # An edited file may leave cells out of the tables: fewer rows are then what was asked for.
     edited = previous_digest not in (None, config_digest(config)) or (pass_plan is not None and not pass_plan.work)

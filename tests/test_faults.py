@@ -391,3 +391,18 @@ def test_tune_state_is_checked_without_running_it_and_put_back_from_its_last_goo
     (tmp_path / "ray" / "tune-state-backup" / experiment.name).unlink()
     with pytest.raises(CorruptTuneState, match="no good copy"):
         repair_tune_state(str(tune))
+
+
+def test_a_full_storage_path_is_named_as_the_full_disk_not_taken_for_an_interruption(tmp_path: Path, small_disk: Path):
+    """Tune stops its trials when it cannot write its state on a full storage_path: the driver checked only the
+    results folder and the store, so a full storage read as an interruption (exit 130, --resume)."""
+    from orchestrator.disk import full_disk_under
+
+    results, store = tmp_path / "results", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    results.mkdir()
+    assert full_disk_under(results, store, small_disk) is None
+    filler = _fill(small_disk)
+    full = full_disk_under(results, store, small_disk)
+    assert full is not None and str(small_disk) in str(full) and str(full).startswith("no space left on device")
+    assert full_disk_under(results, store) is None  # the check before: blind to the storage
+    filler.unlink()
