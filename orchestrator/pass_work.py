@@ -31,6 +31,8 @@ class CellRecord:
     status: str  # the MLflow run's status: FINISHED, FAILED, RUNNING, ...
     error: str | None
     evaluated: frozenset[tuple[str | None, int, str]]  # (eval digest, step, setting label) of every row
+    #: Those of rows that failed (a cut-off snapshot, a non-finite solve): `--resume` evaluates them again.
+    failed_evaluations: frozenset[tuple[str | None, int, str]] = frozenset()
 
     @property
     def trained(self) -> bool:
@@ -98,8 +100,9 @@ def read_cells(uri: str, experiment_id: str) -> dict[str, CellRecord]:
         content = retrying(lambda run=run: load_evaluations(mlflow_client, run), "read a run's evaluation rows", where=where)
         rows = [EvalRow.from_dict(r) for r in content["rows"]] if content else []
         evaluated = frozenset((r.eval_digest, int(r.train_step), r.setting.label) for r in rows if r.train_step is not None)
+        failed = frozenset((r.eval_digest, int(r.train_step), r.setting.label) for r in rows if r.train_step is not None and not r.ok)
         cell = run.data.tags[TAG_CELL]
-        out[cell] = CellRecord(run.info.run_id, run.info.status, run.data.tags.get(TAG_ERROR), evaluated)
+        out[cell] = CellRecord(run.info.run_id, run.info.status, run.data.tags.get(TAG_ERROR), evaluated, failed)
     return out
 
 
@@ -107,8 +110,8 @@ def plan_pass(
     config: SweepConfig, plan: SweepPlan, cells: dict[str, CellRecord], storage: str, retry_failed: bool,
     exclude: frozenset[str] = frozenset(),
 ) -> PassPlan:  # fmt: skip
-    """The work the file's cells still need. Failed trainings are retried only with `retry_failed` (and not
-    those in `exclude`: a restored pass already retried them)."""
+    """The work the file's cells still need. Failed trainings and failed evaluations are retried only with
+    `retry_failed` (and not those in `exclude`: a restored pass already retried them)."""
     digest = eval_digest(config)
     labels = [s.label for s in plan.settings]
     out = PassPlan()
@@ -127,7 +130,8 @@ def plan_pass(
         if not record.trained:
             out.work.append(WorkItem(key, cell, TRAIN, f"its run was left {record.status}"))
             continue
-        missing = [(step, tuple(l for l in labels if (digest, step, l) not in record.evaluated)) for step in plan.eval_steps]
+        done = record.evaluated - record.failed_evaluations if retry_failed and cell not in exclude else record.evaluated
+        missing = [(step, tuple(l for l in labels if (digest, step, l) not in done)) for step in plan.eval_steps]
         missing = [(step, todo) for step, todo in missing if todo]
         if not missing:
             out.reused.append(key)

@@ -85,8 +85,8 @@ def check_resume_state(config: SweepConfig, folders: SweepFolders, resume: bool)
         if type(err).__module__.startswith("pyarrow"):
             raise ResumeError(f"storage_path: {str(config.storage_path)[:200]} cannot be used: {err}") from None
         raise
-    if resume and not exists:
-        raise ResumeError(f"--resume: no earlier run of sweep '{config.name}' under {tune_path}")
+    # --resume without a pass to restore (results/ deleted after a failure, as a message may advise) retries
+    # what failed in MLflow: every failure stays repairable by the command fmx names.
     if last is None or not exists or (last.ended and not resume):
         return None
     if not last.ended and not resume:

@@ -123,3 +123,28 @@ def test_an_evaluation_key_is_read_back_from_a_child_run_tag():
     assert _evaluation_of("ab12cd34/step300/rk4_nfe8/model/k2") == ("ab12cd34", 300, "rk4_nfe8")
     assert _evaluation_of("step300/dopri5_tol1e-05/ema") == (None, 300, "dopri5_tol1e-05")
     assert _evaluation_of("garbage") is None
+
+
+def test_a_failed_evaluation_is_evaluated_again_by_resume_in_any_later_pass(tmp_path: Path):
+    """A failed evaluation (a cut-off step snapshot, later restored) counted as evaluated: once a later pass
+    existed it was never redone ("0 to train, 1 reused"), whatever the command."""
+    config = _config()
+    plan = plan_sweep(config)
+    cell = training_cell(config, plan.trainings[0])
+    digest = eval_digest(config)
+    record = CellRecord("run", "FINISHED", None, frozenset((digest, 60, label) for label in ("euler_nfe4", "euler_nfe8")),
+                        failed_evaluations=frozenset({(digest, 60, "euler_nfe8")}))  # fmt: skip
+    _store_weights(tmp_path, cell, 60)
+    assert plan_pass(config, plan, {cell: record}, str(tmp_path), retry_failed=False).reused == [plan.trainings[0]]
+    retried = plan_pass(config, plan, {cell: record}, str(tmp_path), retry_failed=True)
+    assert [(w.mode, w.evaluate) for w in retried.work] == [(EVALUATE, ((60, ("euler_nfe8",)),))]
+    assert plan_pass(config, plan, {cell: record}, str(tmp_path), retry_failed=True, exclude=frozenset({cell})).work == []
+
+
+def test_resume_without_a_pass_to_restore_retries_what_failed_instead_of_refusing(tmp_path: Path):
+    """After `rm -rf results/<n>` (as a message advised), `--resume` said "no earlier run" while the plain
+    command said "retry with --resume": the failed cell could not be repaired."""
+    from orchestrator.planning import check_resume_state, folders_of
+
+    config = _config()
+    assert check_resume_state(config, folders_of(config, tmp_path), resume=True) is None
