@@ -20,120 +20,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pickle
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from fm_core.data import from_uint8  # noqa: E402
-from fm_core.models.unet import UNet, num_parameters  # noqa: E402
-from fm_core.precision import Precision  # noqa: E402
-
-PAPER_STEPS, PAPER_BATCH = 391_000, 256
-#: Table 3's CIFAR-10 U-Net (fmx's sweeps/cifar10.yaml) and a small one that a CPU trains in seconds.
-PAPER_UNET = {"model_channels": 256, "num_res_blocks": 2, "channel_mult": [1, 2, 2, 2], "attention_resolutions": [16],
-              "num_heads": 4, "num_head_channels": 64}  # fmt: skip
-SMALL_UNET = {"model_channels": 16, "num_res_blocks": 1, "channel_mult": [1, 2], "attention_resolutions": [16],
-              "num_heads": 2, "num_head_channels": -1}  # fmt: skip
-
-
-def write_fake_cifar(root: Path, images: int) -> Path:
-    """Random uint8 images in CIFAR-10's python-pickle layout (5 train batches + test_batch)."""
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    per = max(1, images // 5)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {b"data": rng.integers(0, 256, (per, 3072), dtype=np.uint8), b"labels": [0] * per}
-        with open(folder / name, "wb") as f:
-            pickle.dump(batch, f)
-    return root
-
-
-def synchronize(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def timed_steps(step: Callable[[], None], steps: int, warmup: int, device: str) -> float:
-    """Steps per second over `steps` after `warmup` untimed ones (compilation happens there)."""
-    for _ in range(warmup):
-        step()
-    synchronize(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    synchronize(device)
-    return steps / (time.perf_counter() - start)
-
-
-def bare_loop(unet: dict, batch: int, device: str, precision: str, compile_model: bool, images: torch.Tensor) -> Callable[[], None]:
-    """The minimal loop fmx is measured against: OT-path FM loss, Adam, no logging, no checks."""
-    torch.manual_seed(0)
-    model = UNet(in_channels=3, image_size=32, **unet).to(device)
-    net = torch.compile(model) if compile_model else model
-    optimizer = torch.optim.Adam(model.parameters(), lr=5e-4)
-    mixed = Precision(precision, torch.device(device).type)
-    data = images.to(device)
-
-    def step() -> None:
-        x1 = from_uint8(data[torch.randint(0, len(data), (batch,), device=device)])
-        x0 = torch.randn_like(x1)
-        t = torch.rand(batch, device=device)
-        xt = t[:, None, None, None] * x1 + (1 - t[:, None, None, None]) * x0
-        with mixed.autocast():
-            loss = torch.nn.functional.mse_loss(net(xt, t).float(), x1 - x0)
-        optimizer.zero_grad(set_to_none=True)
-        (mixed.scaler.scale(loss) if mixed.scaler else loss).backward()
-        if mixed.scaler:
-            mixed.scaler.step(optimizer)
-            mixed.scaler.update()
-        else:
-            optimizer.step()
-
-    return step
-
-
-def sweep_config(unet: dict, batch: int, steps: int, root: Path, precision: str, compile_model: bool, use_gpu: bool,
-                 threads: int) -> dict:  # fmt: skip
-    return {
-        "name": "bench_gpu_training",
-        "dataset": {"name": "cifar10", "root": str(root)},
-        "model": {"kind": "unet", **unet},
-        "train": {"steps": steps, "batch_size": batch, "lr": 5e-4, "log_every": max(1, steps // 10), "checkpoint_every": steps,
-                  "precision": precision, "compile": compile_model, "use_gpu": use_gpu, "torch_trainer": True,
-                  "cpus_per_worker": threads},
-        "eval": {"samples": 8, "likelihood_points": 0, "reference_tol": None, "likelihood": {"solver": "euler", "nfe": 2}},
-        "grid": {"pairs": [["ot", "fm"]], "seed": [0], "solver": ["euler"], "nfe": [2]},
-    }  # fmt: skip
-
-
-def fmx_runner(config: dict, device: str):  # -> TrialParts
-    from orchestrator.validation import parse_sweep
-    from orchestrator.plan import plan_sweep
-    from orchestrator.training_loop import TrialParts
-
-    parsed = parse_sweep(config)
-    key = plan_sweep(parsed).trainings[0]
-    return TrialParts.build(parsed.for_training(key), key, device=device)
-
-
-def fmx_steps_per_second(config: dict, device: str, steps: int, warmup: int) -> float:
-    runner = fmx_runner(config, device)
-    runner.trainer.train_until(warmup)
-    synchronize(device)
-    start = time.perf_counter()
-    runner.trainer.train_until(warmup + steps, on_log=lambda step, values: None)  # live values computed as in a sweep
-    synchronize(device)
-    return steps / (time.perf_counter() - start)
+from unet_throughput import (
+    PAPER_BATCH, PAPER_STEPS, PAPER_UNET, SMALL_UNET, bare_loop, dopri5_sampling, fmx_steps_per_second,
+    hutchinson_bits_per_dim, random_images, random_unet_field, sweep_config, timed_steps, write_fake_cifar,
+)  # fmt: skip
+from fm_core.models.unet import UNet, num_parameters  # after unet_throughput, which puts the repository on sys.path
+from fm_core.sampling import SolverSetting
 
 
 def trainer_steps_per_second(config: dict, folder: Path) -> float | None:
@@ -160,25 +60,11 @@ def trainer_steps_per_second(config: dict, folder: Path) -> float | None:
 
 
 def sampling_and_likelihood(unet: dict, device: str, samples: int, points: int) -> dict[str, float]:
-    from fm_core.likelihood import log_likelihood
-    from fm_core.sampling import SolverSetting, sample
-
-    torch.manual_seed(0)
-    model = UNet(in_channels=3, image_size=32, **unet).to(device).eval()
-    field = lambda t, x: model(x, t)  # noqa: E731 - an untrained field: NFE reflects the solver, not the model
-    dopri5 = SolverSetting.adaptive("dopri5", 1e-5)
-    x0 = torch.randn(samples, 3, 32, 32, device=device)
-    synchronize(device)
-    start = time.perf_counter()
-    solution = sample(field, x0, dopri5)
-    synchronize(device)
-    sample_seconds = time.perf_counter() - start
-    x1 = torch.randn(points, 3, 32, 32, device=device)
-    start = time.perf_counter()
-    log_likelihood(field, x1, SolverSetting("euler", nfe_budget=20), divergence="hutchinson")
-    synchronize(device)
-    return {"dopri5_nfe": float(solution.nfe), "images_per_second": samples / sample_seconds,
-            "likelihood_points_per_second_euler20": points / (time.perf_counter() - start)}  # fmt: skip
+    field = random_unet_field(unet, device)
+    sampling = dopri5_sampling(field, device, samples)
+    likelihood = hutchinson_bits_per_dim(field, random_images(points), device, SolverSetting("euler", nfe_budget=20))
+    return {"dopri5_nfe": sampling["nfe"], "images_per_second": sampling["images_per_second"],
+            "likelihood_points_per_second_euler20": likelihood["points_per_second"]}  # fmt: skip
 
 
 def main() -> None:
@@ -204,7 +90,7 @@ def main() -> None:
     results: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         root = write_fake_cifar(Path(tmp) / "data", 5 * max(batch, 64))
-        images = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (5 * max(batch, 64), 3, 32, 32), dtype=np.uint8))
+        images = random_images(5 * max(batch, 64))
         for precision in ("fp32", "bf16"):
             for compiled in compiles:
                 if gpu:

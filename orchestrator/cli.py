@@ -25,7 +25,7 @@ from orchestrator import api
 from orchestrator import ui as fmx_ui
 from orchestrator.schema import ConfigError, SolverName, SweepConfig
 from orchestrator.value_types import Nfe, Tolerance
-from orchestrator.errors import CheckpointError, CompareError, FewerRowsError, SweepStopped
+from orchestrator.errors import CheckpointError, CompareError, FewerRowsError, NoGpuError, SweepStopped
 from orchestrator.outcome import SweepOutcome
 from orchestrator.records import STATE_FILE
 from orchestrator.pass_work import EVALUATE
@@ -331,13 +331,16 @@ def train(
         _fail(f"--trial: '{trial}' is not a training of {file}; choose one of {', '.join(keys)}")
     key = keys[trial] if trial else plan.trainings[0]
     target = _output_folder(out_dir / key.trial_id, "--out")
-    state = api.local_run().train_one(
-        config, key, target,
-        on_log=lambda s, values: console.print(f"{key.trial_id} step {s}/{config.train.steps} loss {values['train_loss']:.4g}"),
-    )  # fmt: skip
+    try:
+        state = api.local_run().train_one(
+            config, key, target,
+            on_log=lambda s, values: console.print(f"{key.trial_id} step {s}/{config.train.steps} loss {values['train_loss']:.4g}"),
+        )  # fmt: skip
+    except NoGpuError as err:
+        _fail(f"{file}: {err}")
     (target / "sweep.yaml").write_text(Path(file).read_text())
     (target / "trial.txt").write_text(key.trial_id + "\n")
-    out.print(f"saved {target} ({state.step} steps, {state.train_seconds:.1f} s)", highlight=False)
+    out.print(f"saved {target} ({state.step} steps, {state.train_seconds:.1f} s on {state.trained_on})", highlight=False)
 
 
 @app.command("eval")

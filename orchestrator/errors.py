@@ -43,3 +43,7 @@ def last_line(text: str) -> str | None:
     """The last non-empty line of an error's text: a remote traceback ends with its cause."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[-1] if lines else None
+
+
+class NoGpuError(RuntimeError):
+    """`fmx train` of a sweep that asks for a GPU (train.use_gpu) on a machine where PyTorch sees none."""

@@ -36,6 +36,13 @@ from orchestrator.errors import CheckpointError
 from orchestrator.records import RECORD_FILE, STATE_FILE, read_record, write_record
 from orchestrator.rows import EvalRow
 
+
+def trial_device(config: SweepConfig) -> str:
+    """Where a training or evaluation outside a Ray Train worker runs: `cuda` where the sweep asks for a GPU
+    (train.use_gpu) and PyTorch sees one, else `cpu` (a Ray Train worker is given its device by Ray)."""
+    return "cuda" if config.train.use_gpu and torch.cuda.is_available() else "cpu"
+
+
 def load_state_file(path: Path, device: str = "cpu") -> dict[str, Any]:
     """torch.load with weights_only=True: a pickle that would build any other object (and so could run
     code) is refused with a one-line reason instead of being executed."""

@@ -15,7 +15,7 @@ from orchestrator.artifacts import keep, send_missing
 from orchestrator.cell_store import get_dir, step_dir
 from orchestrator.evaluation import Evaluator
 from orchestrator.evaluation_runs import log_evaluation_runs
-from orchestrator.model_state import ModelState
+from orchestrator.model_state import ModelState, trial_device
 from orchestrator.records import trial_identity
 from orchestrator.rows import FIELD_NAMES, EvalRow, rows_from_dicts
 from orchestrator.tracking import TrialRun
@@ -32,8 +32,7 @@ def run(trial: TrialSetup, started_at: float, started: float) -> None:
     run = TrialRun(trial.tracking_uri, trial.experiment_id, config.name, item.key, {}, item.cell, mark_running=False)
     content = run.read_evaluations() or {"summary": {}, "rows": []}
     settings = {s.label: s for s in trial.settings}
-    device = "cuda" if config.train.use_gpu and torch.cuda.is_available() else "cpu"  # the trial holds a GPU then
-    state = ModelState(config, item.key, device=device)
+    state = ModelState(config, item.key, device=trial_device(config))  # a use_gpu trial holds a GPU
     evaluator = Evaluator(state, trial.fid_cache)
     rows: list[EvalRow] = []
     error = None

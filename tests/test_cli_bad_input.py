@@ -190,6 +190,18 @@ def test_a_gpu_sweep_on_a_machine_without_one_is_refused_before_ray_starts(tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
 
 
+def test_fmx_train_of_a_gpu_sweep_where_pytorch_sees_no_gpu_is_refused(tmp_path: Path):
+    """`fmx train` trains on the GPU where train.use_gpu asks for one; it never falls back to the CPU unasked."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    (tmp_path / "bad.yaml").write_text(GOOD.replace("batch_size: 32}", "batch_size: 32, use_gpu: true}"))
+    result = run_fmx(["train", "bad.yaml"], cwd=tmp_path, timeout=120)
+    assert_one_error_line(result, "bad.yaml: train.use_gpu is true, but PyTorch sees no CUDA GPU here")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
+
+
 def test_a_sweep_on_a_corrupt_store_is_refused_before_ray_starts(tmp_path: Path):
     (tmp_path / "bad.yaml").write_text(GOOD)
     (tmp_path / "mlflow.db").write_bytes(b"\x00garbage" * 500)

@@ -22,6 +22,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from tests.cli_helpers import REPO
+from tests.no_ray_mlflow import BLOCKED
 
 SUPPORTED = ("3.11", "3.12", "3.13")
 #: Linux on each supported Python, for requirement markers (`python_version < "3.12"` and the like).
@@ -126,20 +127,6 @@ def test_the_closure_follows_extras_and_markers():
     assert SCRIPT.requirement_closure([Requirement('pytest; python_version < "3.0"')]) == set()
 
 
-#: Run in a fresh interpreter: `ray` and `mlflow` cannot be imported there, as on a machine without them.
-BLOCKED = """
-import importlib.abc, sys
-
-class NoRayNoMlflow(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("ray", "mlflow"):
-            raise ImportError(f"{name} is not installed here (blocked by tests/test_packaging.py)")
-        return None
-
-sys.meta_path.insert(0, NoRayNoMlflow())
-"""
-
-
 def _run_blocked(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-c", BLOCKED + textwrap.dedent(code)], cwd=cwd, capture_output=True,
                           text=True, timeout=300, check=False, env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
@@ -148,7 +135,7 @@ def _run_blocked(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def test_the_blocker_blocks():
     """A check that could not fail otherwise: in the blocked interpreter, `import ray` fails."""
     done = _run_blocked("import ray", REPO)
-    assert done.returncode == 1 and "blocked by tests/test_packaging.py" in done.stderr
+    assert done.returncode == 1 and "blocked by tests/no_ray_mlflow.py" in done.stderr
 
 
 def test_without_ray_and_mlflow_fm_core_and_the_training_loop_import_and_fmx_trains_and_evaluates(tmp_path: Path):
