@@ -79,6 +79,18 @@ def _full_disk(planned: PlannedSweep) -> DiskFull | None:
     return full_disk_under(planned.folders.results, planned.tracking_uri, planned.folders.local_storage)
 
 
+def _start_ray(planned: PlannedSweep) -> None:
+    """Ray started here (or joined at --address); a start that fails is one line naming its cause, exit 1."""
+    try:
+        init_ray(planned.address)
+    except Exception as err:  # noqa: BLE001 - Ray's start fails in many ways (sockets, ports, memory): all end here
+        full = as_disk_full(err)
+        if full is not None:
+            raise _disk_full(full, planned.file) from None
+        what = "the local Ray did not start" if planned.local else f"cannot join the Ray cluster at --address {planned.address}"
+        raise SweepStopped(f"{what}: {type(err).__name__}: {' '.join(str(err).split())[:300]}") from None
+
+
 def _disk_full(full: DiskFull, file: str) -> SweepStopped:
     return SweepStopped(f"{full}: free some space, then run `fmx sweep {file} --resume`")
 
@@ -124,7 +136,7 @@ def _run_planned(planned: PlannedSweep, console: Console) -> SweepOutcome:
     # first start (imports, schema migrations) runs meanwhile. The driver never imports PyTorch.
     with ThreadPoolExecutor(max_workers=1) as pool:
         experiment = pool.submit(ensure_experiment, uri, config.name, config.description.strip() or None)
-        init_ray(planned.address)
+        _start_ray(planned)
         experiment_id = experiment.result()
     claim(uri, experiment_id, folders.results)
     check_schedulable(config, planned.address, console)

@@ -364,3 +364,16 @@ def test_output_folders_that_cannot_be_made_and_options_out_of_range_are_one_lin
     for fragment in expected:
         assert fragment in result.stderr, result.stderr
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before  # nothing written
+
+
+def test_a_local_ray_that_cannot_start_is_one_line_naming_the_cause_and_exit_1(tmp_path: Path):
+    """Ray's sockets live under the temporary folder; one whose path is too long for AF_UNIX makes Ray's
+    start fail (it was a traceback)."""
+    (tmp_path / "bad.yaml").write_text(GOOD)
+    deep = tmp_path / ("t" * 90)
+    deep.mkdir()
+    result = run_fmx(["sweep", "bad.yaml"], cwd=tmp_path, env=fmx_env({"TMPDIR": str(deep), "RAY_TMPDIR": str(deep)}), timeout=120)
+    assert result.returncode == 1, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: the local Ray did not start:") and "AF_UNIX" in last, result.stderr
+    assert "Traceback" not in result.stderr
