@@ -59,15 +59,22 @@ class Sweep:
             assert time.monotonic() < deadline, f"timed out waiting for {what}:\n{self.text()[-3000:]}"
             time.sleep(0.3)
 
+    def trial_output(self) -> str:
+        """What the trials printed so far (Ray keeps their stdout and stderr in its session logs)."""
+        texts = []
+        for f in Path(self.env["RAY_TMPDIR"]).rglob("worker-*.*"):
+            try:
+                texts.append(f.read_text(errors="replace"))
+            except OSError:  # a log Ray removed meanwhile
+                continue
+        return "".join(texts)
+
     def finish(self, timeout: float = 400) -> tuple[int, str, str]:
         try:
             stdout, _ = self.proc.communicate(timeout=timeout)
         finally:
             kill_session(self.proc.pid)
-            # What the trials printed (Ray keeps their stdout in its session logs), before those are removed.
-            self.worker_output = "".join(
-                f.read_text(errors="replace") for f in Path(self.env["RAY_TMPDIR"]).rglob("worker-*.*")
-            )
+            self.worker_output = self.trial_output()  # before Ray's session logs are removed
             cleanup_ray_tmp(self.env)
         return self.proc.returncode, stdout, self.text()
 
@@ -213,7 +220,8 @@ def test_ctrl_c_exits_130_marks_the_interrupted_runs_and_resume_finishes_them(tm
 
 
 def test_an_mlflow_outage_mid_sweep_loses_nothing(tmp_path: Path):
-    """The real server stops for 20 s while trials train and log; they retry, and every row arrives."""
+    """The real server stops while trials train and log, until they have failed to reach it and retried with
+    back-off for a few seconds; once it is back, every row arrives."""
     (tmp_path / "faults.yaml").write_text(FAULT_SWEEP)
     server = MlflowServer(tmp_path)
     server.start()
@@ -221,7 +229,14 @@ def test_an_mlflow_outage_mid_sweep_loses_nothing(tmp_path: Path):
         sweep = Sweep(tmp_path, ["faults.yaml", "--tracking-uri", server.uri])
         sweep.wait_for(lambda text: f"step 100/{STEPS}" in text, "a trial started training")
         server.stop()
-        time.sleep(20)
+        # Down until a trial has hit the outage, then 5 s more: its retries at 1 s and 2 s fail too (a fixed
+        # 20 s outage made the trials wait out the 8 s and 16 s back-offs as well, for no more coverage).
+        deadline = time.monotonic() + 120
+        while "MLflow call failed" not in sweep.trial_output():
+            assert sweep.proc.poll() is None, f"the sweep ended during the outage:\n{sweep.text()[-3000:]}"
+            assert time.monotonic() < deadline, f"no trial hit the outage:\n{sweep.text()[-3000:]}"
+            time.sleep(0.3)
+        time.sleep(5)
         server.start()
         code, stdout, log = sweep.finish()
         assert code == 0, log[-3000:]
