@@ -11,6 +11,11 @@ import torch
 from fm_core.analytic import GaussianData
 
 
+# Two pytest-xdist workers share two cores with the Ray trials they start: a test that computes in its own
+# process does it on one thread (as a trial does, cpus_per_worker: 1), not on every core at once.
+torch.set_num_threads(1)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The README's test command runs two pytest-xdist workers (`-n 2 --dist loadgroup`): tests go to whichever
     worker is free, one at a time, except that the tests of a module sharing a module-scoped fixture (a Ray
