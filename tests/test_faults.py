@@ -331,7 +331,7 @@ def test_tables_are_never_replaced_by_fewer_rows_unsaid(tmp_path: Path):
                         "coupling": "independent", "seed": 0, "dataset": "moons"},
             "rows": [EvalRow.of(SolverSetting("euler", nfe_budget=4 + i), 10, nfe=4 + i, nll=1.0).as_dict() for i in range(n)],
         }  # fmt: skip
-        return rows_frame(evaluation_rows([(SimpleNamespace(info=SimpleNamespace(run_id="r")), content)]))
+        return rows_frame(evaluation_rows([(SimpleNamespace(info=SimpleNamespace(run_id="r"), data=SimpleNamespace(tags={})), content)]))
 
     runs_path, _ = write_tables(rows(4), tmp_path)
     with pytest.raises(FewerRowsError, match="holds 4 rows but the MLflow store now gives 2"):
