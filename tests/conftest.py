@@ -19,7 +19,10 @@ torch.set_num_threads(1)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The README's test command runs two pytest-xdist workers (`-n 2 --dist loadgroup`): tests go to whichever
     worker is free, one at a time, except that the tests of a module sharing a module-scoped fixture (a Ray
-    cluster, a trained checkpoint, a real store) form one group on one worker, so that fixture is built once."""
+    cluster, a trained checkpoint, a real store) form one group on one worker, so that fixture is built once.
+    The slow tests (whole sweeps, marked `slow`) are handed out first and the quick ones fill in behind them, so
+    neither worker idles at the end behind the other's last sweep."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: file order within each kind
     for item in items:
         definitions = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
         if any(d.scope == "module" for defs in definitions.values() for d in defs):

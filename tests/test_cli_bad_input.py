@@ -249,6 +249,7 @@ DAMAGED_EVALUATIONS = {  # a training run's evaluations.json in the store, as a 
 }
 
 
+@pytest.mark.slow
 def test_damaged_records_of_a_sweep_are_one_line_naming_them_and_exit_2(tmp_path: Path):
     """The rows a run holds decide what a sweep reuses and what its tables show: a damaged record was a
     traceback (JSONDecodeError, TypeError) in `fmx sweep`, `--dry-run` and `fmx tables`; a damaged

@@ -18,6 +18,8 @@ from packaging.utils import canonicalize_name
 from tests.cli_helpers import REPO
 from tests.no_ray_mlflow import blocking_site
 
+pytestmark = pytest.mark.slow
+
 SCRIPT = REPO / "benchmarks" / "gpu_check.py"
 TITLES = {"a": "Training throughput", "b": "dopri5 sampling", "c": "Hutchinson bits/dim", "d": "FID",
           "e": "`fmx train` + `fmx eval` without Ray"}  # fmt: skip

@@ -7,8 +7,11 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from tests.cli_helpers import run_fmx
+
+pytestmark = pytest.mark.slow
 
 SWEEP = """\
 name: owned

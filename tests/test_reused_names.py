@@ -7,8 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from tests.cli_helpers import run_fmx
+
+pytestmark = pytest.mark.slow
 
 FIXED = """\
 name: renamed
