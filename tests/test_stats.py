@@ -14,7 +14,7 @@ from fm_core.solvers import SolverSetting
 from orchestrator.compare import CompareError, compare_methods
 from orchestrator.rows import EvalRow
 from orchestrator.stats import A_LOWER, EQUIVALENT, NOT_DETECTED, POWER, mean_interval, paired_comparison, power
-from orchestrator.tables import rows_frame, summarize, to_markdown
+from orchestrator.tables import display_table, rows_frame, summarize, to_markdown
 
 
 def test_the_interval_is_scipys_student_t_interval():
@@ -169,3 +169,48 @@ def test_compare_takes_a_value_by_its_child_metric_name_too():
     assert "classifier_fd" in str(refused.value)
 
 
+
+
+def _two_settings(nfe_a: list[int], nfe_b: list[int], nll_a: list[float], nll_b: list[float]) -> list[EvalRow]:
+    """FM-OT (A) and FM-VP (B), each seed evaluated under euler at 8 NFE and dopri5: the NLL is the checkpoint's, the
+    same in both rows of a seed (the shared likelihood protocol); the NFE is each setting's own."""
+    rows = []
+    for path, nfes, nlls in (("ot", nfe_a, nll_a), ("vp", nfe_b, nll_b)):
+        for seed, (nfe, nll) in enumerate(zip(nfes, nlls, strict=True)):
+            common = {"trial_id": f"{path}-fm-independent-s{seed}", "path": path, "objective": "fm", "coupling": "independent",
+                      "seed": seed, "nll": nll, "nll_unit": "nats", "nll_protocol": "shared", "nll_solver": "dopri5_tol1e-05"}  # fmt: skip
+            rows.append(EvalRow.of(SolverSetting("euler", nfe_budget=8), 100, nfe=8, **common))
+            rows.append(EvalRow.of(SolverSetting.adaptive("dopri5", 1e-5), 100, nfe=nfe, **common))
+    return rows
+
+
+def test_compare_gives_each_verdict_on_constructed_rows():
+    def verdicts(nfe_a, nfe_b, nll_a, nll_b, metric, margin=None):
+        runs = rows_frame(_two_settings(nfe_a, nfe_b, nll_a, nll_b))
+        return {c.setting: c.comparison for c in compare_methods(runs, "FM-OT", "FM-VP", metric, margin=margin)}
+
+    same = [1.0, 2.0, 3.0, 4.0]
+    settled = verdicts([80, 95, 70, 88], [120, 150, 101, 140], same, same, "nfe")
+    assert settled["dopri5_tol1e-05"].verdict == "A lower" and settled["dopri5_tol1e-05"].ratio.high < 1
+    assert settled["euler_nfe8"].verdict == "the same in every seed"  # both spend the budget
+    assert verdicts([120, 150, 101, 140], [80, 95, 70, 88], same, same, "nfe")["dopri5_tol1e-05"].verdict == "B lower"
+    unsettled = verdicts([80, 160, 70, 130], [120, 100, 101, 90], same, same, "nfe")["dopri5_tol1e-05"]
+    assert unsettled.outcome == NOT_DETECTED and "4 seeds detect x" in unsettled.verdict
+    assert 0 < unsettled.ratio.low < 1 < unsettled.ratio.high  # NFE's interval stays positive
+    constant = verdicts([80, 95, 70, 88], [92, 107, 82, 100], same, same, "nfe")["dopri5_tol1e-05"]
+    assert constant.verdict == "A lower in every seed, by 12" and math.isnan(constant.effect_size)
+    equivalent = verdicts([80] * 4, [80] * 4, [1.00, 2.00, 3.00, 4.02], [1.01, 1.98, 3.00, 4.00], "nll", margin=0.1)
+    # The NLL is the checkpoint's: one comparison for both solver settings, not one per setting.
+    assert list(equivalent) == ["every setting (one value per checkpoint)"]
+    assert equivalent["every setting (one value per checkpoint)"].verdict == "equivalent within ±0.1"
+    assert equivalent["every setting (one value per checkpoint)"].seeds == (0, 1, 2, 3)
+
+
+def test_every_value_column_the_tables_show_is_a_metric_compare_accepts():
+    rows = [r.replace(sample_metric=0.1 + 0.01 * r.seed, sample_metric_name="sliced_w2", ode_error=0.01 * (1 + r.seed))
+            for r in _two_settings([80, 95], [90, 99], [1.0, 2.0], [1.5, 2.5])]  # fmt: skip
+    runs = rows_frame(rows)
+    headers = [h for h in display_table(summarize(runs)).columns if h not in ("method", "solver", "step", "K", "seeds", "failed")]
+    assert headers == ["NLL (nats, dopri5_tol1e-05)", "sliced_w2", "NFE", "ODE error"]
+    for header in headers + ["NLL", "nll_nats", "ode_error", "nfe", "ode error"]:
+        assert compare_methods(runs, "FM-OT", "FM-VP", header), header
