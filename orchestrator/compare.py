@@ -117,3 +117,4 @@ def compare_methods(runs: pd.DataFrame, a: str, b: str, metric: str, margin: flo
         comparison = paired_comparison(values[method_a], values[method_b], positive=is_positive(metric), margin=margin)
         out.append(CellComparison(int(step), setting, None if pd.isna(draws) else int(draws), comparison))
     return out
+

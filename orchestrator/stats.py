@@ -161,7 +161,7 @@ def _no_spread(interval: Interval) -> bool:
 
 
 def _not_detected(detectable: float, needed: int | None, n: int, log: bool) -> str:
-    can = f"x{math.exp(detectable):.3g} either way" if log else f"±{detectable:.3g}"
+    can = f"A / B above {math.exp(detectable):.3g} or below {math.exp(-detectable):.3g}" if log else f"|A - B| above {detectable:.3g}"
     more = "" if needed is None else (f"; ~{needed} seeds would detect this one" if needed <= MAX_SEEDS else f"; >{MAX_SEEDS} seeds to detect this one")
     return f"no difference detected ({n} seeds detect {can}{more})"
 

@@ -40,7 +40,7 @@ def test_the_paired_test_is_scipys_and_its_verdicts_follow_the_interval():
     assert paired_comparison(base, lower).verdict == "B lower"
     unsettled = paired_comparison(noisy, base)
     assert unsettled.outcome == NOT_DETECTED and unsettled.difference.low <= 0 <= unsettled.difference.high
-    assert unsettled.verdict.startswith(f"no difference detected (8 seeds detect ±{unsettled.detectable:.3g}; ~")
+    assert unsettled.verdict.startswith(f"no difference detected (8 seeds detect |A - B| above {unsettled.detectable:.3g}; ~")
     assert paired_comparison({0: 1.0}, {0: 2.0}).verdict == "no verdict (1 seed)"
     # Only matched seeds pair: seed 9 of A has no partner.
     assert paired_comparison({**lower, 9: 0.0}, base).seeds == tuple(range(8))
@@ -109,7 +109,7 @@ def test_a_positive_values_interval_stays_positive_on_the_log_scale():
     assert (got.ratio.low, got.ratio.high) == (pytest.approx(math.exp(low)), pytest.approx(math.exp(high)))
     assert 0 < got.ratio.low < 1 < got.ratio.high and got.outcome == NOT_DETECTED
     assert got.p_value == pytest.approx(scipy_stats.ttest_rel(np.log(list(a.values())), np.log(list(b.values()))).pvalue)
-    assert " seeds detect x" in got.verdict  # a ratio, either way
+    assert f" seeds detect A / B above {got.detectable:.3g} or below {1 / got.detectable:.3g}" in got.verdict  # a ratio
 
 
 def _rows(values: dict[tuple[str, int], float]) -> list[EvalRow]:
@@ -146,7 +146,12 @@ def test_training_option_variants_are_methods_of_their_own():
 def test_the_table_carries_n_and_the_interval_per_cell():
     runs = rows_frame(_rows({("ot", s): v for s, v in enumerate([20.0, 22.0, 24.0])}))
     (row,) = summarize(runs).to_dict("records")
-    low, high = scipy_stats.t.interval(0.95, 2, loc=22.0, scale=scipy_stats.sem([20.0, 22.0, 24.0]))
+    low, high = scipy_stats.t.interval(0.95, 2, loc=2.2, scale=scipy_stats.sem([2.0, 2.2, 2.4]))  # the NLL: linear
+    assert row["nll_n"] == 3 and row["nll_mean"] == pytest.approx(2.2)
+    assert (row["nll_ci_low"], row["nll_ci_high"]) == (pytest.approx(low), pytest.approx(high))
+    assert f"2.2 ± 0.2 [{low:.4g}, {high:.4g}]" in to_markdown(summarize(runs))
+    logs = np.log([20.0, 22.0, 24.0])  # NFE is positive: the interval of its log values, exponentiated
+    low, high = np.exp(scipy_stats.t.interval(0.95, 2, loc=logs.mean(), scale=scipy_stats.sem(logs)))
     assert row["nfe_n"] == 3 and row["nfe_mean"] == 22.0
     assert (row["nfe_ci_low"], row["nfe_ci_high"]) == (pytest.approx(low), pytest.approx(high))
     assert f"22 ± 2 [{low:.4g}, {high:.4g}]" in to_markdown(summarize(runs))
@@ -195,7 +200,7 @@ def test_compare_gives_each_verdict_on_constructed_rows():
     assert settled["euler_nfe8"].verdict == "the same in every seed"  # both spend the budget
     assert verdicts([120, 150, 101, 140], [80, 95, 70, 88], same, same, "nfe")["dopri5_tol1e-05"].verdict == "B lower"
     unsettled = verdicts([80, 160, 70, 130], [120, 100, 101, 90], same, same, "nfe")["dopri5_tol1e-05"]
-    assert unsettled.outcome == NOT_DETECTED and "4 seeds detect x" in unsettled.verdict
+    assert unsettled.outcome == NOT_DETECTED and "4 seeds detect A / B above" in unsettled.verdict
     assert 0 < unsettled.ratio.low < 1 < unsettled.ratio.high  # NFE's interval stays positive
     constant = verdicts([80, 95, 70, 88], [92, 107, 82, 100], same, same, "nfe")["dopri5_tol1e-05"]
     assert constant.verdict == "A lower in every seed, by 12" and math.isnan(constant.effect_size)
