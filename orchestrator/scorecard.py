@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import pandas as pd
 
 from orchestrator.compare import METHOD_COLUMNS, CompareError, resolve_method
+from orchestrator.tables import RUN_COLUMNS
+from orchestrator.rows import parquet_dtypes
 from orchestrator.stats import NO_VERDICT, NOT_DETECTED, Comparison, paired_comparison
 
 Values = dict[int, float]
@@ -168,9 +170,11 @@ def to_markdown(judgements: list[Judgement]) -> str:
 
 
 def main(argv: list[str]) -> None:
-    """`python -m orchestrator.scorecard RUNS.parquet ...`: the scorecard of stored rows (docs/results)."""
+    """`python -m orchestrator.scorecard RUNS.parquet ...`: the scorecard of stored rows (docs/results); rows
+    written before a column existed (train_axes, the likelihood's protocol) read it as not given."""
     for path in argv:
-        print(f"### {path}\n\n{to_markdown(judge(pd.read_parquet(path)))}\n")
+        runs = pd.read_parquet(path).reindex(columns=RUN_COLUMNS).astype(parquet_dtypes())
+        print(f"### {path}\n\n{to_markdown(judge(runs))}\n")
 
 
 if __name__ == "__main__":
