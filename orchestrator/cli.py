@@ -281,8 +281,8 @@ def compare(
     if not cells:
         _fail(f"{label_a} and {label_b} share no evaluated cell in sweep '{name}'")
     out.print(f"A = {label_a}, B = {label_b}, on {metric}; paired by seed (the same training seed, and the same evaluation "
-              f"noise: eval.seed is shared by every trial); [95 % interval]; what seeds detect: at {POWER:.0%} power",
-              highlight=False, markup=False, soft_wrap=False)  # fmt: skip
+              f"noise: eval.seed is shared by every trial); [95 % interval]; what the seeds detect: at {POWER * 100:.0f} % "
+              "power, were their spread the true one", highlight=False, markup=False, soft_wrap=False)  # fmt: skip
     for cell in cells:  # words wrap at the terminal's width (or 80 in a pipe), never inside a number
         out.print("\n".join(describe(cell)), highlight=False, markup=False, soft_wrap=False)
 
