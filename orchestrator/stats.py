@@ -119,7 +119,7 @@ def paired_comparison(
     ratio = Interval(judged.n, math.exp(judged.mean), math.nan, math.exp(judged.low), math.exp(judged.high)) if log else None
     base["ratio"] = ratio
     if _no_spread(interval) or _no_spread(judged):  # the differences are the answer, as they are
-        return _constant(base, diffs, tested, log)
+        return _constant(base, diffs, tested)
     from scipy import stats
 
     p = float(stats.ttest_1samp(tested, 0.0).pvalue)
@@ -139,7 +139,7 @@ def paired_comparison(
     return Comparison(**base, outcome=NOT_DETECTED, verdict=_not_detected(detectable, needed, len(seeds), log))
 
 
-def _constant(base: dict, diffs: list[float], tested: list[float], log: bool) -> Comparison:
+def _constant(base: dict, diffs: list[float], tested: list[float]) -> Comparison:
     """Every seed differs by the same amount (or, on the log scale, ratio): said as such."""
     margin = base["margin"]
     linear, judged = mean_interval(diffs), mean_interval(tested)
