@@ -11,12 +11,13 @@ import pytest
 from rich.console import Console
 
 from fm_core.solvers import SolverSetting
-from orchestrator.comparison_text import describe
 from orchestrator.compare import compare_methods
+from orchestrator.comparison_text import describe
 from orchestrator.results import terminal_table
 from orchestrator.rows import EvalRow
 from orchestrator.tables import cell_legend, display_table, rows_frame, summarize
 from tests.layout_helpers import assert_numbers_whole
+
 
 def _rows(seeds: int = 3) -> list[EvalRow]:
     """Four methods x two solver settings, every value column measured, spreads that give long numbers."""
