@@ -82,15 +82,23 @@ def table_view(runs: pd.DataFrame, markdown: bool = False) -> tuple[Any, str]:
     return _stage("orchestrator.results").table_view(runs, markdown)
 
 
+def terminal_table(runs: pd.DataFrame, console: Console) -> Any:
+    """The sweep's summary laid out for `console`'s width, no number split across lines (a rich renderable)."""
+    return _stage("orchestrator.results").terminal_table(runs, console)
+
+
 def rebuild_tables(tracking_uri: str, sweep: str, out_dir: Path, allow_fewer: bool = False) -> tuple[pd.DataFrame, Path, Path]:
     """runs.parquet and table.parquet rebuilt from MLflow alone (and the UI's view); FewerRowsError where that
     would drop rows unless `allow_fewer`."""
     return _stage("orchestrator.results").rebuild_tables(tracking_uri, sweep, out_dir, allow_fewer)
 
 
-def compare(runs: pd.DataFrame, method_a: str, method_b: str, metric: str) -> tuple[list[Any], str, str]:
-    """Two methods paired by seed in every evaluation cell both have: (cells, label of A, label of B)."""
-    return _stage("orchestrator.results").compare(runs, method_a, method_b, metric)
+def compare(
+    runs: pd.DataFrame, method_a: str, method_b: str, metric: str, margin: float | None = None
+) -> tuple[list[Any], str, str]:
+    """Two methods paired by seed in every evaluation cell both have: (cells, label of A, label of B); `margin`:
+    also test equivalence within it (orchestrator.stats)."""
+    return _stage("orchestrator.results").compare(runs, method_a, method_b, metric, margin)
 
 
 def report(tracking_uri: str, sweep: str, runs: pd.DataFrame, out_dir: Path) -> Any:

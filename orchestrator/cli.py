@@ -31,6 +31,8 @@ from orchestrator.records import STATE_FILE
 from orchestrator.pass_work import EVALUATE
 from orchestrator.plan import plan_sweep
 from orchestrator.rows import VALUE_FIELDS
+from orchestrator.comparison_text import describe
+from orchestrator.stats import POWER
 from orchestrator.planning import preview
 from orchestrator.store_check import check_existing_store
 from orchestrator.validation import load_sweep
@@ -178,8 +180,9 @@ def sweep(
 
 
 def _report_outcome(outcome: SweepOutcome) -> None:
-    """The table, the counts, where results are, and the outcome's exit code."""
-    _show_table(outcome.runs, markdown=False)
+    """The table (Markdown where stdout is a file or a pipe: a log keeps it whole), the counts, where results
+    are, and the outcome's exit code."""
+    _show_table(outcome.runs, markdown=not out.is_terminal)
     out.print(
         f"{outcome.trainings} trainings ({outcome.failed_trials} failed, {len(outcome.interrupted)} interrupted), "
         f"{len(outcome.runs)} evaluations ({outcome.failed_evaluations} failed) in {outcome.seconds:.0f} s",
@@ -207,20 +210,13 @@ def _report_outcome(outcome: SweepOutcome) -> None:
 
 
 def _show_table(runs: pd.DataFrame, markdown: bool) -> None:
-    shown, legend = api.table_view(runs, markdown)
+    """The summary: Markdown (asked for, or the sweep's table in a log), else laid out for the terminal's width
+    (80 in a pipe, or $COLUMNS) so that no number is split across lines (orchestrator.terminal_table)."""
     if markdown:
+        shown, legend = api.table_view(runs, markdown)
         out.print(escape(shown) + f"\n\n{legend}", highlight=False, soft_wrap=True)
         return
-    rich_table = Table()
-    # Labels stay whole (two tolerances must never read alike); numbers, headers and method labels that carry
-    # training-option values (`FM-OT [ema_decay=0.999]`) fold onto more lines instead of being cut.
-    whole = {"solver"} | ({"method"} if shown["method"].str.len().max() <= 24 else set())
-    for col in shown.columns:
-        rich_table.add_column(str(col), no_wrap=col in whole, overflow="fold")
-    for row in shown.itertuples(index=False):  # escaped: `FM-OT [lr=0.001]` is text, not rich markup
-        rich_table.add_row(*(escape(str(v)) for v in row))
-    rich_table.caption = legend
-    out.print(rich_table)
+    out.print(api.terminal_table(runs, out), highlight=False, soft_wrap=False)
 
 
 def _sweep_and_store(sweep_name: str, tracking_uri: str | None) -> tuple[str, str]:
@@ -266,34 +262,29 @@ def compare(
     sweep_name: Annotated[str, typer.Argument(help="sweep name, or its YAML file", show_default=False)],
     method_a: Annotated[str, typer.Argument(help="a method: its label (FM-OT) or key (ot-fm)", show_default=False)],
     method_b: Annotated[str, typer.Argument(help="the other method", show_default=False)],
-    metric: Annotated[str, typer.Option(help=" | ".join(f.name for f in VALUE_FIELDS) + ", or a child run's metric name")] = "nfe",
+    metric: Annotated[str, typer.Option(help=" | ".join(f.name for f in VALUE_FIELDS) + ", a child run's metric name or a table's header")] = "nfe",
+    margin: Annotated[
+        float | None, typer.Option(help="also test equivalence: |A - B| below this, in the metric's units (two one-sided tests)")
+    ] = None,
     tracking_uri: TrackingUri = None,
 ) -> None:
-    """A minus B over matched seeds in every evaluation cell both have: mean difference with its 95 %
-    interval, effect size d_z, paired t-test p-value, and the verdict (A lower, B lower, tie)."""
+    """A minus B over matched seeds in every evaluation cell both have (once per checkpoint for the NLL): the
+    95 % interval (of A / B for positive values such as NFE), d_z, the paired t-test's p, and the verdict: A lower,
+    B lower, no difference detected (with the difference the seeds could detect), equivalent within --margin."""
+    if margin is not None and not margin > 0:
+        _fail(f"--margin: {margin} is not a positive number")
     name, uri, runs = _runs_from_mlflow(sweep_name, tracking_uri)
     try:
-        cells, label_a, label_b = api.compare(runs, method_a, method_b, metric)
+        cells, label_a, label_b = api.compare(runs, method_a, method_b, metric, margin)
     except CompareError as err:
         _fail(str(err))
     if not cells:
         _fail(f"{label_a} and {label_b} share no evaluated cell in sweep '{name}'")
-    table = Table(caption=f"A = {escape(label_a)}, B = {escape(label_b)}, on {metric}; paired by seed (same training seed, and the "
-                          "same evaluation noise: eval.seed is shared by every trial)")  # fmt: skip
-    for column in ("step", "setting", "K", "seeds", "A", "B", "A - B [95 % CI]", "d_z", "p", "verdict"):
-        table.add_column(column, no_wrap=True)
-    for cell in cells:
-        c, d = cell.comparison, cell.comparison.difference
-        interval = "-" if d.low != d.low else f"{d.mean:.4g} [{d.low:.4g}, {d.high:.4g}]"
-        table.add_row(str(cell.step), cell.setting, "-" if cell.dequant_draws is None else str(cell.dequant_draws),
-                      str(len(c.seeds)), f"{c.mean_a:.4g}", f"{c.mean_b:.4g}", interval if len(c.seeds) > 1 else f"{d.mean:.4g}",
-                      _number(c.effect_size), _number(c.p_value), c.verdict)  # fmt: skip
-    wide = Console(file=out.file, width=max(out.width, 140), highlight=False)  # a line per cell, also in a pipe
-    wide.print(table)
-
-
-def _number(value: float) -> str:
-    return "-" if value != value else f"{value:.3g}"
+    out.print(f"A = {label_a}, B = {label_b}, on {metric}; paired by seed (the same training seed, and the same evaluation "
+              f"noise: eval.seed is shared by every trial); [95 % interval]; what the seeds detect: at {POWER * 100:.0f} % "
+              "power, were their spread the true one", highlight=False, markup=False, soft_wrap=False)  # fmt: skip
+    for cell in cells:  # words wrap at the terminal's width (or 80 in a pipe), never inside a number
+        out.print("\n".join(describe(cell)), highlight=False, markup=False, soft_wrap=False)
 
 
 @app.command()

@@ -22,7 +22,7 @@ from fm_core.solvers import SolverSetting  # noqa: E402
 from orchestrator.plots import data_extent, draw_2d, draw_samples, figure_title, panel_title, readable_log_axis  # noqa: E402
 from orchestrator.scorecard import judge  # noqa: E402
 from orchestrator.scorecard import to_markdown as scorecard_markdown  # noqa: E402
-from orchestrator.tables import method_label, method_labels, summarize, to_markdown  # noqa: E402
+from orchestrator.tables import cell_legend, method_label, method_labels, summarize, to_markdown  # noqa: E402
 from orchestrator.tracking import client  # noqa: E402
 from orchestrator.out_folders import make_folder
 
@@ -272,7 +272,8 @@ def build_report(
     ok, failed = int((runs["status"] == "ok").sum()), int((runs["status"] != "ok").sum())
     text.write(f"{runs['trial_id'].nunique()} trainings, {ok} evaluations ok, {failed} failed.\n\n")
     final = runs[runs["train_step"] == runs["train_step"].max()]
-    text.write("## Summary (final checkpoint; mean ± std over seeds [95 % t-interval])\n\n" + to_markdown(summarize(final)) + "\n\n")
+    summary = summarize(final)
+    text.write(f"## Summary (final checkpoint)\n\n{cell_legend(summary)}\n\n" + to_markdown(summary) + "\n\n")
     if runs["train_step"].nunique() > 1:
         text.write("## Over training\n\n" + to_markdown(summarize(runs)) + "\n\n")
     text.write("## The paper's claims on this sweep\n\n"

@@ -6,19 +6,27 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+from rich.console import Console, RenderableType
 
 from orchestrator.compare import CellComparison, compare_methods, resolve_method
 from orchestrator.errors import FewerRowsError
 from orchestrator.publish import publish
 from orchestrator.report import Report, build_report, load_samples, load_trajectories
-from orchestrator.tables import CELL_LEGEND, display_table, method_label, summarize, to_markdown
+from orchestrator.tables import cell_legend, display_table, method_label, summarize, to_markdown
+from orchestrator.terminal_table import layout
 from orchestrator.tracking import log_report
 
 
 def table_view(runs: pd.DataFrame, markdown: bool = False) -> tuple[pd.DataFrame | str, str]:
     """(the summary's display frame, or its Markdown; the legend of its cells)."""
     table = summarize(runs)
-    return (to_markdown(table) if markdown else display_table(table)), CELL_LEGEND
+    return (to_markdown(table) if markdown else display_table(table)), cell_legend(table)
+
+
+def terminal_table(runs: pd.DataFrame, console: Console) -> RenderableType:
+    """The summary laid out for the console's width (orchestrator.terminal_table)."""
+    table = summarize(runs)
+    return layout(display_table(table), cell_legend(table), console.width, console)
 
 
 def rebuild_tables(tracking_uri: str, sweep: str, out_dir: Path, allow_fewer: bool) -> tuple[pd.DataFrame, Path, Path]:
@@ -29,8 +37,10 @@ def rebuild_tables(tracking_uri: str, sweep: str, out_dir: Path, allow_fewer: bo
     return published.runs, published.runs_path, published.table_path
 
 
-def compare(runs: pd.DataFrame, method_a: str, method_b: str, metric: str) -> tuple[list[CellComparison], str, str]:
-    cells = compare_methods(runs, method_a, method_b, metric)
+def compare(
+    runs: pd.DataFrame, method_a: str, method_b: str, metric: str, margin: float | None = None
+) -> tuple[list[CellComparison], str, str]:
+    cells = compare_methods(runs, method_a, method_b, metric, margin)
     return cells, method_label(*resolve_method(runs, method_a)), method_label(*resolve_method(runs, method_b))
 
 

@@ -17,7 +17,9 @@ optional keys say how it is shown: `metric` (a function of the row giving its ch
 logged; default the field's name), `label` (its table header, or a function of the summary table giving it,
 None: no column; default the field's name), `always` (a table column even where no group measured it) and
 `kind` (`quality`, the default; `cost`; `check`: shown after the others, and not a result in the comparison
-view's chart).
+view's chart), `positive` (never below 0: its intervals and comparisons are taken on the log scale,
+orchestrator.stats) and `per_checkpoint` (a function of the row: true where the value is measured once per
+checkpoint, the same under every solver setting, so `fmx compare` compares it once).
 """
 
 from __future__ import annotations
@@ -66,6 +68,11 @@ def _sample_metric(row: EvalRow) -> str | None:
     return row.sample_metric_name or None
 
 
+def _nll_per_checkpoint(row: EvalRow) -> bool:
+    """The likelihood is integrated once per checkpoint (eval.likelihood), unless with each sample solver."""
+    return row.nll_protocol != PER_SAMPLE_SOLVER
+
+
 def _strings(column: Iterable[Any]) -> list[str]:
     return [v for v in column if isinstance(v, str)]
 
@@ -111,12 +118,13 @@ class EvalRow:
     dequant_draws: int | None = _col("Int64", "setting", mlflow="param")
     weights: str = _col("string", "setting", "model", mlflow="param")
     # What was measured.
-    nfe: int | None = _col("Int64", "value", mlflow="metric", label="NFE", always=True, kind="cost")
-    nll: float = _col("float64", "value", math.nan, mlflow="metric", metric=_nll_metric, label=_nll_label, always=True)
+    nfe: int | None = _col("Int64", "value", mlflow="metric", label="NFE", always=True, kind="cost", positive=True)
+    nll: float = _col("float64", "value", math.nan, mlflow="metric", metric=_nll_metric, label=_nll_label, always=True,
+                      per_checkpoint=_nll_per_checkpoint)  # fmt: skip
     sample_metric: float = _col("float64", "value", math.nan, mlflow="metric", metric=_sample_metric, label=_sample_label,
-                                always=True)  # fmt: skip
-    fid: float = _col("float64", "value", math.nan, mlflow="metric", label="FID")  # eval.fid: fm_core.fid's protocol
-    ode_error: float = _col("float64", "value", math.nan, mlflow="metric", label="ODE error", kind="check")
+                                always=True, positive=True)  # fmt: skip
+    fid: float = _col("float64", "value", math.nan, mlflow="metric", label="FID", positive=True)  # eval.fid: fm_core.fid's protocol
+    ode_error: float = _col("float64", "value", math.nan, mlflow="metric", label="ODE error", kind="check", positive=True)
     # How it was measured.
     nll_unit: str | None = _col("string", "protocol")
     nll_protocol: str | None = _col("string", "protocol")
@@ -255,6 +263,7 @@ FIELD_NAMES: frozenset[str] = frozenset(f.name for f in FIELDS)
 METRIC_FIELDS: tuple[dataclasses.Field, ...] = tuple(f for f in FIELDS if f.metadata["mlflow"] == "metric")
 #: What was measured: the tables' value columns, `fmx compare --metric`'s choices.
 VALUE_FIELDS: tuple[dataclasses.Field, ...] = tuple(f for f in FIELDS if f.metadata["role"] == "value")
+VALUE_BY_NAME: dict[str, dataclasses.Field] = {f.name: f for f in VALUE_FIELDS}
 
 
 def value_kind(f: dataclasses.Field) -> str:
@@ -269,6 +278,11 @@ def is_result(f: dataclasses.Field) -> bool:
 def shown_value_fields() -> list[dataclasses.Field]:
     """The value fields in the order tables show them: by kind (VALUE_KINDS), then in the row's order."""
     return sorted(VALUE_FIELDS, key=lambda f: VALUE_KINDS.index(value_kind(f)))
+
+
+def is_positive(name: str) -> bool:
+    """Whether value field `name` is never below 0 (its `positive` key)."""
+    return bool(VALUE_BY_NAME[name].metadata.get("positive"))
 
 
 def value_label(f: dataclasses.Field, table: Any) -> str | None:

@@ -2,8 +2,11 @@
 
 Each claim names two sets of values paired by seed (two methods in one cell, one method at two training steps
 or two dequantization K) and the verdict the paper reports. On a sweep it "holds" (the paired interval
-excludes 0 on the paper's side), "fails" (on the other side), is a "tie" (the interval covers 0), or is "not
-measured" (the sweep lacks the cells, or has fewer than two matched seeds to judge them by).
+excludes 0 on the paper's side, or every seed differs on that side by the same amount), "fails" (on the other
+side), is "not settled" (the interval covers 0: no difference detected, which is not equivalence), or is "not
+measured" (the sweep lacks the cells, or has fewer than two matched seeds to judge them by). The differences
+are judged as measured (A - B, not on the log scale that `fmx compare` uses for positive values), so that the
+scorecard's intervals read in the claim's units.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ from dataclasses import dataclass
 import pandas as pd
 
 from orchestrator.compare import METHOD_COLUMNS, CompareError, resolve_method
-from orchestrator.stats import Comparison, paired_comparison
+from orchestrator.tables import RUN_COLUMNS
+from orchestrator.rows import parquet_dtypes
+from orchestrator.stats import NO_VERDICT, NOT_DETECTED, Comparison, paired_comparison
 
 Values = dict[int, float]
 
@@ -31,7 +36,7 @@ class Claim:
 @dataclass(frozen=True)
 class Judgement:
     claim: Claim
-    outcome: str  # holds | fails | tie | not measured
+    outcome: str  # holds | fails | not settled | not measured
     detail: str
     comparison: Comparison | None
 
@@ -140,12 +145,12 @@ def judge(runs: pd.DataFrame, claims: tuple[Claim, ...] = PAPER_CLAIMS) -> list[
             continue
         a, b, detail = picked
         comparison = paired_comparison(a, b)
-        if comparison.verdict.startswith("no verdict"):
+        if comparison.outcome == NO_VERDICT:
             out.append(Judgement(claim, "not measured", f"{detail}: {comparison.verdict}", comparison))
-        elif comparison.verdict == "tie":
-            out.append(Judgement(claim, "tie", detail, comparison))
+        elif comparison.outcome == NOT_DETECTED:
+            out.append(Judgement(claim, "not settled", detail, comparison))
         else:
-            out.append(Judgement(claim, "holds" if comparison.verdict == claim.expect else "fails", detail, comparison))
+            out.append(Judgement(claim, "holds" if comparison.outcome == claim.expect else "fails", detail, comparison))
     return out
 
 
@@ -165,9 +170,11 @@ def to_markdown(judgements: list[Judgement]) -> str:
 
 
 def main(argv: list[str]) -> None:
-    """`python -m orchestrator.scorecard RUNS.parquet ...`: the scorecard of stored rows (docs/results)."""
+    """`python -m orchestrator.scorecard RUNS.parquet ...`: the scorecard of stored rows (docs/results); rows
+    written before a column existed (train_axes, the likelihood's protocol) read it as not given."""
     for path in argv:
-        print(f"### {path}\n\n{to_markdown(judge(pd.read_parquet(path)))}\n")
+        runs = pd.read_parquet(path).reindex(columns=RUN_COLUMNS).astype(parquet_dtypes())
+        print(f"### {path}\n\n{to_markdown(judge(runs))}\n")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import pandas as pd
 from fm_core.objectives import objective_label
 from fm_core.solvers import SETTING_FIELDS, SolverSetting
 from orchestrator.rows import (
-    EvalRow, columns_with_role, parquet_columns, parquet_dtypes, shown_value_fields, value_label,
+    EvalRow, columns_with_role, is_positive, parquet_columns, parquet_dtypes, shown_value_fields, value_label,
 )
 from orchestrator.errors import FewerRowsError
 from orchestrator.stats import mean_interval
@@ -54,14 +54,16 @@ def rows_frame(rows: list[EvalRow]) -> pd.DataFrame:
 
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     """Per (dataset, path, objective, coupling, step, solver, tol/nfe): for each value its n, mean, std and the
-    95 % t-interval of the mean over seeds (`<value>_ci_low`, `<value>_ci_high`; NaN below two seeds)."""
+    95 % t-interval of the mean over seeds (`<value>_ci_low`, `<value>_ci_high`; NaN below two seeds); for a
+    positive value, that of its log values, exponentiated (orchestrator.stats.mean_interval)."""
     ok = runs[runs["status"] == "ok"]
     keys = runs[GROUP_COLUMNS].drop_duplicates()
     grouped = ok.groupby(GROUP_COLUMNS, dropna=False)
     stats = grouped[VALUE_COLUMNS].agg(["mean", "std", "count"])
     stats.columns = [f"{col}_{'n' if stat == 'count' else stat}" for col, stat in stats.columns]
     for col in VALUE_COLUMNS:  # the 95 % Student-t interval of each cell's mean (orchestrator.stats)
-        intervals = grouped[col].apply(lambda values: mean_interval(values.astype("float64").tolist()))
+        positive = is_positive(col)  # on the log scale: it stays above 0
+        intervals = grouped[col].apply(lambda values, positive=positive: mean_interval(values.astype("float64").tolist(), positive=positive))
         stats[f"{col}_ci_low"] = [i.low for i in intervals]
         stats[f"{col}_ci_high"] = [i.high for i in intervals]
     stats["seeds"] = grouped.size()
@@ -111,8 +113,16 @@ def write_tables(runs: pd.DataFrame, out_dir: Path, allow_fewer: bool = False) -
     return runs_path, table_path
 
 
-#: What a table cell shows, said under every printed table.
-CELL_LEGEND = "cells: mean ± std over seeds [95 % t-interval of the mean]"
+def cell_legend(table: pd.DataFrame) -> str:
+    """What the summary `table`'s cells show, said under it: the interval only where a row has two seeds or more,
+    and on which scale each value's interval is taken."""
+    seeds = table["seeds"]
+    if seeds.empty or int(seeds.max()) < 2:
+        return "cells: one seed's value (no std or interval from one seed)"
+    positive = [value_label(f, table) for f in shown_value_fields() if is_positive(f.name) and table[f"{f.name}_mean"].notna().any()]
+    legend = "cells: mean ± std over seeds [95 % Student-t interval of the mean"
+    legend += f"; of {', '.join(filter(None, positive))}: of the geometric mean, from the log values, so it stays positive]" if positive else "]"
+    return legend + ("; a row of one seed: its value alone" if int(seeds.min()) < 2 else "")
 
 
 def _fmt(mean: Any, std: Any, low: Any = None, high: Any = None) -> str:

@@ -302,6 +302,8 @@ READ_ONLY = {  # case: (prepare the folder and give the command, what the messag
     "ui_without_store": (lambda p, _: ["ui"], ["no MLflow store at"]),
     "tables_on_garbage": (lambda p, _: _garbage_store(p), ["not a sqlite database"]),
     "ui_on_busy_port": (_busy_port, ["port", "in use", "--port"]),  # mlflow itself exits 0 there
+    "compare_with_a_margin_below_0": (lambda p, _: ["compare", "nosuch", "FM-OT", "FM-VP", "--margin", "-1"],
+                                      ["--margin", "-1.0 is not a positive number"]),  # fmt: skip
 }
 
 

@@ -68,7 +68,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 src = Path("orchestrator/rows.py").read_text()
-line = '    ode_error: float = _col("float64", "value", math.nan, mlflow="metric", label="ODE error", kind="check")\\n'
+line = '    ode_error: float = _col("float64", "value", math.nan, mlflow="metric", label="ODE error", kind="check", positive=True)\\n'
 assert line in src
 src = src.replace(line, line + '    straightness: float = _col("float64", "value", math.nan, mlflow="metric")\\n')
 rows = types.ModuleType("orchestrator.rows"); rows.__file__ = "orchestrator/rows.py"

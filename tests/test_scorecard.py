@@ -1,4 +1,4 @@
-"""The paper's claims as a scorecard, on constructed runs tables with known outcomes: holds, fails, tie and
+"""The paper's claims as a scorecard, on constructed runs tables with known outcomes: holds, fails, not settled and
 not measured, each with the numbers it was judged by."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def _outcomes(rows: list[EvalRow]) -> dict[str, str]:
     return {j.claim.text: j.outcome for j in judge(rows_frame(rows))}
 
 
-def test_holds_fails_tie_and_not_measured_on_known_rows():
+def test_holds_fails_not_settled_and_not_measured_on_known_rows():
     rows = []
     for s in range(4):
         rows.append(_row("ot", "fm", s, nfe=20 + s, nll=3.0 + 0.01 * s, sample_metric=0.30 + TIE_NOISE[s]))
@@ -30,7 +30,7 @@ def test_holds_fails_tie_and_not_measured_on_known_rows():
     claims = [c.text for c in PAPER_CLAIMS]
     assert outcomes[claims[0]] == "holds"  # OT's NFE lower, seed by seed
     assert outcomes[claims[1]] == "fails"  # OT's NLL higher here, seed by seed
-    assert outcomes[claims[2]] == "tie"  # the sample metric's differences straddle 0
+    assert outcomes[claims[2]] == "not settled"  # the sample metric's differences straddle 0
     assert outcomes[claims[3]] == "not measured"  # no midpoint cells
     assert outcomes[claims[4]] == "not measured"  # no SM-VP
     assert outcomes[claims[5]] == "not measured"  # one training step only

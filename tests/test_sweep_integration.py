@@ -12,6 +12,8 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from orchestrator.tables import display_table, summarize
+from tests.layout_helpers import assert_numbers_whole
 from tests.cli_helpers import FMX, REPO, TRAINING_RUNS, cleanup_ray_tmp, fmx_env, kill_session, leftover_ray_processes, run_fmx
 from tests.mlflow_server import mlflow_server
 
@@ -115,7 +117,7 @@ def _check_comparison_view(uri: str, children: list) -> None:
 def test_smoke_sweep_with_the_embedded_defaults_and_tables_rebuilt_from_mlflow(tmp_path: Path):
     result = _fmx(["sweep", str(REPO / "sweeps" / "smoke.yaml")], tmp_path)
     assert "mlflow.db" in result.stderr  # the store's location is printed
-    assert "FM-OT" in result.stdout
+    assert "| FM-OT |" in result.stdout  # stdout is a pipe, as a log is: the table in Markdown, never wrapped
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     runs = _check_smoke_outputs(tmp_path, uri)
     # The Tune experiment ran exactly one trial per training configuration.
@@ -140,9 +142,16 @@ def test_smoke_sweep_with_the_embedded_defaults_and_tables_rebuilt_from_mlflow(t
             pd.read_parquet(tmp_path / "before" / "smoke" / name), pd.read_parquet(tmp_path / "results" / "smoke" / name)
         )
     assert len(runs) == 6
-    assert "95 % t-interval" in rebuilt.stdout
+    assert "cells: one seed's value (no std or interval from one seed)" in rebuilt.stdout and "95 %" not in rebuilt.stdout
+    # The terminal table at 80 columns (as $COLUMNS says): every number on one line.
+    narrow_env = fmx_env({"COLUMNS": "80"})
+    narrow = run_fmx(["tables", "smoke"], tmp_path, narrow_env)
+    cleanup_ray_tmp(narrow_env)
+    shown = display_table(summarize(runs))
+    assert narrow.returncode == 0 and "FM-OT" in narrow.stdout, narrow.stderr[-3000:]
+    assert_numbers_whole([str(v) for column in shown.columns for v in shown[column]], narrow.stdout, 80)
     # A paired comparison from MLflow alone: with one seed it refuses a verdict, cell by cell.
-    compared = _fmx(["compare", "smoke", "FM-OT", "SM-VP", "--metric", "nfe"], tmp_path)
+    compared = _fmx(["compare", "smoke", "FM-OT", "SM-VP", "--metric", "nfe", "--margin", "5"], tmp_path)
     assert compared.stdout.count("no verdict (1 seed)") == 2 and "dopri5_tol1e-05" in compared.stdout
     unknown = run_fmx(["compare", "smoke", "FM-OT", "FM-VE"], tmp_path)
     assert unknown.returncode == 2 and "no method 'FM-VE'" in unknown.stderr and "Traceback" not in unknown.stderr
