@@ -116,6 +116,17 @@ class EvalRow:
     sample_metric: float = _col("float64", "value", math.nan, mlflow="metric", metric=_sample_metric, label=_sample_label,
                                 always=True)  # fmt: skip
     fid: float = _col("float64", "value", math.nan, mlflow="metric", label="FID")  # eval.fid: fm_core.fid's protocol
+    # The model's own sampling paths, on time [0, 1] (fm_core.path_measures; docs/path_measures.md): Liu et al.'s
+    # straightness, integral of E ||(X1 - X0) - v(Xt, t)||^2 dt (0: straight lines), and the path energy
+    # integral of E ||v(Xt, t)||^2 dt, both from the sample solve's own evaluations.
+    straightness: float = _col("float64", "value", math.nan, mlflow="metric")
+    path_energy: float = _col("float64", "value", math.nan, mlflow="metric", label="path energy")
+    # eval.per_sample_nfe (adaptive solvers): the NFE of that many samples each solved alone, under its own
+    # step control, beside `nfe` (the batch's); and how far those solves land from the batch's (max |difference|).
+    nfe_sample_mean: float = _col("float64", "value", math.nan, mlflow="metric", label="NFE/sample mean", kind="cost")
+    nfe_sample_median: float = _col("float64", "value", math.nan, mlflow="metric", label="NFE/sample median", kind="cost")
+    nfe_sample_p90: float = _col("float64", "value", math.nan, mlflow="metric", label="NFE/sample p90", kind="cost")
+    per_sample_gap: float = _col("float64", "value", math.nan, mlflow="metric", label="per-sample gap", kind="check")
     ode_error: float = _col("float64", "value", math.nan, mlflow="metric", label="ODE error", kind="check")
     # How it was measured.
     nll_unit: str | None = _col("string", "protocol")
