@@ -112,7 +112,7 @@ def test_path_measures_and_per_sample_nfe_reach_child_metrics_tables_compare_and
     labels (per-sample NFE beside the batch's, as costs; the gap among the checks), compare and view columns."""
     made = [_row(SETTINGS[1], trial_id=f"{p}-fm-independent-s{s}", path=p, seed=s, nfe=20, straightness=0.5 + s,
                  path_energy=4.0 + p.startswith("v"), nfe_sample_mean=14.0, nfe_sample_median=14.0, nfe_sample_p90=20.0,
-                 per_sample_gap=1e-4)
+                 per_sample_gap=1e-4, nll=1.0, nll_unit="nats", sample_metric=0.3, sample_metric_name="sliced_w2")
             for p in ("ot", "vp") for s in (0, 1)]  # fmt: skip
     metrics = made[0].child_metrics()
     assert {k: metrics[k] for k in ("straightness", "path_energy", "nfe_sample_p90", "per_sample_gap")} == {
@@ -126,6 +126,8 @@ def test_path_measures_and_per_sample_nfe_reach_child_metrics_tables_compare_and
     assert (cell.comparison.mean_a, cell.comparison.mean_b) == (5.0, 4.0)
     view = comparison_view(metric_names(made), varying_axes(made))
     assert {"metrics.`straightness`", "metrics.`path_energy`", "metrics.`nfe_sample_mean`"} <= set(view["selectedColumns"])
+    # Logged after the likelihood and the sample metric: the chart's value axes stay NFE, NLL, sample metric.
+    assert view["compareRunCharts"][0]["selectedMetrics"] == ["nfe", "nll_nats", "sliced_w2"]
     # A row without them (a fixed-step solver, per-sample solves off) logs none of them.
     assert not {"nfe_sample_mean", "per_sample_gap"} & set(_row(SETTINGS[0], nfe=8).child_metrics())
 
