@@ -60,6 +60,8 @@ def eval_digest(config: SweepConfig) -> str:
     settings = {k: v for k, v in config.eval.model_dump(mode="json").items() if k not in OPERATIONAL_EVAL_FIELDS}
     fid = config.eval.fid
     del settings["fid"]  # a sweep without FID keeps the key it had before FID existed
+    if settings["per_sample_nfe"] is None:  # nor one without per-sample solves the key it had before they existed
+        del settings["per_sample_nfe"]
     if fid is not None:
         settings["fid"] = fid.content(config.written_as)
     return _digest({"code": TRAINING_CODE_VERSION, "eval": settings})[:8]

@@ -4,6 +4,9 @@ trajectory of 2-D data.
 
 Every setting integrates from the same noise (and, for a class-conditional model, the same balanced labels);
 the reference solve is one per guidance scale; large evaluations run in chunks of eval.batch_size points.
+Each sample solve also integrates its samples' kinetic energy (fm_core.sampling: no extra evaluation, the same
+steps), which gives the rows' straightness and path energy; eval.per_sample_nfe solves that many samples once
+more one by one (fm_core.per_sample) for their own NFE.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from fm_core.guidance import guided, sampling_labels
 from fm_core.image_data import ImageDataset
 from fm_core.likelihood import LikelihoodResult, auto_divergence, bits_per_dim_from_draws, log_likelihood, uniform_dequantize
 from fm_core.metrics import ode_solution_error
+from fm_core.path_measures import PathMeasures, path_measures
+from fm_core.per_sample import solve_each
 from fm_core.sample_metrics import sample_metric
 from fm_core.sampling import sample
 from fm_core.solvers import SolverSetting
@@ -38,15 +43,20 @@ TRAJECTORY_POINTS = 6  # states kept along the reference solve of 2-D data (t = 
 Field = Callable[[Tensor, Tensor], Tensor]
 
 
+def solve_chunks(solve: Callable[[Tensor, slice], Any], inputs: Tensor, batch_size: int | None) -> tuple[list[Any], int]:
+    """Run `solve(chunk, rows)` on chunks of at most `batch_size` points (bounding GPU memory on big
+    evaluations; `rows` says which, so that each point keeps its class label); returns the chunks' results
+    and the NFE of one solve (the mean over chunks, rounded)."""
+    size = batch_size or len(inputs)
+    results = [solve(inputs[i : i + size], slice(i, i + size)) for i in range(0, len(inputs), size)]
+    return results, round(sum(r.nfe for r in results) / len(results))
+
+
 def solve_in_batches(
     solve: Callable[[Tensor, slice], Any], inputs: Tensor, batch_size: int | None, value: Callable[[Any], Tensor] = lambda r: r.x
 ) -> tuple[Tensor, int]:
-    """Run `solve(chunk, rows)` on chunks of at most `batch_size` points (bounding GPU memory on big
-    evaluations; `rows` says which, so that each point keeps its class label); returns the concatenated
-    values and the NFE of one solve (the mean over chunks, rounded)."""
-    size = batch_size or len(inputs)
-    results = [solve(inputs[i : i + size], slice(i, i + size)) for i in range(0, len(inputs), size)]
-    nfe = round(sum(r.nfe for r in results) / len(results))
+    """`solve_chunks`, with each chunk's `value` concatenated."""
+    results, nfe = solve_chunks(solve, inputs, batch_size)
     return torch.cat([value(r) for r in results]), nfe
 
 
@@ -94,7 +104,8 @@ class Evaluator:
             start = time.perf_counter()
             try:
                 with torch.no_grad(), state.sampling_precision.autocast():
-                    x, nfe = draw.solve(setting)
+                    x, nfe, paths = draw.solve(setting)
+                    per_sample = draw.per_sample(setting, x)
                 x = x.float().detach().cpu()
                 if not bool(torch.isfinite(x).all()):
                     raise FloatingPointError("the ODE solution has non-finite values")
@@ -110,7 +121,8 @@ class Evaluator:
                         EvalRow.of(
                             setting, state.step, **identity, nfe=nfe, nll=value, dequant_draws=draws, **nll.protocol,
                             sample_metric=metric, sample_metric_name=metric_name, ode_error=error, eval_seconds=seconds,
-                            error=nll.error, **fid,
+                            error=nll.error, straightness=float(paths.straightness.mean()),
+                            path_energy=float(paths.path_energy.mean()), **per_sample, **fid,
                         )
                     )  # fmt: skip
             except Exception as err:  # one bad setting must not lose the others
@@ -152,9 +164,27 @@ class _Draw:
             return self.unconditional
         return self.state.objective.vector_field(guided(self.model, labels, scale, self.state.num_classes))
 
-    def solve(self, setting: SolverSetting) -> tuple[Tensor, int]:
-        return solve_in_batches(lambda chunk, rows: sample(self.field(setting.cfg_scale, rows), chunk, setting, self.t_span),
-                                self.noise, self.state.config.eval.batch_size)  # fmt: skip
+    def solve(self, setting: SolverSetting) -> tuple[Tensor, int, PathMeasures]:
+        """The samples, the NFE and each sample's straightness and path energy (from the same solve)."""
+        results, nfe = solve_chunks(
+            lambda chunk, rows: sample(self.field(setting.cfg_scale, rows), chunk, setting, self.t_span, energy=True),
+            self.noise, self.state.config.eval.batch_size,
+        )  # fmt: skip
+        x = torch.cat([r.x for r in results])
+        energy = torch.cat([r.energy for r in results])
+        return x, nfe, path_measures(self.noise, x, energy, self.t_span[1] - self.t_span[0])
+
+    def per_sample(self, setting: SolverSetting, batched: Tensor) -> dict[str, float]:
+        """eval.per_sample_nfe's row values for an adaptive setting: the first N samples each solved alone,
+        their NFE's mean, median and 90th percentile, and the largest |difference| from the batch's samples."""
+        count = self.state.config.eval.per_sample_nfe
+        if count is None or not setting.is_adaptive:
+            return {}
+        solved = solve_each(lambda i: self.field(setting.cfg_scale, slice(i, i + 1)), self.noise[:count], setting, self.t_span)
+        nfe = solved.summary()
+        gap = float((solved.x.float() - batched[:count].float()).abs().max())
+        return {"nfe_sample_mean": nfe["mean"], "nfe_sample_median": nfe["median"], "nfe_sample_p90": nfe["p90"],
+                "per_sample_gap": gap}  # fmt: skip
 
     def reference(self, scale: float | None) -> Tensor | None:
         """The reference solve of the field a setting integrates (one per guidance scale)."""

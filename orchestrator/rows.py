@@ -12,14 +12,16 @@ the tables' grouping and value columns (`columns_with_role`), the report. A fiel
 - `trial`: the trial's bookkeeping (timings, node, status).
 
 A new measured quantity is one `value` field here (and the code that computes it): e.g.
-`straightness: float = _col("float64", "value", math.nan, mlflow="metric", label="straightness")`. Its
+`sample_spread: float = _col("float64", "value", math.nan, mlflow="metric", label="sample spread")`. Its
 optional keys say how it is shown: `metric` (a function of the row giving its child metric's name, None: not
 logged; default the field's name), `label` (its table header, or a function of the summary table giving it,
 None: no column; default the field's name), `always` (a table column even where no group measured it) and
 `kind` (`quality`, the default; `cost`; `check`: shown after the others, and not a result in the comparison
 view's chart), `positive` (never below 0: its intervals and comparisons are taken on the log scale,
-orchestrator.stats) and `per_checkpoint` (a function of the row: true where the value is measured once per
-checkpoint, the same under every solver setting, so `fmx compare` compares it once).
+orchestrator.stats), `per_checkpoint` (a function of the row: true where the value is measured once per
+checkpoint, the same under every solver setting, so `fmx compare` compares it once) and `late` (logged after the
+row-named metrics, so that the comparison view's chart keeps NFE, the likelihood and the sample metric as its
+value axes).
 """
 
 from __future__ import annotations
@@ -124,6 +126,20 @@ class EvalRow:
     sample_metric: float = _col("float64", "value", math.nan, mlflow="metric", metric=_sample_metric, label=_sample_label,
                                 always=True, positive=True)  # fmt: skip
     fid: float = _col("float64", "value", math.nan, mlflow="metric", label="FID", positive=True)  # eval.fid: fm_core.fid's protocol
+    # The model's own sampling paths, on time [0, 1] (fm_core.path_measures; docs/path_measures.md): Liu et al.'s
+    # straightness, integral of E ||(X1 - X0) - v(Xt, t)||^2 dt (0: straight lines), and the path energy
+    # integral of E ||v(Xt, t)||^2 dt, both from the sample solve's own evaluations.
+    straightness: float = _col("float64", "value", math.nan, mlflow="metric", late=True)
+    path_energy: float = _col("float64", "value", math.nan, mlflow="metric", late=True, label="path energy", positive=True)
+    # eval.per_sample_nfe (adaptive solvers): the NFE of that many samples each solved alone, under its own
+    # step control, beside `nfe` (the batch's); and how far those solves land from the batch's (max |difference|).
+    nfe_sample_mean: float = _col("float64", "value", math.nan, mlflow="metric", late=True, label="NFE/sample mean",
+                              kind="cost", positive=True)  # fmt: skip
+    nfe_sample_median: float = _col("float64", "value", math.nan, mlflow="metric", late=True, label="NFE/sample median",
+                                kind="cost", positive=True)  # fmt: skip
+    nfe_sample_p90: float = _col("float64", "value", math.nan, mlflow="metric", late=True, label="NFE/sample p90",
+                             kind="cost", positive=True)  # fmt: skip
+    per_sample_gap: float = _col("float64", "value", math.nan, mlflow="metric", label="per-sample gap", kind="check")
     ode_error: float = _col("float64", "value", math.nan, mlflow="metric", label="ODE error", kind="check", positive=True)
     # How it was measured.
     nll_unit: str | None = _col("string", "protocol")
@@ -223,9 +239,11 @@ class EvalRow:
     def metric_fields(self) -> dict[str, dataclasses.Field]:
         """Child metric name -> the field it is logged from, for every `mlflow="metric"` field this row names:
         those under their own name first (nfe, ode_error, nll_nfe, eval_seconds), then those the row names
-        (the likelihood under its unit's name, the sample metric under its own), each in the row's order."""
-        own = [(f.name, f) for f in METRIC_FIELDS if "metric" not in f.metadata]
-        named = [(f.metadata["metric"](self), f) for f in METRIC_FIELDS if "metric" in f.metadata]
+        (the likelihood under its unit's name, the sample metric under its own) and the `late` ones
+        (straightness, ...), each in the row's order."""
+        own = [(f.name, f) for f in METRIC_FIELDS if "metric" not in f.metadata and not f.metadata.get("late")]
+        named = [(f.metadata["metric"](self) if "metric" in f.metadata else f.name, f) for f in METRIC_FIELDS
+                 if "metric" in f.metadata or f.metadata.get("late")]  # fmt: skip
         return {name: f for name, f in own + named if name}
 
     def child_metrics(self) -> dict[str, float]:

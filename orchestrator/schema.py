@@ -297,6 +297,11 @@ class EvalConfig(_Strict):
         "fp32", description="autocast dtype of sampling (the likelihood is always integrated in fp32)"
     )
     fid: FidConfig | None = Field(None, description="FID by the standard protocol (image datasets; docs/fid.md); null: none")
+    per_sample_nfe: Annotated[int, in_range(integers(1, MAX_BATCH))] | None = Field(
+        None,
+        description="solve the first N samples once more one by one, each under its own step control (adaptive "
+        "solvers): rows carry their NFE's mean, median and 90th percentile beside the batch's; null: off",
+    )
 
     @field_validator("dequant_draws", mode="before")
     @classmethod
@@ -307,6 +312,13 @@ class EvalConfig(_Strict):
     @classmethod
     def _sorted(cls, v: tuple[int, ...]) -> tuple[int, ...]:
         return tuple(sorted(v))
+
+    @model_validator(mode="after")
+    def _per_sample_within_samples(self) -> EvalConfig:
+        if self.per_sample_nfe is not None and self.per_sample_nfe > self.samples:
+            raise KeyedError("eval.per_sample_nfe", f"{self.per_sample_nfe} samples solved one by one, but eval.samples "
+                             f"draws only {self.samples}")  # fmt: skip
+        return self
 
 
 class FaultInjection(_Strict):

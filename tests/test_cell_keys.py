@@ -64,7 +64,8 @@ def test_a_data_root_from_the_environment_is_keyed_as_written():
 
 def test_the_evaluation_settings_key_follows_what_changes_a_result():
     base = eval_digest(_config())
-    for change in ({"samples": 50}, {"seed": 3}, {"reference_tol": 1e-4}, {"likelihood_points": 11}, {"precision": "bf16"}):
+    for change in ({"samples": 50}, {"seed": 3}, {"reference_tol": 1e-4}, {"likelihood_points": 11}, {"precision": "bf16"},
+                   {"per_sample_nfe": 8}):
         assert eval_digest(_config(eval=change)) != base, change
     for change in ({"at_steps": [30]}, {"batch_size": 16}):
         assert eval_digest(_config(eval=change)) == base, change

@@ -168,6 +168,8 @@ OUT_OF_RANGE = {
     "dequant_huge": ({"eval.dequant_draws": 10**6}, "eval.dequant_draws[0]", "[1, 1000]"),
     "dequant_empty": ({"eval.dequant_draws": []}, "eval.dequant_draws", "at least one"),
     "at_steps_zero": ({"eval.at_steps": [0]}, "eval.at_steps[0]", "[1, 10000000]"),
+    "per_sample_nfe_zero": ({"eval.per_sample_nfe": 0}, "eval.per_sample_nfe", "[1, 100000]"),
+    "per_sample_nfe_over_samples": ({"eval.per_sample_nfe": 51}, "eval.per_sample_nfe", "eval.samples draws only 50"),
     "nan_at_step_zero": (
         {"fault_injection": {"nan_at_step": 0, "trials": ["ot-fm-independent-s0"]}}, "fault_injection.nan_at_step", "[1,"
     ),
@@ -193,6 +195,7 @@ ACCEPTED = {
     "tol_near_one": {**ADAPTIVE, "grid.tol": [0.999, 1e-12]},
     "head_channels": {"model.num_head_channels": 64},
     "scalar_draws": {"eval.dequant_draws": 4},
+    "per_sample_nfe_all": {"eval.per_sample_nfe": 50},
     "nulls": {"eval.reference_tol": None, "eval.batch_size": None, "train.grad_clip": None},
     "raised_limits": {"grid.seed": list(range(20)), "limits": {"max_trainings": 20, "max_evaluations": 20}},
 }

@@ -9,8 +9,10 @@ import pandas as pd
 import pytest
 
 from fm_core.solvers import SolverSetting
+from orchestrator.compare import compare_methods
 from orchestrator.rows import EvalRow, parquet_columns, parquet_dtypes
-from orchestrator.tables import GROUP_COLUMNS, RUN_COLUMNS, VALUE_COLUMNS, rows_frame
+from orchestrator.tables import GROUP_COLUMNS, RUN_COLUMNS, VALUE_COLUMNS, rows_frame, summarize, to_markdown
+from orchestrator.views import comparison_view, metric_names, varying_axes
 
 SETTINGS = [SolverSetting("euler", nfe_budget=8), SolverSetting("dopri5", tol=1e-4), SolverSetting("dopri5", tol=1.4e-4)]
 
@@ -47,7 +49,9 @@ def test_child_metrics_are_named_by_what_they_measure_and_skip_what_was_not_meas
 def test_parquet_columns_and_dtypes_come_from_the_row_and_read_back_older_rows():
     assert RUN_COLUMNS == parquet_columns() and set(parquet_dtypes()) == set(RUN_COLUMNS)
     assert set(GROUP_COLUMNS) >= {"path", "objective", "coupling", "solver", "tol", "nfe_budget", "train_step"}
-    assert "seed" not in GROUP_COLUMNS and set(VALUE_COLUMNS) == {"nfe", "nll", "sample_metric", "fid", "ode_error"}
+    assert "seed" not in GROUP_COLUMNS and set(VALUE_COLUMNS) == {
+        "nfe", "nll", "sample_metric", "fid", "straightness", "path_energy", "nfe_sample_mean", "nfe_sample_median",
+        "nfe_sample_p90", "per_sample_gap", "ode_error"}  # fmt: skip
     legacy = {"train_step": 5, "solver": "euler", "tol": None, "nfe_budget": 4, "nll_nfe": 4, "dequant_draws": None,
               "status": "ok", "a_column_that_no_longer_exists": 1}  # fmt: skip
     frame = rows_frame([EvalRow.from_dict(legacy), _row(SETTINGS[1], nfe=20)])
@@ -70,7 +74,7 @@ import pytest
 src = Path("orchestrator/rows.py").read_text()
 line = '    ode_error: float = _col("float64", "value", math.nan, mlflow="metric", label="ODE error", kind="check", positive=True)\\n'
 assert line in src
-src = src.replace(line, line + '    straightness: float = _col("float64", "value", math.nan, mlflow="metric")\\n')
+src = src.replace(line, line + '    sample_spread: float = _col("float64", "value", math.nan, mlflow="metric")\\n')
 rows = types.ModuleType("orchestrator.rows"); rows.__file__ = "orchestrator/rows.py"
 sys.modules["orchestrator.rows"] = rows
 exec(compile(src, "orchestrator/rows.py", "exec"), rows.__dict__)
@@ -79,15 +83,15 @@ from orchestrator.compare import compare_methods
 from orchestrator.tables import rows_frame, summarize, to_markdown
 from orchestrator.views import comparison_view, metric_names, varying_axes
 made = [rows.EvalRow.of(SolverSetting("euler", nfe_budget=8), 10, trial_id=f"{p}-fm-independent-s{s}", path=p, objective="fm",
-                        coupling="independent", seed=s, nfe=8, nll=1.0, nll_unit="nats", straightness=0.5 + s)
+                        coupling="independent", seed=s, nfe=8, nll=1.0, nll_unit="nats", sample_spread=0.5 + s)
         for p in ("ot", "vp") for s in (0, 1)]
 frame = rows_frame(made)
-assert str(frame["straightness"].dtype) == "float64"
-assert made[0].child_metrics()["straightness"] == 0.5
-assert "straightness" in to_markdown(summarize(frame)).splitlines()[0]
-(cell,) = compare_methods(frame, "FM-OT", "FM-VP", "straightness")
+assert str(frame["sample_spread"].dtype) == "float64"
+assert made[0].child_metrics()["sample_spread"] == 0.5
+assert "sample_spread" in to_markdown(summarize(frame)).splitlines()[0]
+(cell,) = compare_methods(frame, "FM-OT", "FM-VP", "sample_spread")
 view = comparison_view(metric_names(made), varying_axes(made))
-assert "metrics.`straightness`" in view["selectedColumns"]
+assert "metrics.`sample_spread`" in view["selectedColumns"]
 print("ok")
 '''
 
@@ -101,6 +105,31 @@ def test_a_new_value_field_is_a_parquet_column_a_child_metric_a_table_column_a_c
     repo = Path(__file__).resolve().parent.parent
     done = subprocess.run([sys.executable, "-c", NEW_METRIC], capture_output=True, text=True, timeout=120, cwd=repo)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_path_measures_and_per_sample_nfe_reach_child_metrics_tables_compare_and_the_view():
+    """Issue 27's columns, declared once in EvalRow: child metrics under their names, table columns under their
+    labels (per-sample NFE beside the batch's, as costs; the gap among the checks), compare and view columns."""
+    made = [_row(SETTINGS[1], trial_id=f"{p}-fm-independent-s{s}", path=p, seed=s, nfe=20, straightness=0.5 + s,
+                 path_energy=4.0 + p.startswith("v"), nfe_sample_mean=14.0, nfe_sample_median=14.0, nfe_sample_p90=20.0,
+                 per_sample_gap=1e-4, nll=1.0, nll_unit="nats", sample_metric=0.3, sample_metric_name="sliced_w2")
+            for p in ("ot", "vp") for s in (0, 1)]  # fmt: skip
+    metrics = made[0].child_metrics()
+    assert {k: metrics[k] for k in ("straightness", "path_energy", "nfe_sample_p90", "per_sample_gap")} == {
+        "straightness": 0.5, "path_energy": 4.0, "nfe_sample_p90": 20.0, "per_sample_gap": 1e-4}
+    header = [c.strip() for c in to_markdown(summarize(rows_frame(made))).splitlines()[0].split("|")]
+    shown = [c for c in header if c in {"NFE", "NFE/sample mean", "NFE/sample median", "NFE/sample p90", "straightness",
+                                        "path energy", "ODE error", "per-sample gap"}]  # fmt: skip
+    assert shown == ["straightness", "path energy", "NFE", "NFE/sample mean", "NFE/sample median", "NFE/sample p90",
+                     "per-sample gap"]  # fmt: skip
+    (cell,) = compare_methods(rows_frame(made), "FM-VP", "FM-OT", "path_energy")
+    assert (cell.comparison.mean_a, cell.comparison.mean_b) == (5.0, 4.0)
+    view = comparison_view(metric_names(made), varying_axes(made))
+    assert {"metrics.`straightness`", "metrics.`path_energy`", "metrics.`nfe_sample_mean`"} <= set(view["selectedColumns"])
+    # Logged after the likelihood and the sample metric: the chart's value axes stay NFE, NLL, sample metric.
+    assert view["compareRunCharts"][0]["selectedMetrics"] == ["nfe", "nll_nats", "sliced_w2"]
+    # A row without them (a fixed-step solver, per-sample solves off) logs none of them.
+    assert not {"nfe_sample_mean", "per_sample_gap"} & set(_row(SETTINGS[0], nfe=8).child_metrics())
 
 
 @pytest.mark.parametrize(("field", "value"), [

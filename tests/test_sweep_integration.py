@@ -47,7 +47,7 @@ def _runs_of(uri: str, sweep: str, filter_string: str = "") -> list:
 
 CHILD_PARAMS = {"path", "objective", "coupling", "train_axes", "seed", "solver", "tol", "nfe_budget", "cfg_scale", "setting", "train_step",
                 "dequant_draws", "weights"}  # fmt: skip
-CHILD_METRICS = {"nfe", "nll_nats", "sliced_w2", "ode_error", "eval_seconds", "nll_nfe"}
+CHILD_METRICS = {"nfe", "nll_nats", "sliced_w2", "straightness", "path_energy", "ode_error", "eval_seconds", "nll_nfe"}
 
 
 def _check_smoke_outputs(workdir: Path, uri: str) -> pd.DataFrame:
@@ -64,6 +64,9 @@ def _check_smoke_outputs(workdir: Path, uri: str) -> pd.DataFrame:
     assert (runs.loc[runs["solver"] == "dopri5", "nfe"] > 8).all()
     assert runs["nll"].notna().all() and (runs["nll_unit"] == "nats").all()
     assert (runs["sample_metric_name"] == "sliced_w2").all() and (runs["sample_metric"] > 0).all()
+    # Every sample solve measures its paths (no per-sample solves unless the file asks).
+    assert (runs["straightness"] > 0).all() and (runs["path_energy"] > runs["straightness"]).all()
+    assert runs["nfe_sample_mean"].isna().all()
     # The likelihood protocol at its default: one NLL per trained checkpoint, integrated with dopri5 at 1e-5.
     protocol = ["nll", "nll_protocol", "nll_solver", "nll_nfe", "nll_divergence", "nll_points"]
     assert (runs.groupby(["trial_id", "train_step"])[protocol].nunique(dropna=False) == 1).all().all()
@@ -88,6 +91,7 @@ def _check_smoke_outputs(workdir: Path, uri: str) -> pd.DataFrame:
         trial = parent_of[run.data.tags["mlflow.parentRunId"]]
         row = runs[(runs["trial_id"] == trial) & (runs["solver"] == run.data.params["solver"])].iloc[0]
         assert run.data.metrics["nfe"] == row["nfe"] and run.data.metrics["nll_nats"] == pytest.approx(row["nll"], rel=1e-3)
+        assert run.data.metrics["straightness"] == pytest.approx(row["straightness"], rel=1e-3)
     # A filter on child params finds exactly those evaluations.
     found = _runs_of(uri, "smoke", "params.solver = 'dopri5' and params.path = 'ot'")
     assert [r.data.params["objective"] for r in found] == ["fm"] and found[0].data.params["tol"] == "1e-05"
