@@ -424,11 +424,11 @@ def _serve(uri: str, host: str, port: int, exp_id: str | None) -> tuple[int, boo
     once it answers. (exit code, whether it ever served); an exit without serving is a failure even with code 0.
     A signal stops the server and its worker, frees the port, prints one line and exits 130."""
     address = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
-    process = muted = stopped = None
+    process = relay = stopped = None
     with fmx_ui.stop_signals_raise():
         try:
             process = fmx_ui.start_server(uri, host, port)
-            muted = fmx_ui.relay_output(process, sys.stderr)
+            relay = fmx_ui.OutputRelay(process, sys.stderr)
             served = fmx_ui.wait_until_served(address, process)
             if served:
                 if exp_id:
@@ -440,8 +440,10 @@ def _serve(uri: str, host: str, port: int, exp_id: str | None) -> tuple[int, boo
         except fmx_ui.Stopped as stop:
             stopped = stop
         finally:
-            if muted is not None:
-                muted.set()
+            if relay is not None and stopped:  # after a signal, fmx's one line says it all
+                relay.mute()
+            elif relay is not None:  # the server ended on its own: its last words say why
+                relay.drain()
             if process is not None:  # also a server that ended on its own: a worker it left would hold the port
                 fmx_ui.stop_server(process)
     if stopped:

@@ -58,25 +58,33 @@ def port_in_use(host: str, port: int) -> bool:
 
 def start_server(tracking_uri: str, host: str, port: int, log: Path | None = None) -> subprocess.Popen:
     """Start the server in a session (and process group) of its own, stopped by `stop_server`; its output goes
-    to `log`, or to a pipe that `relay_output` reads."""
+    to `log`, or to a pipe that an `OutputRelay` reads."""
     out = open(log, "a") if log else subprocess.PIPE  # noqa: SIM115 - the child keeps the file
     return subprocess.Popen(server_command(tracking_uri, host, port), env=server_env(), stdout=out,
                             stderr=subprocess.STDOUT, start_new_session=True, text=True)  # fmt: skip
 
 
-def relay_output(process: subprocess.Popen, sink: TextIO) -> threading.Event:
-    """Copy the server's output to `sink` line by line until the returned event is set; after that its lines
-    (uvicorn's shutdown chatter) are read and dropped, so the server never blocks on a full pipe."""
-    muted = threading.Event()
+class OutputRelay:
+    """Copies the server's output to `sink` line by line, from a thread; once muted, its lines (uvicorn's
+    shutdown chatter after a stop signal) are read and dropped, so the server never blocks on a full pipe."""
 
-    def copy() -> None:
-        for line in process.stdout:
-            if not muted.is_set():
+    def __init__(self, process: subprocess.Popen, sink: TextIO) -> None:
+        self._muted = threading.Event()
+        self._thread = threading.Thread(target=self._copy, args=(process.stdout, sink), name="fmx-ui-output", daemon=True)
+        self._thread.start()
+
+    def _copy(self, stream: TextIO, sink: TextIO) -> None:
+        for line in stream:
+            if not self._muted.is_set():
                 sink.write(line)
                 sink.flush()
 
-    threading.Thread(target=copy, name="fmx-ui-output", daemon=True).start()
-    return muted
+    def mute(self) -> None:
+        self._muted.set()
+
+    def drain(self, timeout: float = 2.0) -> None:
+        """Wait (a bounded time) for the output of a server that has ended: why it ended is shown in full."""
+        self._thread.join(timeout)
 
 
 #: The signals that end `fmx ui`: Ctrl-C, `kill`, a closed terminal.
