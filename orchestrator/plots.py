@@ -182,7 +182,7 @@ def draw_samples(
     size = 2.6 if is_2d else 2.9
     columns = min(n, PANELS_PER_ROW)  # more panels (training-option variants) go on further rows
     rows = -(-n // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(size * columns + 0.4 + 0.8 * is_2d, (size + 1.1) * rows),
+    fig, axes = plt.subplots(rows, columns, figsize=(size * columns + 0.4 + 0.8 * is_2d, (size + (0.7 if is_2d else 1.1)) * rows + 0.3 * is_2d),
                              squeeze=False, layout="constrained")  # fmt: skip
     extent, vmax, image = None, None, None
     if is_2d:
