@@ -70,6 +70,30 @@ def data_extent(*arrays: np.ndarray | None, pad: float = 0.08, quantile: float =
     return centre[0] - half, centre[0] + half, centre[1] - half, centre[1] + half
 
 
+def shared_extent(groups: list[np.ndarray], reference: np.ndarray | None = None) -> tuple[float, float, float, float]:
+    """One window for panels of several groups of points (a method, a solver setting): the median of the groups'
+    own windows, so that one group scattered far (an unstable solve) does not shrink every other panel to a dot
+    (its panel says how much of it falls outside: `note_outside`); widened to cover `reference` where given."""
+    windows = np.array([data_extent(g) for g in groups]) if groups else np.array([data_extent()])
+    centre = np.median((windows[:, [0, 2]] + windows[:, [1, 3]]) / 2, axis=0)
+    half = float(np.median((windows[:, 1] - windows[:, 0]) / 2))
+    if reference is not None:
+        x0, x1, y0, y1 = data_extent(reference)
+        lo = np.minimum(centre - half, [x0, y0])
+        hi = np.maximum(centre + half, [x1, y1])
+        centre, half = (lo + hi) / 2, float((hi - lo).max()) / 2
+    return centre[0] - half, centre[0] + half, centre[1] - half, centre[1] + half
+
+
+def note_outside(ax: plt.Axes, x: np.ndarray, extent: tuple[float, float, float, float], least: float = 0.01) -> None:
+    """Write on the panel what share of its points the shared window leaves out (from `least` up)."""
+    x0, x1, y0, y1 = extent
+    outside = float(np.mean(~((x[:, 0] >= x0) & (x[:, 0] <= x1) & (x[:, 1] >= y0) & (x[:, 1] <= y1))))
+    if outside >= least:
+        ax.text(0.03, 0.03, f"{outside:.0%} outside this window", transform=ax.transAxes, fontsize=6.5, va="bottom",
+                bbox={"facecolor": "white", "alpha": 0.8, "lw": 0, "pad": 1.5})  # fmt: skip
+
+
 def smoothed_density(x: np.ndarray, extent: tuple[float, float, float, float], bins: int = DENSITY_BINS) -> np.ndarray:
     """A 2-D histogram of `x` over `extent` (x0, x1, y0, y1), Gaussian-smoothed and normalised to a density."""
     x0, x1, y0, y1 = extent
@@ -172,7 +196,7 @@ def draw_samples(
 ) -> plt.Figure:
     """One panel per entry of `panels` (numpy arrays or tensors, keyed by panel name); `titles` overrides a
     panel's title (default: its key), `colours` its colour (a method's). 2-D panels share a window fitted to
-    all samples and `reference`, and their densities one colour scale with its colour bar."""
+    the samples (`shared_extent`) and `reference`, and their densities one colour scale with its colour bar."""
     import textwrap
 
     names = list(panels)
@@ -186,12 +210,13 @@ def draw_samples(
                              squeeze=False, layout="constrained")  # fmt: skip
     extent, vmax, image = None, None, None
     if is_2d:
-        extent = data_extent(*arrays.values(), None if reference is None else _numpy(reference))
+        extent = shared_extent(list(arrays.values()), None if reference is None else _numpy(reference))
         vmax = density_peak([a for a in arrays.values() if panel_kind(a, kind) == "density"], extent)
     for i, (ax, name) in enumerate(zip(axes.flat, names)):
         x = arrays[name]
         if x.ndim == 2:
             image = draw_2d(ax, x, extent, kind, vmax) or image
+            note_outside(ax, x, extent)
             if i % columns:
                 ax.set_ylabel("")
         else:

@@ -25,15 +25,16 @@ from fm_core.solvers import SETTING_FIELDS, SolverSetting  # noqa: E402
 from orchestrator.plots import (  # noqa: E402
     DATA_PANEL,
     DATA_TITLE,
-    data_extent,
     density_colour_bar,
     density_peak,
     draw_2d,
     draw_samples,
     figure_title,
     method_colours,
+    note_outside,
     panel_title,
     readable_log_axis,
+    shared_extent,
 )
 from orchestrator.rows import is_result, shown_value_fields, value_label  # noqa: E402
 from orchestrator.scorecard import judge  # noqa: E402
@@ -346,8 +347,9 @@ def density_over_t(
     trajectories: dict[str, dict[str, np.ndarray]], out: Path, colours: Mapping[str, str] | None = None
 ) -> list[Path]:
     """One row per method (in the report's order, named in its colour), one column per time: how each path
-    carries noise to data (2-D only). Smoothed densities (the sample figure's drawing) in one window and on one
-    colour scale for every panel, read off the colour bar, so rows and times compare."""
+    carries noise to data (2-D only). Smoothed densities (the sample figure's drawing) in one window (fitted to
+    the rows, `shared_extent`) and on one colour scale for every panel, read off the colour bar, so rows and
+    times compare."""
     if not trajectories:
         return []
     names = sorted(trajectories)
@@ -355,15 +357,15 @@ def density_over_t(
     columns = len(next(iter(trajectories.values()))["t"])
     fig, axes = plt.subplots(len(names), columns, figsize=(2.0 * columns + 1.4, 2.1 * len(names) + 0.4), squeeze=False,
                              sharex=True, sharey=True, layout="constrained")  # fmt: skip
-    states = [trajectories[name]["x"][c] for name in names for c in range(columns)]
-    extent = data_extent(*states)
-    vmax = density_peak(states, extent)
+    extent = shared_extent([np.concatenate(trajectories[name]["x"][:columns]) for name in names])
+    vmax = density_peak([trajectories[name]["x"][c] for name in names for c in range(columns)], extent)
     image = None
     for r, name in enumerate(names):
         times = trajectories[name]["t"]
         for c in range(columns):
             ax = axes[r][c]
             image = draw_2d(ax, trajectories[name]["x"][c], extent, kind="density", vmax=vmax)
+            note_outside(ax, trajectories[name]["x"][c], extent)
             ax.set_title(f"{name}, t = {times[c]:.2f}" if c == 0 else f"t = {times[c]:.2f}", fontsize=8,
                          color=colours.get(name, "black") if c == 0 else "black")  # fmt: skip
             if c > 0:

@@ -323,16 +323,21 @@ def test_report_metric_figure_orders_colours_and_intervals_methods_as_the_other_
 
 
 def test_density_over_t_rows_share_axes_and_one_colour_bar(tmp_path: Path, captured):
-    """Rows of very different spread are drawn in one window and on one colour scale, with its colour bar."""
+    """Rows of very different spread are drawn in one window and on one colour scale, with its colour bar; a row
+    scattered far (a diverging solve) does not widen the window for all: its panels say what falls outside."""
     times = np.array([0.0, 0.5, 1.0])
     trajectories = {
         name: {"t": times, "x": np.stack([_two_d(n=1000, scale=scale * (1 + t)).numpy() for t in times])}
-        for name, scale in (("FM-OT", 1.0), ("FM-VP", 3.0))
+        for name, scale in (("FM-OT", 1.0), ("FM-VP", 3.0), ("SM-VP", 100.0))
     }
     report.density_over_t(trajectories, tmp_path)
     fig = captured[-1]
     panels = [ax for ax in fig.axes if ax.get_images()]
-    assert len(panels) == 6
+    assert len(panels) == 9
+    x0, x1 = panels[0].get_xlim()
+    assert 2 * 3.0 * 2 * 2 < x1 - x0 < 100, (x0, x1)  # FM-VP's spread at t = 1 (+-2 sd) fits; SM-VP's does not
+    notes = [[t.get_text() for t in ax.texts] for ax in panels]
+    assert all(any("outside" in n for n in row) for row in notes[6:]) and not any(notes[:3]), notes
     assert len({(ax.get_xlim(), ax.get_ylim()) for ax in panels}) == 1
     assert all(panels[0].get_shared_x_axes().joined(panels[0], ax) for ax in panels)
     assert all(panels[0].get_shared_y_axes().joined(panels[0], ax) for ax in panels)
