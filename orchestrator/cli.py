@@ -9,7 +9,7 @@ started and before anything is written.
 from __future__ import annotations
 
 import gc
-import subprocess
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
@@ -411,26 +411,35 @@ def _port_problem(port: int, host: str = "127.0.0.1") -> str | None:
 
 
 def _serve(uri: str, host: str, port: int, exp_id: str | None) -> tuple[int, bool]:
-    """Run the server until it exits or Ctrl-C stops it; print the URL only once it answers.
-    (exit code, whether it ever served); an exit without serving is a failure even with code 0."""
+    """Run the server until it exits or a stop signal (Ctrl-C, SIGTERM, SIGHUP) ends `fmx ui`; print the URL only
+    once it answers. (exit code, whether it ever served); an exit without serving is a failure even with code 0.
+    A signal stops the server and its worker, frees the port, prints one line and exits 130."""
     address = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
-    process = fmx_ui.start_server(uri, host, port)
-    try:
-        served = fmx_ui.wait_until_served(address, process)
-        if served:
-            if exp_id:
-                out.print(f"MLflow UI: {fmx_ui.runs_page_url(address, exp_id)}  (store: {uri}; Ctrl-C to stop)", highlight=False)
-                out.print(f"parallel coordinates: {fmx_ui.runs_page_url(address, exp_id, charts=True)}", highlight=False)
-            else:
-                out.print(f"MLflow UI: {address}  (store: {uri}; Ctrl-C to stop)", highlight=False)
-        code = process.wait()
-    except KeyboardInterrupt:  # Ctrl-C reached the server and its worker too (same process group)
+    process = relay = stopped = None
+    with fmx_ui.stop_signals_raise():
         try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        return 0, True
+            process = fmx_ui.start_server(uri, host, port)
+            relay = fmx_ui.OutputRelay(process, sys.stderr)
+            served = fmx_ui.wait_until_served(address, process)
+            if served:
+                if exp_id:
+                    out.print(f"MLflow UI: {fmx_ui.runs_page_url(address, exp_id)}  (store: {uri}; Ctrl-C to stop)", highlight=False)
+                    out.print(f"parallel coordinates: {fmx_ui.runs_page_url(address, exp_id, charts=True)}", highlight=False)
+                else:
+                    out.print(f"MLflow UI: {address}  (store: {uri}; Ctrl-C to stop)", highlight=False)
+            code = process.wait()
+        except fmx_ui.Stopped as stop:
+            stopped = stop
+        finally:
+            if relay is not None and stopped:  # after a signal, fmx's one line says it all
+                relay.mute()
+            elif relay is not None:  # the server ended on its own: its last words say why
+                relay.drain()
+            if process is not None:  # also a server that ended on its own: a worker it left would hold the port
+                fmx_ui.stop_server(process)
+    if stopped:
+        console.print(f"{stopped}: stopped the MLflow UI; port {port} on {host} is free", highlight=False)
+        raise typer.Exit(130)
     return (code or (0 if served else 1)), served
 
 

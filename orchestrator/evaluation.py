@@ -70,6 +70,8 @@ class Evaluator:
         self.state = state
         # (times, states of shape (T, N, 2)) of the last evaluation's reference solve; 2-D data only.
         self.trajectory: tuple[list[float], Tensor] | None = None
+        # The data's own samples the last evaluation's sample metric compared with: the figures' data panel.
+        self.data: Tensor | None = None
         cache = fid_cache if fid_cache is not None else fid_reference_cache(None)
         self.fid = FidMeter(state, cache) if state.config.eval.fid is not None else None
 
@@ -132,6 +134,7 @@ class Evaluator:
             if on_row is not None:
                 on_row(index, rows[-1])
         self.trajectory = draw.trajectory
+        self.data = reference_data
         return rows, samples
 
 

@@ -1,15 +1,17 @@
 """Matplotlib figures logged as MLflow artifacts (headless: the Agg backend), and the sample drawing that the
 sweep report (orchestrator.report) shares, so a trial's MLflow figure and the report's are the same picture.
 
-2-D samples: a Gaussian-smoothed 2-D histogram (or a scatter) over the data's own range, axes x₁/x₂ with ticks.
+2-D samples: a Gaussian-smoothed 2-D histogram (or a scatter) over the data's own range, axes x₁/x₂ with ticks;
+the density panels of one figure share one window and one colour scale, read off its colour bar.
 Images (N, C, H, W) in [-1, 1]: a grid, in colour for C = 3, gray for C = 1.
+Methods keep one colour in every figure (`method_colours`).
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +20,27 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.colors import to_hex  # noqa: E402
+from matplotlib.image import AxesImage  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 from scipy.ndimage import gaussian_filter  # noqa: E402
 
 DENSITY_BINS = 160
 DENSITY_SIGMA = 2.0  # in bins
 SCATTER_MAX = 3000  # kind="auto": a scatter up to this many points per panel, a smoothed density above
+DENSITY_LABEL = "density (smoothed histogram)"
+#: The panel of the data's own samples in a samples figure, and its key in a step's samples .npz (no solver
+#: setting's label is a bare word).
+DATA_PANEL = "data"
+DATA_TITLE = "data (the dataset's own samples)"
+
+
+def method_colours(methods: Iterable[str]) -> dict[str, str]:
+    """One colour per method, given in sorted order (the order of every figure's panels, rows and legends), so
+    that a method has the same colour in each of the report's figures."""
+    names = sorted(set(methods))
+    palette = plt.get_cmap("tab10" if len(names) <= 10 else "tab20").colors
+    return {name: to_hex(palette[i % len(palette)]) for i, name in enumerate(names)}
 
 
 def _save(fig: plt.Figure, path: Path, dpi: int = 110) -> Path:
@@ -53,6 +70,30 @@ def data_extent(*arrays: np.ndarray | None, pad: float = 0.08, quantile: float =
     return centre[0] - half, centre[0] + half, centre[1] - half, centre[1] + half
 
 
+def shared_extent(groups: list[np.ndarray], reference: np.ndarray | None = None) -> tuple[float, float, float, float]:
+    """One window for panels of several groups of points (a method, a solver setting): the median of the groups'
+    own windows, so that one group scattered far (an unstable solve) does not shrink every other panel to a dot
+    (its panel says how much of it falls outside: `note_outside`); widened to cover `reference` where given."""
+    windows = np.array([data_extent(g) for g in groups]) if groups else np.array([data_extent()])
+    centre = np.median((windows[:, [0, 2]] + windows[:, [1, 3]]) / 2, axis=0)
+    half = float(np.median((windows[:, 1] - windows[:, 0]) / 2))
+    if reference is not None:
+        x0, x1, y0, y1 = data_extent(reference)
+        lo = np.minimum(centre - half, [x0, y0])
+        hi = np.maximum(centre + half, [x1, y1])
+        centre, half = (lo + hi) / 2, float((hi - lo).max()) / 2
+    return centre[0] - half, centre[0] + half, centre[1] - half, centre[1] + half
+
+
+def note_outside(ax: plt.Axes, x: np.ndarray, extent: tuple[float, float, float, float], least: float = 0.01) -> None:
+    """Write on the panel what share of its points the shared window leaves out (from `least` up)."""
+    x0, x1, y0, y1 = extent
+    outside = float(np.mean(~((x[:, 0] >= x0) & (x[:, 0] <= x1) & (x[:, 1] >= y0) & (x[:, 1] <= y1))))
+    if outside >= least:
+        ax.text(0.03, 0.03, f"{outside:.0%} outside this window", transform=ax.transAxes, fontsize=6.5, va="bottom",
+                bbox={"facecolor": "white", "alpha": 0.8, "lw": 0, "pad": 1.5})  # fmt: skip
+
+
 def smoothed_density(x: np.ndarray, extent: tuple[float, float, float, float], bins: int = DENSITY_BINS) -> np.ndarray:
     """A 2-D histogram of `x` over `extent` (x0, x1, y0, y1), Gaussian-smoothed and normalised to a density."""
     x0, x1, y0, y1 = extent
@@ -62,14 +103,28 @@ def smoothed_density(x: np.ndarray, extent: tuple[float, float, float, float], b
     return smooth.T / max(len(x) * cell, 1e-12)  # rows = y
 
 
-def draw_2d(ax: plt.Axes, x: np.ndarray, extent: tuple[float, float, float, float], kind: str = "auto") -> None:
-    """One 2-D panel: smoothed density or small-alpha scatter, labelled axes with ticks, equal aspect."""
-    kind = ("scatter" if len(x) <= SCATTER_MAX else "density") if kind == "auto" else kind
-    if kind == "scatter":
+def panel_kind(x: np.ndarray, kind: str = "auto") -> str:
+    """`kind` of a 2-D panel: "auto" is a scatter up to SCATTER_MAX points, a smoothed density above."""
+    return ("scatter" if len(x) <= SCATTER_MAX else "density") if kind == "auto" else kind
+
+
+def density_peak(arrays: Iterable[np.ndarray], extent: tuple[float, float, float, float]) -> float:
+    """The highest smoothed density of any of `arrays` over `extent`: the top of a figure's shared colour scale."""
+    return max((float(smoothed_density(x, extent).max()) for x in arrays), default=1.0) or 1.0
+
+
+def draw_2d(
+    ax: plt.Axes, x: np.ndarray, extent: tuple[float, float, float, float], kind: str = "auto", vmax: float | None = None
+) -> AxesImage | None:
+    """One 2-D panel: smoothed density (on the colour scale 0..`vmax`, shared by a figure's panels; the image
+    is returned for the colour bar) or small-alpha scatter; labelled axes with ticks, equal aspect."""
+    image = None
+    if panel_kind(x, kind) == "scatter":
         ax.scatter(x[:, 0], x[:, 1], s=2, alpha=0.35, lw=0, color="tab:blue", rasterized=True)
     else:
         density = smoothed_density(x, extent)
-        ax.imshow(density, origin="lower", extent=extent, cmap="magma", interpolation="bilinear", aspect="equal")
+        image = ax.imshow(density, origin="lower", extent=extent, cmap="magma", interpolation="bilinear", aspect="equal",
+                          vmin=0.0, vmax=vmax)  # fmt: skip
     ax.set_xlim(extent[0], extent[1])
     ax.set_ylim(extent[2], extent[3])
     ax.set_aspect("equal")
@@ -77,6 +132,15 @@ def draw_2d(ax: plt.Axes, x: np.ndarray, extent: tuple[float, float, float, floa
     ax.set_ylabel("x₂")
     ax.tick_params(labelsize=7)
     ax.locator_params(nbins=5)
+    return image
+
+
+def density_colour_bar(fig: plt.Figure, image: AxesImage | None, axes: Any) -> None:
+    """One colour bar beside `axes` for the shared scale of their density panels (none without a density)."""
+    if image is not None:
+        bar = fig.colorbar(image, ax=axes, shrink=0.8, pad=0.02)
+        bar.set_label(DENSITY_LABEL, fontsize=8)
+        bar.ax.tick_params(labelsize=7)
 
 
 # --- images -----------------------------------------------------------------------------------------------------
@@ -128,9 +192,11 @@ def draw_samples(
     reference: Any = None,
     kind: str = "auto",
     max_images: int = 64,
+    colours: Mapping[str, str] | None = None,
 ) -> plt.Figure:
     """One panel per entry of `panels` (numpy arrays or tensors, keyed by panel name); `titles` overrides a
-    panel's title (default: its key). 2-D panels share a window fitted to all samples and `reference`."""
+    panel's title (default: its key), `colours` its colour (a method's). 2-D panels share a window fitted to
+    the samples (`shared_extent`) and `reference`, and their densities one colour scale with its colour bar."""
     import textwrap
 
     names = list(panels)
@@ -140,27 +206,38 @@ def draw_samples(
     size = 2.6 if is_2d else 2.9
     columns = min(n, PANELS_PER_ROW)  # more panels (training-option variants) go on further rows
     rows = -(-n // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(size * columns + 0.4, (size + 1.1) * rows), squeeze=False,
-                             layout="constrained")  # fmt: skip
-    extent = None
+    fig, axes = plt.subplots(rows, columns, figsize=(size * columns + 0.4 + 0.8 * is_2d, (size + (0.7 if is_2d else 1.1)) * rows + 0.3 * is_2d),
+                             squeeze=False, layout="constrained")  # fmt: skip
+    extent, vmax, image = None, None, None
     if is_2d:
-        extent = data_extent(*arrays.values(), None if reference is None else _numpy(reference))
+        extent = shared_extent(list(arrays.values()), None if reference is None else _numpy(reference))
+        vmax = density_peak([a for a in arrays.values() if panel_kind(a, kind) == "density"], extent)
     for i, (ax, name) in enumerate(zip(axes.flat, names)):
         x = arrays[name]
         if x.ndim == 2:
-            draw_2d(ax, x, extent, kind)
+            image = draw_2d(ax, x, extent, kind, vmax) or image
+            note_outside(ax, x, extent)
             if i % columns:
                 ax.set_ylabel("")
         else:
             ax.imshow(image_grid(x, max_images), interpolation="nearest")
             ax.set_axis_off()
         title = (titles or {}).get(name, name)  # long labels wrap instead of running into the next panel
-        ax.set_title("\n".join(textwrap.wrap(title, TITLE_WIDTH)) or title, fontsize=8)
+        ax.set_title("\n".join(textwrap.wrap(title, TITLE_WIDTH)) or title, fontsize=8,
+                     color=(colours or {}).get(name, "black"))  # fmt: skip
     for ax in list(axes.flat)[n:]:
         ax.set_axis_off()
+    density_colour_bar(fig, image, axes)
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
     return fig
+
+
+def data_panel(data: Any, like: np.ndarray) -> np.ndarray:
+    """The data's samples shown beside samples shaped `like`: as many 2-D points (a panel drawn the same way,
+    scatter or density), or the images one grid shows (the .npz stays small for image data)."""
+    data = _numpy(data)
+    return data[: len(like)] if like.ndim == 2 else data[:64]
 
 
 def save_samples(
@@ -174,13 +251,17 @@ def save_samples(
     nfe: Mapping[str, float] | None = None,
     reference: Any = None,
     kind: str = "auto",
+    data: Any = None,
 ) -> Path:
     """One panel per solver setting (keyed by SolverSetting.label), titled with the label and its NFE if
-    given; the figure names the method and the training step (`title="step N"` is read as the step)."""
+    given, after a panel of the data's own samples (`data`); the figure names the method and the training
+    step (`title="step N"` is read as the step)."""
     match = re.fullmatch(r"step (\d+)", title.strip())
     if step is None and match:
         step, title = int(match.group(1)), ""
     titles = {k: panel_title(k, (nfe or {}).get(k)) for k in samples}
+    if data is not None:
+        samples, titles = {DATA_PANEL: data, **samples}, {DATA_PANEL: DATA_TITLE, **titles}
     fig = draw_samples(
         samples, titles=titles, suptitle=figure_title(method, step, title), reference=reference, kind=kind,
         max_images=max_images,

@@ -45,7 +45,8 @@ def compare(
 
 
 def report(tracking_uri: str, sweep: str, runs: pd.DataFrame, out_dir: Path) -> Report:
-    built = build_report(runs, out_dir, sweep, load_samples(tracking_uri, runs), load_trajectories(tracking_uri, runs))
+    samples, data = load_samples(tracking_uri, runs)
+    built = build_report(runs, out_dir, sweep, samples, load_trajectories(tracking_uri, runs), data)
     log_report(tracking_uri, sweep, built.directory)
     return built
 

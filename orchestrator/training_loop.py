@@ -26,7 +26,7 @@ from orchestrator.evaluation import Evaluator
 from orchestrator.live_logging import LiveLogger
 from orchestrator.model_state import ModelState
 from orchestrator.plan import TrainingKey
-from orchestrator.plots import save_samples
+from orchestrator.plots import DATA_PANEL, data_panel, save_samples
 from orchestrator.rows import EvalRow
 from orchestrator.trainer import Trainer
 from orchestrator.trial_setup import TrialSetup
@@ -133,10 +133,12 @@ def write_samples(
     name, written = f"{step}{suffix}", {"plots": [], "samples": []}
     if samples:
         nfe = {r.setting.label: r.nfe for r in rows if r.nfe is not None}
+        arrays = {k: v.numpy() for k, v in samples.items()}
+        data = None if evaluator.data is None else data_panel(evaluator.data, next(iter(arrays.values())))
         written["plots"].append(save_samples(samples, folder / f"samples_step{name}.png", step=step,
-                                             method=evaluator.state.key.trial_id, nfe=nfe))  # fmt: skip
+                                             method=evaluator.state.key.trial_id, nfe=nfe, data=data))  # fmt: skip
         npz = folder / f"samples_step{name}.npz"
-        np.savez_compressed(npz, **{k: v.numpy() for k, v in samples.items()})
+        np.savez_compressed(npz, **arrays, **({} if data is None else {DATA_PANEL: data}))
         written["samples"].append(npz)
     if evaluator.trajectory is not None:
         times, states = evaluator.trajectory

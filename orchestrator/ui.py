@@ -3,17 +3,26 @@
 `mlflow ui` by default starts 4 workers plus job runners (16 processes, ~2.6-3.2 GB, 15-66 s before it
 answers here); one worker with job execution off answers in seconds with 2 processes. Nothing here imports
 MLflow at module import time: `fmx` stays fast on its other paths.
+
+Stopping: the server runs in a session of its own, so a terminal's Ctrl-C or hang-up reaches `fmx ui` alone,
+which stops the server once (`stop_server`). Signalling the server's whole group instead gives its uvicorn worker
+the signal twice (directly, and forwarded by `mlflow server`): a forced exit with a 40-line traceback.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TextIO
 
 from orchestrator.store_check import sqlite_path
 from orchestrator.views import VIEW_KEY
@@ -47,12 +56,65 @@ def port_in_use(host: str, port: int) -> bool:
     return False
 
 
-def start_server(tracking_uri: str, host: str, port: int, log: Path | None = None, own_session: bool = False) -> subprocess.Popen:
-    """Start the server; in the caller's process group by default, so that Ctrl-C in a terminal reaches it and
-    its worker too; `own_session` (a script's server): stopped as one process group by `stop_server`."""
-    out = open(log, "a") if log else None  # noqa: SIM115 - the child keeps the file
+def start_server(tracking_uri: str, host: str, port: int, log: Path | None = None) -> subprocess.Popen:
+    """Start the server in a session (and process group) of its own, stopped by `stop_server`; its output goes
+    to `log`, or to a pipe that an `OutputRelay` reads."""
+    out = open(log, "a") if log else subprocess.PIPE  # noqa: SIM115 - the child keeps the file
     return subprocess.Popen(server_command(tracking_uri, host, port), env=server_env(), stdout=out,
-                            stderr=subprocess.STDOUT if out else None, start_new_session=own_session)  # fmt: skip
+                            stderr=subprocess.STDOUT, start_new_session=True, text=True)  # fmt: skip
+
+
+class OutputRelay:
+    """Copies the server's output to `sink` line by line, from a thread; once muted, its lines (uvicorn's
+    shutdown chatter after a stop signal) are read and dropped, so the server never blocks on a full pipe."""
+
+    def __init__(self, process: subprocess.Popen, sink: TextIO) -> None:
+        self._muted = threading.Event()
+        self._thread = threading.Thread(target=self._copy, args=(process.stdout, sink), name="fmx-ui-output", daemon=True)
+        self._thread.start()
+
+    def _copy(self, stream: TextIO, sink: TextIO) -> None:
+        for line in stream:
+            if not self._muted.is_set():
+                sink.write(line)
+                sink.flush()
+
+    def mute(self) -> None:
+        self._muted.set()
+
+    def drain(self, timeout: float = 2.0) -> None:
+        """Wait (a bounded time) for the output of a server that has ended: why it ended is shown in full."""
+        self._thread.join(timeout)
+
+
+#: The signals that end `fmx ui`: Ctrl-C, `kill`, a closed terminal.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class Stopped(Exception):
+    """A stop signal reached the process; `signum` says which."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextmanager
+def stop_signals_raise() -> Iterator[None]:
+    """Within the block, the first stop signal raises `Stopped` (in the main thread) and later ones are ignored,
+    so the cleanup that follows is not cut short; the previous handlers are back afterwards."""
+
+    def handler(signum: int, _frame: object) -> None:
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+        raise Stopped(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def wait_until_served(address: str, process: subprocess.Popen, timeout: float = 60.0) -> bool:
@@ -84,16 +146,18 @@ def runs_page_url(address: str, exp_id: str, charts: bool = False) -> str:
     return f"{address}/#/experiments/{exp_id}/runs?viewStateShareKey={VIEW_KEY}" + ("&compareRunsMode=CHART" if charts else "")
 
 
-def stop_server(process: subprocess.Popen, grace: float = 20.0) -> None:
-    """SIGINT the process group of a server started with `own_session`, then SIGKILL it if it lingers."""
-    import signal
-
-    for sig in (signal.SIGINT, signal.SIGKILL):
+def stop_server(process: subprocess.Popen, grace: float = 5.0) -> None:
+    """SIGTERM the server (`mlflow server` forwards it once to its uvicorn worker, which closes the port and
+    exits), then SIGKILL whatever is left of its process group after `grace` seconds or once the server is gone
+    (a worker it left behind would hold the port)."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
         try:
-            os.killpg(process.pid, sig)
             process.wait(timeout=grace)
-            return
-        except ProcessLookupError:
-            return
         except subprocess.TimeoutExpired:
-            continue
+            pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:  # the group is empty: the usual end
+        pass
+    process.wait()

@@ -66,7 +66,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     port = free_port()
     address = f"http://127.0.0.1:{port}"
-    server = ui.start_server(uri, "127.0.0.1", port, log=args.out / "server.log", own_session=True)
+    server = ui.start_server(uri, "127.0.0.1", port, log=args.out / "server.log")
     try:
         if not ui.wait_until_served(address, server):
             sys.exit(f"the MLflow server did not answer; see {args.out / 'server.log'}")

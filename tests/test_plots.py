@@ -250,3 +250,97 @@ def test_density_over_t_is_smoothed_with_labelled_axes(tmp_path: Path, captured)
     a = np.asarray(axes[0].get_images()[0].get_array(), dtype=float)
     assert np.abs(np.diff(a, axis=0)).mean() / (a.max() + 1e-12) < 0.02
     assert all(ax.get_xticklabels() and any(t.get_text() for t in ax.get_xticklabels()) for ax in axes[-1:])
+
+
+# --- the report's methods: one order, one colour, intervals, shared density scales ----------------------------
+
+
+def _method_runs() -> pd.DataFrame:
+    """runs.parquet's frame (EvalRow's columns): FM-OT and FM-VP over 3 seeds, SM-VP over one; four settings."""
+    from orchestrator.rows import EvalRow
+    from orchestrator.tables import rows_frame
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for path, objective, seeds in (("vp", "sm", (0,)), ("ot", "fm", (0, 1, 2)), ("vp", "fm", (0, 1, 2))):
+        for seed in seeds:
+            for solver, tol, budget, nfe in (("dopri5", 1e-5, None, 80), ("euler", None, 4, 4), ("euler", None, 8, 8),
+                                             ("rk4", None, 16, 16)):  # fmt: skip
+                rows.append(EvalRow(
+                    trial_id=f"{path}-{objective}-s{seed}", dataset="checkerboard", model="mlp", path=path,
+                    objective=objective, coupling="independent", seed=seed, train_step=100, solver=solver, tol=tol,
+                    nfe_budget=budget, nfe=nfe + int(rng.integers(0, 9)) * (tol is not None), nll=2.9 + rng.normal(0, 0.05),
+                    nll_unit="nats", sample_metric=0.1 * 8 / nfe + rng.normal(0, 0.01), sample_metric_name="sliced_w2",
+                    ode_error=1e-3 / nfe, status="ok",
+                ))  # fmt: skip
+    return rows_frame(rows)
+
+
+def _colour_of_line(fig: plt.Figure) -> dict[str, str]:
+    from matplotlib.colors import to_hex
+
+    return {line.get_label(): to_hex(line.get_color()) for ax in fig.axes for line in ax.get_lines()
+            if not line.get_label().startswith("_")}  # fmt: skip
+
+
+def test_report_metric_figure_orders_colours_and_intervals_methods_as_the_other_figures(tmp_path: Path, captured):
+    from matplotlib.colors import to_hex
+    from matplotlib.container import ErrorbarContainer
+
+    runs = _method_runs()
+    methods = ["FM-OT", "FM-VP", "SM-VP"]
+    data = _two_d(n=4000).numpy()  # above SCATTER_MAX: density panels
+    samples = {m: {"dopri5_tol1e-05": _two_d(n=4000, shift=i).numpy()} for i, m in enumerate(methods)}
+    built = report.build_report(runs, tmp_path, "demo", samples, None, data)
+    figures = {path.stem: fig for path, fig in zip(built.plots, captured, strict=True)}
+    metric_fig, sample_fig = figures["metrics_per_method"], figures["samples_per_method"]
+    panels = [ax for ax in metric_fig.axes if ax.has_data()]
+    assert [ax.get_ylabel() for ax in panels] == ["NLL (nats)", "sliced_w2", "NFE"]  # one per metric measured
+    # The same methods, in the same order and colour, as the samples figure and the line plots.
+    sample_titles = [ax for ax in _sample_axes(sample_fig) if ax.get_images()]
+    assert sample_titles[0].get_title() == plots.DATA_TITLE  # the data's own samples first
+    title_colour = {ax.get_title().split(" · ")[0]: to_hex(ax.title.get_color()) for ax in sample_titles[1:]}
+    assert list(title_colour) == methods
+    line_colour = _colour_of_line(figures["error_vs_nfe"])
+    assert set(line_colour) == set(methods)
+    for ax in panels:
+        ticks = ax.get_xticklabels()
+        assert [t.get_text() for t in ticks] == methods
+        assert {t.get_text(): to_hex(t.get_color()) for t in ticks} == title_colour == line_colour
+        bars = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+        assert len(bars) == len(methods) * 3  # every method x solver, at its most accurate setting
+        assert {c.lines[0].get_gid().split(" | ")[1] for c in bars} == {"dopri5_tol1e-05", "euler_nfe8", "rk4_nfe16"}
+        for c in bars:
+            method = c.lines[0].get_gid().split(" | ")[0]
+            assert to_hex(c.lines[0].get_color()) == title_colour[method]
+            assert c.has_yerr == (method != "SM-VP"), method  # an interval where 2+ seeds give one
+    # Density panels: one window and one colour scale, read off a colour bar.
+    images = [im for ax in sample_titles for im in ax.get_images()]
+    assert len({im.get_clim() for im in images}) == 1 and images[0].get_clim()[0] == 0
+    assert len({(ax.get_xlim(), ax.get_ylim()) for ax in sample_titles}) == 1
+    assert [ax for ax in sample_fig.axes if ax.get_label() == "<colorbar>"]
+    assert "![metrics_per_method](metrics_per_method.png)" in built.markdown.read_text().split("## Figures")[0]
+
+
+def test_density_over_t_rows_share_axes_and_one_colour_bar(tmp_path: Path, captured):
+    """Rows of very different spread are drawn in one window and on one colour scale, with its colour bar; a row
+    scattered far (a diverging solve) does not widen the window for all: its panels say what falls outside."""
+    times = np.array([0.0, 0.5, 1.0])
+    trajectories = {
+        name: {"t": times, "x": np.stack([_two_d(n=1000, scale=scale * (1 + t)).numpy() for t in times])}
+        for name, scale in (("FM-OT", 1.0), ("FM-VP", 3.0), ("SM-VP", 100.0))
+    }
+    report.density_over_t(trajectories, tmp_path)
+    fig = captured[-1]
+    panels = [ax for ax in fig.axes if ax.get_images()]
+    assert len(panels) == 9
+    x0, x1 = panels[0].get_xlim()
+    assert 2 * 3.0 * 2 * 2 < x1 - x0 < 100, (x0, x1)  # FM-VP's spread at t = 1 (+-2 sd) fits; SM-VP's does not
+    notes = [[t.get_text() for t in ax.texts] for ax in panels]
+    assert all(any("outside" in n for n in row) for row in notes[6:]) and not any(notes[:3]), notes
+    assert len({(ax.get_xlim(), ax.get_ylim()) for ax in panels}) == 1
+    assert all(panels[0].get_shared_x_axes().joined(panels[0], ax) for ax in panels)
+    assert all(panels[0].get_shared_y_axes().joined(panels[0], ax) for ax in panels)
+    assert len({ax.get_images()[0].get_clim() for ax in panels}) == 1
+    (bar,) = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert "density" in bar.get_ylabel()

@@ -24,7 +24,7 @@ from tests.cli_helpers import REPO
 pytestmark = pytest.mark.slow
 ABLATIONS = ["path_ablation", "path_ablation_digits", "solver_ablation", "training_speed", "dequantization", "schedule_ablation"]
 # The plots `fmx report` must draw for each sweep: what the ablation is about.
-REPORT_PLOTS = {
+REPORT_PLOTS = {  # every report also has metrics_per_method
     "path_ablation": {"samples_per_method", "density_over_t"},
     "path_ablation_digits": {"samples_per_method"},
     "solver_ablation": {"samples_per_method", "density_over_t", "error_vs_nfe", "quality_vs_nfe", "nfe_vs_tolerance"},
@@ -93,8 +93,11 @@ def test_reduced_sweep_runs_every_setting(tmp_path: Path, monkeypatch: pytest.Mo
     # ode_error is measured exactly when the file asks for a reference solve.
     assert runs["ode_error"].notna().all() if config.eval.reference_tol is not None else runs["ode_error"].isna().all()
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    report = build_report(runs, tmp_path / "report", name, load_samples(uri, runs), load_trajectories(uri, runs))
-    assert {p.stem for p in report.plots} == REPORT_PLOTS[name]
+    samples, data = load_samples(uri, runs)
+    drawn = next(iter(next(iter(samples.values())).values()))
+    assert data is not None and data.shape[1:] == drawn.shape[1:]  # the data's own samples, stored by the trials
+    report = build_report(runs, tmp_path / "report", name, samples, load_trajectories(uri, runs), data)
+    assert {p.stem for p in report.plots} == REPORT_PLOTS[name] | {"metrics_per_method"}
     assert all(p.stat().st_size > 1000 for p in report.plots)
     text = report.markdown.read_text()
     assert all(f"({p.name})" in text for p in report.plots) and "| method |" in text
@@ -103,5 +106,5 @@ def test_reduced_sweep_runs_every_setting(tmp_path: Path, monkeypatch: pytest.Mo
         text.count("| fails |") + text.count("| tie |") == 7  # every claim judged, whatever the sweep can say
     if name == "solver_ablation":  # the same rows as a sweep without a reference solve would give them
         blind = build_report(runs.assign(ode_error=float("nan")), tmp_path / "no_reference", name)
-        assert {p.stem for p in blind.plots} == {"quality_vs_nfe", "nfe_vs_tolerance"}
+        assert {p.stem for p in blind.plots} == {"metrics_per_method", "quality_vs_nfe", "nfe_vs_tolerance"}
         assert "| ODE error |" not in blind.markdown.read_text()

@@ -1,5 +1,6 @@
 """`fmx ui`: a busy port or an unknown sweep end with exit 2 and one line; on a free port the light server
-answers /health and the printed runs page within a bounded wait, and stopping it leaves no process."""
+answers /health and the printed runs page within a bounded wait, and SIGTERM, Ctrl-C or a hang-up stops it: no
+process left, the port free, one line, exit 130."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.ui import port_in_use
 from tests.cli_helpers import FMX, fmx_env
 from tests.mlflow_server import free_port
 
@@ -52,25 +54,41 @@ def test_unknown_sweep_exits_2(store: str, tmp_path: Path) -> None:
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "nope" in r.stderr
 
 
-def _session(sid: int) -> list:
+def _port_free_within(port: int, seconds: float) -> float | None:
+    """Seconds until 127.0.0.1:`port` can be bound again (None: not within `seconds`)."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < seconds:
+        if not port_in_use("127.0.0.1", port):
+            return time.monotonic() - t0
+        time.sleep(0.1)
+    return None
+
+
+def _alive(process) -> bool:
     import psutil
 
-    return [p for p in psutil.process_iter() if _sid(p.pid) == sid]
-
-
-def _sid(pid: int) -> int | None:
     try:
-        return os.getsid(pid)
-    except OSError:
-        return None
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
-def test_serves_runs_page_and_stops(store: str, tmp_path: Path) -> None:
+#: How each signal reaches `fmx ui`: `kill PID` (SIGTERM), a terminal's Ctrl-C or hang-up (its process group).
+STOPS = [(signal.SIGTERM, os.kill), (signal.SIGINT, os.killpg), (signal.SIGHUP, os.killpg)]
+
+
+@pytest.mark.parametrize(("sig", "send"), STOPS, ids=[s.name for s, _ in STOPS])
+def test_serves_runs_page_and_stops(store: str, tmp_path: Path, sig: signal.Signals, send) -> None:
+    """The runs page answers; then the signal stops the server and its worker: the port is free within 5 s,
+    nothing it started is left, fmx says so in one line without a traceback and exits 130."""
+    import psutil
+
     port = free_port()
     t0 = time.monotonic()
     proc = subprocess.Popen([FMX, "ui", "smoke", "--tracking-uri", store, "--port", str(port)], cwd=tmp_path,
-                            env=fmx_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=fmx_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)  # fmt: skip
+    started: list[psutil.Process] = []
     try:
         url = None
         while url is None and time.monotonic() - t0 < 40:
@@ -86,22 +104,30 @@ def test_serves_runs_page_and_stops(store: str, tmp_path: Path) -> None:
         from mlflow.tracking import MlflowClient
 
         assert "mlflow.sharedViewState.fmx-comparison" in MlflowClient(tracking_uri=store).get_experiment_by_name("smoke").tags
-        assert answered < 40
         for page in (f"http://127.0.0.1:{port}/health", url):
             with urllib.request.urlopen(page, timeout=5) as r:
                 assert r.status == 200
-        procs = _session(proc.pid)
-        rss = sum(p.memory_info().rss for p in procs) / 2**20
-        print(f"\nfmx ui answered after {answered:.1f} s; {len(procs)} processes; {rss:.0f} MiB RSS")
-        assert len(procs) <= 4
+        started = psutil.Process(proc.pid).children(recursive=True)
+        rss = sum(p.memory_info().rss for p in [psutil.Process(proc.pid), *started]) / 2**20
+        print(f"\nfmx ui answered after {answered:.1f} s; {len(started) + 1} processes; {rss:.0f} MiB RSS")
+        assert 1 <= len(started) <= 3
+        send(proc.pid, sig)
+        freed = _port_free_within(port, 5.0)
+        print(f"{sig.name}: port free after {freed} s")
+        assert freed is not None, f"port {port} still held 5 s after {sig.name}"
+        _, stderr = proc.communicate(timeout=30)  # bounded: a server left behind would hold the pipe open
+        code = proc.returncode
+        assert code == 130, (code, stderr[-3000:])
+        assert "Traceback" not in stderr, stderr[-3000:]
+        after = stderr[stderr.rindex("Uvicorn running on") :].splitlines()[1:]  # what followed the signal
+        assert [line for line in after if "GET /" not in line] == [f"{sig.name}: stopped the MLflow UI; port {port} on 127.0.0.1 is free"], after
+        assert answered < 40
     finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            pass
-        time.sleep(1)
-        left = _session(proc.pid)
+        if proc.poll() is None:  # a failure before the signal: find what it started before ending it
+            started = started or psutil.Process(proc.pid).children(recursive=True)
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        left = [p for p in started if _alive(p)]
         for p in left:
             p.kill()
     assert not left, [p.cmdline() for p in left]
