@@ -36,7 +36,7 @@ from orchestrator.plots import (  # noqa: E402
     readable_log_axis,
     shared_extent,
 )
-from orchestrator.rows import is_result, shown_value_fields, value_label  # noqa: E402
+from orchestrator.rows import is_positive, is_result, shown_value_fields, value_label  # noqa: E402
 from orchestrator.scorecard import judge  # noqa: E402
 from orchestrator.scorecard import to_markdown as scorecard_markdown  # noqa: E402
 from orchestrator.tables import cell_legend, method_label, method_labels, summarize, to_markdown  # noqa: E402
@@ -214,7 +214,7 @@ def metrics_per_method(runs: pd.DataFrame, out: Path, colours: Mapping[str, str]
     """One panel per metric (EvalRow's result fields the sweep measured): per method, in the report's order and
     colours, and per solver setting (a marker each, side by side; each solver's most accurate ones) the mean over
     seeds at the final checkpoint with its 95 % t-interval where two or more seeds give one (a bare point for one
-    seed)."""
+    seed); for a value that is never negative, the geometric mean with its interval, as the tables give it."""
     ok = runs[runs["status"] == "ok"]
     if ok.empty:
         return []
@@ -238,6 +238,8 @@ def metrics_per_method(runs: pd.DataFrame, out: Path, colours: Mapping[str, str]
                 continue
             x = methods.index(cell["method"]) + (settings.index(cell["setting"]) - (len(settings) - 1) / 2) * width
             interval = int(cell[f"{f.name}_n"]) >= 2 and pd.notna(low) and pd.notna(high)
+            if interval and is_positive(f.name):  # the interval is the geometric mean's (orchestrator.stats): its centre
+                mean = float(np.sqrt(low * high))
             bars = ax.errorbar(x, mean, yerr=[[mean - low], [high - mean]] if interval else None,
                                fmt=markers[cell["setting"]], color=colours[cell["method"]], ms=5, capsize=3, lw=1.2)  # fmt: skip
             bars.lines[0].set_gid(f"{cell['method']} | {cell['setting']}")  # names the point for a reader of the Figure
@@ -251,7 +253,7 @@ def metrics_per_method(runs: pd.DataFrame, out: Path, colours: Mapping[str, str]
     handles = [plt.Line2D([], [], marker=markers[s], color="0.35", ls="none", label=s) for s in settings]
     fig.legend(handles=handles, title="solver setting", loc="outside right upper", fontsize=7, title_fontsize=7, frameon=False)
     which = "" if len(table) == len(every) else "each solver at its most accurate setting; "
-    fig.suptitle(figure_title(f"{which}mean over seeds, 95 % t-interval (2 or more seeds)", int(table["train_step"].max())),
+    fig.suptitle(figure_title(f"{which}mean over seeds (geometric for values above 0), 95 % t-interval (2 or more seeds)", int(table["train_step"].max())),
                  fontsize=10)  # fmt: skip
     return [_save(fig, out / "metrics_per_method.png")]
 
