@@ -11,6 +11,7 @@ from orchestrator.compare import CellComparison, compare_methods, resolve_method
 from orchestrator.errors import FewerRowsError
 from orchestrator.publish import publish
 from orchestrator.report import Report, build_report, load_samples, load_trajectories
+from orchestrator.report_link import link_report
 from orchestrator.tables import CELL_LEGEND, display_table, method_label, summarize, to_markdown
 from orchestrator.tracking import log_report
 
@@ -36,6 +37,6 @@ def compare(runs: pd.DataFrame, method_a: str, method_b: str, metric: str) -> tu
 
 def report(tracking_uri: str, sweep: str, runs: pd.DataFrame, out_dir: Path) -> Report:
     built = build_report(runs, out_dir, sweep, load_samples(tracking_uri, runs), load_trajectories(tracking_uri, runs))
-    log_report(tracking_uri, sweep, built.directory)
+    link_report(tracking_uri, sweep, log_report(tracking_uri, sweep, built.directory))
     return built
 

@@ -11,7 +11,8 @@ Usage, after `fmx sweep sweeps/smoke.yaml` in the same folder:
 
 It starts the same light server as `fmx ui` on a free loopback port, (re)writes the sweep's comparison view
 (orchestrator.views), and saves runs.png (the runs table on that view), charts.png (its bar charts by method x
-setting) and artifacts.png (a training run's sample plot), then stops the server.
+setting), artifacts.png (a training run's sample plot) and, after `fmx report`, report.png (the report run's
+report.md that the experiment's description links to), then stops the server.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from orchestrator import ui  # noqa: E402
 from orchestrator.publish import collect_runs  # noqa: E402
 from orchestrator.tracking import client
-from orchestrator.tags import TAG_TRIAL, search_all  # noqa: E402
+from orchestrator.report_link import LINK_MARK  # noqa: E402
+from orchestrator.tags import TAG_NOTE, TAG_TRIAL, search_all  # noqa: E402
 from orchestrator.views import WORKFLOW_QUERY  # noqa: E402
 
 WIDTH, HEIGHT = 1600, 1000  # a laptop's browser window: what must be readable without scrolling
@@ -135,11 +137,20 @@ def main() -> None:
             plot = _first_sample_plot(uri, parent.info.run_id)
             page = f"{run_page}/artifacts/{plot}" if plot else f"{run_page}/artifacts"
             browser.shot(f"{page}?{WORKFLOW_QUERY}", args.out / "artifacts.png")
+        report = _report_link(uri, exp_id)
+        if report is not None:
+            browser.shot(f"{address}/{report}?{WORKFLOW_QUERY}", args.out / "report.png")
     finally:
         if browser is not None:
             browser.close()
         ui.stop_server(server)
         (args.out / "server.log").unlink(missing_ok=True)
+
+
+def _report_link(uri: str, exp_id: str) -> str | None:
+    """The report run's page that the sweep's description links to (orchestrator.report_link), if any."""
+    note = client(uri).get_experiment(exp_id).tags.get(TAG_NOTE, "")
+    return note.split("](", 1)[1].split(")", 1)[0] if LINK_MARK in note and "](" in note else None
 
 
 def _first_sample_plot(uri: str, run_id: str) -> str | None:

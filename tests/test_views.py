@@ -90,3 +90,24 @@ def test_the_tag_names_are_written_once():
         and any(isinstance(t, ast.Name) and t.id.startswith("TAG_") for t in getattr(node, "targets", [getattr(node, "target", None)]))
     ]  # fmt: skip
     assert defined_elsewhere == []
+
+
+def test_the_sweep_description_links_the_latest_report_run_once(tmp_path: Path):
+    from mlflow.tracking import MlflowClient
+
+    from orchestrator.report_link import link_report
+    from orchestrator.tracking import ensure_experiment, log_report
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    ensure_experiment(uri, "s", "FM-OT vs FM-VP")
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "report.md").write_text("# Sweep `s`\n")
+    runs = [log_report(uri, "s", tmp_path / "report") for _ in range(2)]
+    for run in runs:
+        link_report(uri, "s", run)
+    store = MlflowClient(tracking_uri=uri)
+    note = store.get_experiment_by_name("s").tags["mlflow.note.content"]
+    report_id = store.get_experiment_by_name("s/report").experiment_id
+    assert note.startswith("FM-OT vs FM-VP\n\n") and note.count("/artifacts/report/report.md") == 1
+    assert f"(#/experiments/{report_id}/runs/{runs[1]}/artifacts/report/report.md)" in note
+    assert [a.path for a in store.list_artifacts(runs[1], "report")] == ["report/report.md"]
