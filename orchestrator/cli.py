@@ -424,7 +424,7 @@ def _serve(uri: str, host: str, port: int, exp_id: str | None) -> tuple[int, boo
             if served:
                 if exp_id:
                     out.print(f"MLflow UI: {fmx_ui.runs_page_url(address, exp_id)}  (store: {uri}; Ctrl-C to stop)", highlight=False)
-                    out.print(f"parallel coordinates: {fmx_ui.runs_page_url(address, exp_id, charts=True)}", highlight=False)
+                    out.print(f"charts: {fmx_ui.runs_page_url(address, exp_id, charts=True)}", highlight=False)
                 else:
                     out.print(f"MLflow UI: {address}  (store: {uri}; Ctrl-C to stop)", highlight=False)
             code = process.wait()

@@ -2,8 +2,8 @@
 
 Each child carries the same param names (path, objective, coupling, seed, solver, tol, nfe_budget, train_step,
 dequant_draws, weights) and metric names (nfe, nll_nats or bits_per_dim, the sample metric, ode_error, ...),
-all from `EvalRow`, so that the runs table, the compare view and its parallel-coordinates plot line up methods
-against solver settings, and a filter like `params.solver = 'dopri5' and params.path = 'ot'` finds exactly
+all from `EvalRow`, so that the runs table, the compare view and its groups line up methods against solver
+settings, and a filter like `params.solver = 'dopri5' and params.path = 'ot'` finds exactly
 those evaluations. A child is found again by its evaluation key, so resumes and retries never double it.
 """
 

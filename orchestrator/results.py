@@ -12,6 +12,7 @@ from orchestrator.compare import CellComparison, compare_methods, resolve_method
 from orchestrator.errors import FewerRowsError
 from orchestrator.publish import publish
 from orchestrator.report import Report, build_report, load_samples, load_trajectories
+from orchestrator.report_link import link_report
 from orchestrator.tables import cell_legend, display_table, method_label, summarize, to_markdown
 from orchestrator.terminal_table import layout
 from orchestrator.tracking import log_report
@@ -47,6 +48,6 @@ def compare(
 def report(tracking_uri: str, sweep: str, runs: pd.DataFrame, out_dir: Path) -> Report:
     samples, data = load_samples(tracking_uri, runs)
     built = build_report(runs, out_dir, sweep, samples, load_trajectories(tracking_uri, runs), data)
-    log_report(tracking_uri, sweep, built.directory)
+    link_report(tracking_uri, sweep, log_report(tracking_uri, sweep, built.directory))
     return built
 

@@ -34,14 +34,18 @@ from typing import Any
 
 from fm_core.checks import short_repr
 from fm_core.likelihood import PER_SAMPLE_SOLVER
+from fm_core.method_names import method_label
 from fm_core.solvers import SOLVER_FIELDS, SolverSetting, tol_text
 
 #: What a child run's params show where a setting does not apply (tol of a fixed-step solver): every child
-#: carries the same param names, so the runs table and the parallel-coordinates plot line up.
+#: carries the same param names, so the runs table's columns and groups line up.
 NOT_APPLICABLE = "none"
 # The solver setting's label as one more child param: tol is "none" for fixed-step solvers and nfe_budget for
-# adaptive ones, so neither lines all evaluations up on one axis of a parallel-coordinates plot; the label does.
+# adaptive ones, so neither tells every evaluation's setting by itself (to group or plot by); the label does.
 SETTING_PARAM = "setting"
+#: The method's label (FM-OT, as the CLI and the tables say it) as one more child param, first: the MLflow UI
+#: groups and colours evaluations by it instead of by three params a reader has to put together.
+METHOD_PARAM = "method"
 #: The MLflow metric each unit's likelihood is logged under; one name per unit in every child of a sweep.
 NLL_METRIC = {"nats": "nll_nats", "bits/dim": "bits_per_dim"}
 #: Significant digits of the metrics child runs show; evaluations.json and Parquet keep every digit.
@@ -219,9 +223,11 @@ class EvalRow:
         return name + (f" · K {self.dequant_draws}" if self.dequant_draws is not None else "")
 
     def child_params(self) -> dict[str, str]:
-        """The same names in every child: tolerances spelled as in labels, 'none' where a field does not apply,
-        and the setting's label (`SETTING_PARAM`)."""
+        """The same names in every child: the method's label first (`METHOD_PARAM`), tolerances spelled as in
+        labels, 'none' where a field does not apply, and the setting's label (`SETTING_PARAM`)."""
         out: dict[str, str] = {}
+        if self.path is not None and self.objective is not None and self.coupling is not None:
+            out[METHOD_PARAM] = method_label(self.path, self.objective, self.coupling, self.train_axes)
         for f in FIELDS:
             if f.metadata["mlflow"] != "param":
                 continue

@@ -8,12 +8,12 @@ from typing import Any
 
 import pandas as pd
 
-from fm_core.objectives import objective_label
 from fm_core.solvers import SETTING_FIELDS, SolverSetting
 from orchestrator.rows import (
     EvalRow, columns_with_role, is_positive, parquet_columns, parquet_dtypes, shown_value_fields, value_label,
 )
 from orchestrator.errors import FewerRowsError
+from fm_core.method_names import method_label
 from orchestrator.stats import mean_interval
 from orchestrator.out_folders import make_folder
 from orchestrator.tags import TAG_TRAIN_AXES, TAG_TRIAL
@@ -139,14 +139,6 @@ def _fmt(mean: Any, std: Any, low: Any = None, high: Any = None) -> str:
 def _cells(table: pd.DataFrame, value: str) -> list[str]:
     columns = [f"{value}_{part}" for part in ("mean", "std", "ci_low", "ci_high")]
     return [_fmt(*row) for row in table[columns].itertuples(index=False)]
-
-
-def method_label(path: str, objective: str, coupling: str, train_axes: str | None = None) -> str:
-    """The paper's row names: FM-OT, FM-VP, SM-VP, ...; '+mbOT' marks minibatch OT couplings, and a sweep
-    with training-option axes adds their values: `FM-OT [ema_decay=0.999]`."""
-    label = f"{objective_label(objective)}-{path.upper()}"
-    label += " +mbOT" if coupling == "minibatch_ot" else ""
-    return label + (f" [{train_axes}]" if isinstance(train_axes, str) and train_axes else "")
 
 
 def method_labels(frame: pd.DataFrame) -> list[str]:

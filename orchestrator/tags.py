@@ -10,6 +10,7 @@ from typing import Any
 TAG_PARENT = "mlflow.parentRunId"  # MLflow's nesting tag: an evaluation's training run
 TAG_RUN_NAME = "mlflow.runName"
 TAG_NOTE = "mlflow.note.content"  # MLflow's description of an experiment or run
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"  # what MLflow's UI takes an experiment for (GenAI or model training)
 # --- fmx's tags --------------------------------------------------------------------------------------------
 TAG_SWEEP = "fmx.sweep"
 TAG_TRIAL = "fmx.trial_id"

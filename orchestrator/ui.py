@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TextIO
 
 from orchestrator.store_check import sqlite_path
-from orchestrator.views import VIEW_KEY
+from orchestrator.views import VIEW_KEY, WORKFLOW_QUERY
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -141,9 +141,11 @@ def experiment_id(tracking_uri: str, name: str) -> str | None:
 
 def runs_page_url(address: str, exp_id: str, charts: bool = False) -> str:
     """The experiment's runs table opened on fmx's comparison view (orchestrator.views), or its chart tab
-    with the parallel-coordinates plot (`charts`). MLflow 3 opens `#/experiments/<id>` on its GenAI traces
-    tab for some experiments; `/runs` is the route of the runs table (found in the UI bundle's routes)."""
-    return f"{address}/#/experiments/{exp_id}/runs?viewStateShareKey={VIEW_KEY}" + ("&compareRunsMode=CHART" if charts else "")
+    with its bar charts of each value by method x setting (`charts`). MLflow 3 opens `#/experiments/<id>` on its GenAI traces
+    tab for some experiments; `/runs` is the route of the runs table (found in the UI bundle's routes), and
+    `workflowType` opens it in MLflow's model-training mode."""
+    page = f"{address}/#/experiments/{exp_id}/runs?viewStateShareKey={VIEW_KEY}&{WORKFLOW_QUERY}"
+    return page + ("&compareRunsMode=CHART" if charts else "")
 
 
 def stop_server(process: subprocess.Popen, grace: float = 5.0) -> None:

@@ -25,7 +25,7 @@ def _row(setting: SolverSetting, **values) -> EvalRow:
 def test_every_child_run_carries_the_same_param_names_whatever_the_setting_or_outcome():
     rows = [_row(s) for s in SETTINGS] + [_row(SETTINGS[0], status="failed", error="boom"), _row(SETTINGS[1], dequant_draws=4)]
     names = {frozenset(r.child_params()) for r in rows}
-    assert names == {frozenset({"path", "objective", "coupling", "train_axes", "seed", "solver", "tol", "nfe_budget",
+    assert names == {frozenset({"method", "path", "objective", "coupling", "train_axes", "seed", "solver", "tol", "nfe_budget",
                                 "cfg_scale", "setting", "train_step", "dequant_draws", "weights"})}  # fmt: skip
     assert rows[0].child_params()["tol"] == "none" and rows[0].child_params()["nfe_budget"] == "8"
     # The setting's one label, so that every evaluation has a value on one categorical axis.
@@ -81,7 +81,7 @@ exec(compile(src, "orchestrator/rows.py", "exec"), rows.__dict__)
 from fm_core.solvers import SolverSetting
 from orchestrator.compare import compare_methods
 from orchestrator.tables import rows_frame, summarize, to_markdown
-from orchestrator.views import comparison_view, metric_names, varying_axes
+from orchestrator.views import comparison_view, metric_names
 made = [rows.EvalRow.of(SolverSetting("euler", nfe_budget=8), 10, trial_id=f"{p}-fm-independent-s{s}", path=p, objective="fm",
                         coupling="independent", seed=s, nfe=8, nll=1.0, nll_unit="nats", sample_spread=0.5 + s)
         for p in ("ot", "vp") for s in (0, 1)]
@@ -90,7 +90,7 @@ assert str(frame["sample_spread"].dtype) == "float64"
 assert made[0].child_metrics()["sample_spread"] == 0.5
 assert "sample_spread" in to_markdown(summarize(frame)).splitlines()[0]
 (cell,) = compare_methods(frame, "FM-OT", "FM-VP", "sample_spread")
-view = comparison_view(metric_names(made), varying_axes(made))
+view = comparison_view(metric_names(made))
 assert "metrics.`sample_spread`" in view["selectedColumns"]
 print("ok")
 '''

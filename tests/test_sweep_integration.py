@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 import shutil
 import subprocess
 import time
@@ -45,7 +46,7 @@ def _runs_of(uri: str, sweep: str, filter_string: str = "") -> list:
     return client.search_runs([experiment.experiment_id], filter_string=filter_string, max_results=1000)
 
 
-CHILD_PARAMS = {"path", "objective", "coupling", "train_axes", "seed", "solver", "tol", "nfe_budget", "cfg_scale", "setting", "train_step",
+CHILD_PARAMS = {"method", "path", "objective", "coupling", "train_axes", "seed", "solver", "tol", "nfe_budget", "cfg_scale", "setting", "train_step",
                 "dequant_draws", "weights"}  # fmt: skip
 CHILD_METRICS = {"nfe", "nll_nats", "sliced_w2", "straightness", "path_energy", "ode_error", "eval_seconds", "nll_nfe"}
 
@@ -99,23 +100,27 @@ def _check_smoke_outputs(workdir: Path, uri: str) -> pd.DataFrame:
     return runs
 
 
-def _check_comparison_view(uri: str, children: list) -> None:
-    """The experiment's saved UI view names only columns the children have, every child param and metric among
-    them; its filter finds exactly the children; its chart's axes are params and metrics that exist."""
+def _check_comparison_view(uri: str, children: list, sweep: str = "smoke") -> None:
+    """The experiment's saved UI view, read back from the store: it names only columns the children have, every
+    child param and metric among them, the method's label, setting and values first; its filter finds exactly
+    the children; it groups them by method x setting (MLflow's average over seeds) and charts the values by group."""
     from orchestrator.views import VIEW_TAG
 
     client = MlflowClient(tracking_uri=uri)
-    exp = client.get_experiment_by_name("smoke")
+    exp = client.get_experiment_by_name(sweep)
     view = json.loads(exp.tags[VIEW_TAG])
-    columns = {f"params.`{p}`" for p in CHILD_PARAMS} | {f"metrics.`{m}`" for m in CHILD_METRICS}
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    params = set(children[0].data.params)
+    columns = {f"params.`{p}`" for p in params} | {f"metrics.`{m}`" for r in children for m in r.data.metrics}
     assert set(view["selectedColumns"]) == columns and view["columnOrder"] == view["selectedColumns"]
-    assert view["selectedColumns"][:7] == ["params.`path`", "params.`objective`", "params.`coupling`",
-                                           "params.`solver`", "params.`tol`", "params.`nfe_budget`", "metrics.`nfe`"]  # fmt: skip
-    filtered = _runs_of(uri, "smoke", view["searchFilter"])
+    assert view["selectedColumns"][:5] == ["params.`method`", "params.`setting`", "metrics.`nfe`", "metrics.`nll_nats`",
+                                           "metrics.`sliced_w2`"]  # fmt: skip
+    filtered = _runs_of(uri, sweep, view["searchFilter"])
     assert sorted(r.info.run_id for r in filtered) == sorted(r.info.run_id for r in children)
-    (chart,) = view["compareRunCharts"]
-    assert chart["type"] == "PARALLEL" and chart["selectedParams"] == ["path", "objective", "setting"]
-    assert chart["selectedMetrics"] == ["nfe", "nll_nats", "sliced_w2"]
+    keys = [(k["mode"], k["groupByData"]) for k in view["groupBy"]["groupByKeys"]]
+    assert keys == [("param", "method"), ("param", "setting")] and view["groupBy"]["aggregateFunction"] == "average"
+    bars = view["compareRunCharts"]
+    assert [b["metricKey"] for b in bars] == ["nfe", "nll_nats", "sliced_w2"] and {b["type"] for b in bars} == {"BAR"}
 
 
 def test_smoke_sweep_with_the_embedded_defaults_and_tables_rebuilt_from_mlflow(tmp_path: Path):
@@ -270,6 +275,12 @@ def test_a_sweep_whose_driver_is_killed_resumes_with_every_row_once(tmp_path: Pa
     parents = [r for r in mlflow_runs if "mlflow.parentRunId" not in r.data.tags]
     children = [(r.data.tags["mlflow.parentRunId"], r.data.tags["fmx.evaluation"]) for r in mlflow_runs if r not in parents]
     assert len(parents) == 6 and len(children) == len(set(children)) == len(runs)  # no evaluation twice
+    # The comparison view of this two-seed sweep: MLflow's groups of method x setting hold both seeds each.
+    evaluations = [r for r in mlflow_runs if r not in parents]
+    _check_comparison_view(uri, evaluations, "resume")
+    groups = Counter((r.data.params["method"], r.data.params["setting"]) for r in evaluations)
+    assert set(groups) == {(m, s) for m in ("FM-OT", "FM-VP", "DDPM-VP") for s in ("euler_nfe8", "dopri5_tol1e-04")}
+    assert set(groups.values()) == {2}
 
 
 DDP_SWEEP = """\

@@ -99,7 +99,7 @@ def test_serves_runs_page_and_stops(store: str, tmp_path: Path, sig: signal.Sign
             url = m.group(1) if m else None
         answered = time.monotonic() - t0
         assert url and url.startswith(f"http://127.0.0.1:{port}/#/experiments/"), url
-        assert url.endswith("/runs?viewStateShareKey=fmx-comparison"), url
+        assert url.endswith("/runs?viewStateShareKey=fmx-comparison&workflowType=machine_learning"), url
         # The view the URL opens exists in the store (written by `fmx ui` for a store that had none).
         from mlflow.tracking import MlflowClient
 

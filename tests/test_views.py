@@ -1,5 +1,5 @@
 """The MLflow UI's comparison view derives from the evaluation row: its columns are the children's params and
-metrics (method and setting left of the values), its chart's axes are those that vary, and a real store
+metrics (method label and setting left of the values), grouped by method x setting, and a real store
 keeps it where the UI reads it (an experiment tag)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 from fm_core.solvers import SolverSetting
 from orchestrator.rows import EvalRow
-from orchestrator.views import VIEW_TAG, comparison_view, metric_names, save_comparison_view, varying_axes
+from orchestrator.views import VIEW_TAG, comparison_view, metric_names, save_comparison_view
 
 SETTINGS = [SolverSetting("euler", nfe_budget=8), SolverSetting("dopri5", tol=1e-5)]
 
@@ -28,31 +28,33 @@ def test_metrics_in_a_fixed_order_values_first_and_only_those_measured():
     assert metric_names(_rows()) == ["nfe", "bits_per_dim", "classifier_fd", "nll_nfe", "eval_seconds"]
 
 
-def test_chart_axes_are_the_method_and_setting_params_that_vary():
-    assert varying_axes(_rows()) == ["path", "setting"]
-    assert varying_axes(_rows(paths=("ot",))) == ["setting"]
-    one = [r for r in _rows(paths=("ot",)) if r.solver == "dopri5"]
-    assert varying_axes(one) == ["path"]
-
-
-def test_view_columns_put_method_and_setting_beside_nfe_and_never_repeat():
+def test_view_groups_by_method_and_setting_and_leads_with_them_and_the_values():
     rows = _rows()
-    view = comparison_view(metric_names(rows), varying_axes(rows))
+    view = comparison_view(metric_names(rows))
     cols = view["selectedColumns"]
     assert len(cols) == len(set(cols)) == len(rows[0].child_params()) + len(metric_names(rows))
-    assert cols[:9] == ["params.`path`", "params.`objective`", "params.`coupling`", "params.`solver`", "params.`tol`",
-                        "params.`nfe_budget`", "metrics.`nfe`", "metrics.`bits_per_dim`", "metrics.`classifier_fd`"]  # fmt: skip
-    assert view["orderByKey"] == "metrics.`nfe`" and view["orderByAsc"] is True
-    (chart,) = view["compareRunCharts"]
-    assert chart["selectedMetrics"] == ["nfe", "bits_per_dim", "classifier_fd"] and chart["metricSectionId"] == view["compareRunSections"][0]["uuid"]
+    # What fits the first screen at 1600 px: the method's label, the setting, then NFE, likelihood, sample metric.
+    assert cols[:5] == ["params.`method`", "params.`setting`", "metrics.`nfe`", "metrics.`bits_per_dim`",
+                        "metrics.`classifier_fd`"]  # fmt: skip
+    assert view["groupBy"] == {"aggregateFunction": "average", "groupByKeys": [
+        {"mode": "param", "groupByData": "method"}, {"mode": "param", "groupByData": "setting"}]}  # fmt: skip
+    assert view["orderByKey"] == "params.`method`" and view["useGroupedValuesInCharts"] is True
+    bars = view["compareRunCharts"]
+    assert [(b["type"], b["metricKey"]) for b in bars] == [("BAR", m) for m in ("nfe", "bits_per_dim", "classifier_fd")]
+    assert {c["metricSectionId"] for c in view["compareRunCharts"]} == {view["compareRunSections"][0]["uuid"]}
 
 
-def test_training_option_axes_and_guidance_scales_are_columns_and_chart_axes_where_they_vary():
+def test_the_method_param_is_the_label_the_cli_prints():
+    row = _rows(paths=("ot",))[0].replace(coupling="minibatch_ot", train_axes="lr=0.01")
+    assert row.child_params()["method"] == "FM-OT +mbOT [lr=0.01]" and next(iter(row.child_params())) == "method"
+
+
+def test_training_option_axes_and_guidance_scales_are_columns_and_tell_groups_apart():
     rows = [r.replace(train_axes=f"lr={lr}", cfg_scale=w) for r in _rows() for lr in (0.001, 0.01) for w in (1.0, 2.0)]
-    axes = varying_axes(rows)
-    assert axes == ["path", "train_axes", "setting"]  # the guidance scale is part of the setting's label
-    cols = comparison_view(metric_names(rows), axes)["selectedColumns"]
-    assert cols[:4] == ["params.`path`", "params.`objective`", "params.`coupling`", "params.`train_axes`"]
+    # The method's label names the training options (its groups tell them apart), the setting's the guidance.
+    assert {r.child_params()["method"] for r in rows} == {f"FM-{p} [lr={lr}]" for p in ("OT", "VP") for lr in (0.001, 0.01)}
+    cols = comparison_view(metric_names(rows))["selectedColumns"]
+    assert "params.`train_axes`" in cols
     assert "params.`cfg_scale`" in cols and len(cols) == len(set(cols))
     assert {r.child_params()["setting"] for r in rows} == {"euler_nfe8_cfg1", "euler_nfe8_cfg2", "dopri5_tol1e-05_cfg1",
                                                            "dopri5_tol1e-05_cfg2"}  # fmt: skip
@@ -65,8 +67,10 @@ def test_saved_in_a_real_store_where_the_ui_reads_it_and_replaced_on_rewrite(tmp
     exp = MlflowClient(tracking_uri=uri).create_experiment("s", artifact_location=str(tmp_path / "artifacts"))
     save_comparison_view(uri, exp, _rows())
     save_comparison_view(uri, exp, _rows(paths=("ot",)))
-    saved = json.loads(MlflowClient(tracking_uri=uri).get_experiment(exp).tags[VIEW_TAG])
-    assert saved["compareRunCharts"][0]["selectedParams"] == ["setting"]
+    tags = MlflowClient(tracking_uri=uri).get_experiment(exp).tags
+    saved = json.loads(tags[VIEW_TAG])
+    assert [c["metricKey"] for c in saved["compareRunCharts"]] == ["nfe", "bits_per_dim", "classifier_fd"]
+    assert tags["mlflow.experimentKind"] == "custom_model_development"  # MLflow's model-training kind, not GenAI
 
 
 def test_the_tag_names_are_written_once():
@@ -86,3 +90,24 @@ def test_the_tag_names_are_written_once():
         and any(isinstance(t, ast.Name) and t.id.startswith("TAG_") for t in getattr(node, "targets", [getattr(node, "target", None)]))
     ]  # fmt: skip
     assert defined_elsewhere == []
+
+
+def test_the_sweep_description_links_the_latest_report_run_once(tmp_path: Path):
+    from mlflow.tracking import MlflowClient
+
+    from orchestrator.report_link import link_report
+    from orchestrator.tracking import ensure_experiment, log_report
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    ensure_experiment(uri, "s", "FM-OT vs FM-VP")
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "report.md").write_text("# Sweep `s`\n")
+    runs = [log_report(uri, "s", tmp_path / "report") for _ in range(2)]
+    for run in runs:
+        link_report(uri, "s", run)
+    store = MlflowClient(tracking_uri=uri)
+    note = store.get_experiment_by_name("s").tags["mlflow.note.content"]
+    report_id = store.get_experiment_by_name("s/report").experiment_id
+    assert note.startswith("FM-OT vs FM-VP\n\n") and note.count("/artifacts/report/report.md") == 1
+    assert f"(#/experiments/{report_id}/runs/{runs[1]}/artifacts/report/report.md)" in note
+    assert [a.path for a in store.list_artifacts(runs[1], "report")] == ["report/report.md"]
