@@ -13,7 +13,9 @@ all of them alike.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
+import threading
 import statistics
 import sys
 import time
@@ -22,6 +24,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import multiprocessing.synchronize  # noqa: E402
+from scipy.optimize import linear_sum_assignment  # noqa: E402
+
 from fm_core.couplings import Sinkhorn, make_coupling  # noqa: E402 - after the repository is on sys.path
 from fm_core.data import CheckerboardDataset  # noqa: E402
 from orchestrator.plan import plan_sweep  # noqa: E402
@@ -45,7 +50,7 @@ def build(coupling: str, prefetch: bool, batch: int, reg: float) -> TrialParts:
         "dataset": {"name": "checkerboard"},
         "model": {"kind": "mlp", "hidden": 512, "depth": 5},
         "train": {"steps": 1_000_000, "batch_size": batch, "lr": 1e-3, "sigma_min": 1e-4, "log_every": 1_000_000,
-                  "coupling_prefetch": prefetch, "coupling_options": {"sinkhorn": {"reg": reg}}},
+                  "coupling_prefetch": prefetch, "coupling_options": {"sinkhorn": {"reg": reg}} if reg > 0 else {}},
         "eval": {"samples": 100, "likelihood_points": 10, "reference_tol": None, "likelihood": {"solver": "euler", "nfe": 4}},
         "grid": {"path": ["ot"], "objective": ["fm"], "coupling": [coupling], "solver": ["euler"], "nfe": [4]},
     })  # fmt: skip
@@ -53,10 +58,27 @@ def build(coupling: str, prefetch: bool, batch: int, reg: float) -> TrialParts:
     return TrialParts.build(config.for_training(key), key)
 
 
-def steps_per_second(parts: TrialParts, steps: int) -> float:
-    start, first = time.perf_counter(), parts.state.step
+class Waits:
+    """Seconds the training thread spends getting its paired batches (drawing, and pairing or waiting for the
+    worker): what the coupling puts on the critical path, whatever else shares the machine."""
+
+    def __init__(self, parts: TrialParts) -> None:
+        self.seconds, self.inner = 0.0, parts.trainer.paired_batch
+        parts.trainer.paired_batch = self  # type: ignore[method-assign]  # the trainer calls it per step
+
+    def __call__(self, size: int) -> tuple:
+        start = time.perf_counter()
+        try:
+            return self.inner(size)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+
+def steps_per_second(parts: TrialParts, steps: int, waits: Waits) -> tuple[float, float]:
+    """Steps/s over `steps` steps, and the milliseconds per step spent getting paired batches."""
+    start, first, waited = time.perf_counter(), parts.state.step, waits.seconds
     parts.trainer.train_until(first + steps)
-    return steps / (time.perf_counter() - start)
+    return steps / (time.perf_counter() - start), (waits.seconds - waited) / steps * 1e3
 
 
 def pairing_ms(name: str, batch: int, reg: float, repeats: int = 10) -> float:
@@ -73,6 +95,27 @@ def pairing_ms(name: str, batch: int, reg: float, repeats: int = 10) -> float:
     return (time.perf_counter() - start) / repeats * 1e3
 
 
+def _solve_until(stop: threading.Event | multiprocessing.synchronize.Event, cost) -> None:
+    while not stop.is_set():
+        linear_sum_assignment(cost)
+
+
+def overlap_probe(parts: TrialParts, steps: int) -> tuple[float, float, float]:
+    """Steps/s of the training loop alone, beside a thread and beside a process that solve 256 x 256
+    assignments without pause: the thread costs the loop no more than the process does if the solver releases
+    the GIL; both cost it much where no core is free."""
+    cost = torch.rand(256, 256, generator=torch.Generator().manual_seed(0), dtype=torch.float64).numpy()
+    rates = [steps_per_second(parts, steps, Waits(parts))[0]]
+    for stop, worker in ((threading.Event(), threading.Thread), (multiprocessing.Event(), multiprocessing.Process)):
+        solver = worker(target=_solve_until, args=(stop, cost))
+        solver.start()
+        time.sleep(0.2)
+        rates.append(steps_per_second(parts, steps, Waits(parts))[0])
+        stop.set()
+        solver.join()
+    return rates[0], rates[1], rates[2]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=200, help="timed steps per variant and round")
@@ -87,22 +130,32 @@ def main() -> None:
     for name in dict.fromkeys(v[1] for v in variants if v[1] != "independent"):
         print(f"pairing alone, {name}: {pairing_ms(name, args.batch, args.sinkhorn_reg):.1f} ms per batch")
     runs = {label: build(coupling, prefetch, args.batch, args.sinkhorn_reg) for label, coupling, prefetch in variants}
+    waits = {label: Waits(parts) for label, parts in runs.items()}
     rates: dict[str, list[float]] = {label: [] for label in runs}
+    waited: dict[str, list[float]] = {label: [] for label in runs}
     try:
-        for parts in runs.values():
-            steps_per_second(parts, 20)  # warm-up: first steps, the worker thread started
+        for label, parts in runs.items():
+            steps_per_second(parts, 20, waits[label])  # warm-up: first steps, the worker thread started
         for _ in range(args.rounds):
             for label, parts in runs.items():
-                rates[label].append(steps_per_second(parts, args.steps))
+                rate, wait = steps_per_second(parts, args.steps, waits[label])
+                rates[label].append(rate)
+                waited[label].append(wait)
     finally:
         for parts in runs.values():
             parts.trainer.close()
+    print("overlap probe (independent pairs; steps/s alone, beside an assignment-solving thread, beside such a process):")
+    for _ in range(args.rounds):
+        alone, thread, process = overlap_probe(runs["independent"], args.steps)
+        print(f"  {alone:.1f} alone, {thread:.1f} with the thread, {process:.1f} with the process; "
+              f"load average {os.getloadavg()[0]:.2f}")  # fmt: skip
     base = statistics.median(rates["independent"])
     print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(f"{'variant':<26}{'steps/s (median)':>18}{'min':>9}{'max':>9}{'ratio to independent':>23}")
+    print(f"{'variant':<26}{'steps/s (median)':>18}{'min':>9}{'max':>9}{'ratio to independent':>23}{'ms/step getting pairs':>24}")
     for label, values in rates.items():
         median = statistics.median(values)
-        print(f"{label:<26}{median:>18.1f}{min(values):>9.1f}{max(values):>9.1f}{median / base:>23.3f}")
+        wait = f"{statistics.median(waited[label]):.2f}" if label != "independent" else "-"
+        print(f"{label:<26}{median:>18.1f}{min(values):>9.1f}{max(values):>9.1f}{median / base:>23.3f}{wait:>24}")
 
 
 if __name__ == "__main__":

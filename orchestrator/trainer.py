@@ -122,8 +122,8 @@ class Trainer:
         """This step's batch of a coupling that computes: data, labels and the noise paired with the data."""
         if self._pairs is None or self._pairs[0] != size:
             self.close()
-            prefetch = self.state.config.train.coupling_prefetch
-            source = PairedBatches(lambda step: self._draw(step, size), self.coupling, self.state.config.train.grad_accum, prefetch)
+            train = self.state.config.train
+            source = PairedBatches(lambda step: self._draw(step, size), self.coupling, train.grad_accum, train.coupling_prefetch)
             self._pairs = (size, source)
         batch = self._pairs[1].take(self.state.step)
         return self._poisoned(batch.x1), batch.labels, batch.x0
