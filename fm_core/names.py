@@ -7,6 +7,7 @@ each name import their list from here, so there is one source of truth.
 
 from __future__ import annotations
 
+from fm_core.couplings import COUPLINGS
 from fm_core.dataset_specs import DATASET_SPECS
 from fm_core.objectives import OBJECTIVES
 from fm_core.paths import PATHS
@@ -20,7 +21,8 @@ OBJECTIVE_NAMES: tuple[str, ...] = tuple(OBJECTIVES)
 #: The distributions of training times (fm_core.time_sampling); an objective trains with its default unless
 #: `train.time_sampling` names another.
 TIME_SAMPLING_NAMES: tuple[str, ...] = tuple(TIME_SAMPLERS)
-COUPLING_NAMES: tuple[str, ...] = ("independent", "minibatch_ot")
+#: The couplings of fm_core.couplings (likewise one class each, with their options and capabilities).
+COUPLING_NAMES: tuple[str, ...] = tuple(COUPLINGS)
 #: Each dataset's options (its constructor's keyword arguments; fm_core.datasets checks they agree on import);
 #: what each option accepts is in fm_core.dataset_specs.
 DATASET_OPTIONS: dict[str, tuple[str, ...]] = {name: spec.option_names for name, spec in DATASET_SPECS.items()}

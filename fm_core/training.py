@@ -94,26 +94,31 @@ def train_step(
     precision: Precision | None = None,
     accumulation: int = 1,
     labels: Tensor | None = None,
+    noise: Tensor | None = None,
 ) -> StepStats:
     """One optimizer step on a data batch x1 with fresh noise (its loss, and the gradient norm where measured),
     raising on a NaN/inf loss. Under `precision`
     the forward pass autocasts (bf16/fp16) and fp16's scaler scales the loss; the gradient norm is measured
     on unscaled gradients. With `accumulation` > 1 the batch is split into that many micro-batches whose
-    gradients add up to the whole batch's mean (a DDP model synchronizes only on the last)."""
+    gradients add up to the whole batch's mean (a DDP model synchronizes only on the last). `noise`: x0 drawn and
+    paired with x1 row by row already (fm_core.paired_batches, which computes a coupling off this thread); the
+    coupling is then not applied again. None: fresh noise from `generator`, coupled here."""
     precision = precision or Precision()
     scaler = precision.scaler
-    x0 = torch.randn(x1.shape, generator=generator, dtype=x1.dtype, device="cpu").to(x1.device)
+    paired = noise is not None
+    x0 = noise if paired else torch.randn(x1.shape, generator=generator, dtype=x1.dtype, device="cpu").to(x1.device)
     optimizer.zero_grad(set_to_none=True)
     total = 0.0
     label_chunks = labels.chunk(accumulation) if labels is not None else [None] * len(x1.chunk(accumulation))
     chunks = list(zip(x0.chunk(accumulation), x1.chunk(accumulation), label_chunks, strict=True))
-    for i, (noise, data, y) in enumerate(chunks):
-        noise, data = couple(coupling, noise, data)  # pairs noise to data: the labels stay with their data
+    for i, (z, data, y) in enumerate(chunks):
+        if not paired:  # pairs noise to data: the labels stay with their data
+            z, data = couple(coupling, z, data, generator)
         net = model if y is None else conditioned(model, y)
         deferred = i < len(chunks) - 1 and hasattr(model, "no_sync")  # DDP: all-reduce once, after the last
         with model.no_sync() if deferred else contextlib.nullcontext():
             with precision.autocast():
-                loss = objective.loss(net, noise, data, generator=generator)
+                loss = objective.loss(net, z, data, generator=generator)
             value = float(loss.detach())
             if not math.isfinite(value):
                 raise NonFiniteLossError(f"loss is {value}")

@@ -15,6 +15,7 @@ import hashlib
 import json
 from typing import TYPE_CHECKING, Any
 
+from fm_core.couplings import COUPLINGS  # torch-free: which couplings compute a pairing
 from orchestrator.schema import OPERATIONAL_TRAIN_FIELDS, SweepConfig  # the train settings a cell leaves out
 
 if TYPE_CHECKING:
@@ -26,6 +27,9 @@ TRAINING_CODE_VERSION = 1
 #: how many points go through the solver at once.
 OPERATIONAL_EVAL_FIELDS = frozenset({"at_steps", "batch_size"})
 KEY_LENGTH = 16
+#: Bump when the batches of a coupling that computes (minibatch OT, Sinkhorn) change: 2 since they are drawn per
+#: (seed, rank, step) and paired off the training thread (fm_core.paired_batches); independent cells keep theirs.
+PAIRED_BATCHES_VERSION = 2
 
 
 def _digest(content: Any) -> str:
@@ -40,6 +44,9 @@ def training_content(config: SweepConfig, key: TrainingKey) -> dict[str, Any]:
     dataset = {"name": config.dataset.name, **config.dataset.options}
     dataset.update({k.split(".", 1)[1]: v for k, v in config.written_as.items() if k.startswith("dataset.")})
     train = {k: v for k, v in config.train.model_dump(mode="json").items() if k not in OPERATIONAL_TRAIN_FIELDS}
+    couplings = train.pop("coupling_options")  # only this training's coupling's options are its content
+    if COUPLINGS[key.coupling].computes:
+        train["paired_batches"] = {"version": PAIRED_BATCHES_VERSION, "options": couplings.get(key.coupling, {})}
     faults = config.fault_injection
     injected = faults.nan_at_step if faults is not None and key.trial_id in faults.trials else None
     return {

@@ -30,7 +30,11 @@ def train_one(config: SweepConfig, key: TrainingKey, target: Path, on_log: Calla
         raise NoGpuError("train.use_gpu is true, but PyTorch sees no CUDA GPU here; set use_gpu: false to train on the CPU")
     torch.set_num_threads(max(1, int(config.train.cpus_per_worker)))
     state = ModelState(config.for_training(key), key, trial_device(config))
-    Trainer(state).train_until(config.train.steps, on_log=on_log)
+    trainer = Trainer(state)
+    try:
+        trainer.train_until(config.train.steps, on_log=on_log)
+    finally:
+        trainer.close()
     state.save(target)
     return state
 

@@ -24,6 +24,7 @@ from fm_core.names import (
     SOLVER_NAMES, TIME_SAMPLING_NAMES,
 )  # fmt: skip
 
+from fm_core.couplings import COUPLINGS  # noqa: E402 - torch-free: the couplings' names and options
 from fm_core.paths import PATHS  # noqa: E402 - torch-free: the schedules' names, options and capabilities
 from fm_core.time_sampling import TIME_SAMPLERS  # noqa: E402 - torch-free too
 from fm_core.lazy import option_problem  # noqa: E402
@@ -139,6 +140,20 @@ class TimeSamplingConfig(_Strict):
         return self
 
 
+def _options_problem(value: dict[str, dict[str, float]], classes: dict[str, type], what: str) -> dict[str, dict[str, float]]:
+    """`value` ({name: {option: number}}) where every name is one of `classes` and builds it; else a KeyedError
+    at `train.<what>_options.<name>[.<option>]` saying why."""
+    for name, options in value.items():
+        key = f"train.{what}_options.{name}"
+        if name not in classes:
+            raise KeyedError(key, f"unknown {what} '{name}'; choose one of {', '.join(classes)}")
+        problem = option_problem(classes[name], options, f"{what} '{name}'")
+        if problem:
+            option, message = problem
+            raise KeyedError(key + (f".{option}" if option else ""), message)
+    return value
+
+
 class TrainConfig(_Strict):
     """Optimisation and Ray Train scaling for every training trial of the sweep."""
 
@@ -186,18 +201,25 @@ class TrainConfig(_Strict):
         default_factory=dict, description="each path's schedule options, e.g. {poly: {n: 3}, vp: {beta_max: 20}}"
     )
 
+    coupling_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="each coupling's options, e.g. {sinkhorn: {reg: 0.05}} (fm_core.couplings)"
+    )
+    coupling_prefetch: StrictBool = Field(
+        True, description="pair the next batch on a worker thread while a step trains (minibatch_ot, sinkhorn); "
+        "the same pairs as false, which pairs each batch on the training thread",
+    )
+
     @field_validator("path_options")
     @classmethod
     def _path_options_exist(cls, value: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
         """Names and values a path accepts, from the path classes themselves (fm_core.paths)."""
-        for path, options in value.items():
-            if path not in PATHS:
-                raise KeyedError(f"train.path_options.{path}", f"unknown path '{path}'; choose one of {', '.join(PATHS)}")
-            problem = option_problem(PATHS[path], options, f"path '{path}'")
-            if problem:
-                name, message = problem
-                raise KeyedError(f"train.path_options.{path}" + (f".{name}" if name else ""), message)
-        return value
+        return _options_problem(value, PATHS, "path")
+
+    @field_validator("coupling_options")
+    @classmethod
+    def _coupling_options_exist(cls, value: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        """Names and values a coupling accepts, from the coupling classes themselves (fm_core.couplings)."""
+        return _options_problem(value, COUPLINGS, "coupling")
 
     def path_options_for(self, path: str) -> dict[str, float]:
         """The options `path` is built with: its `path_options`, and `sigma_min` where the path takes it."""
@@ -226,7 +248,8 @@ class TrainConfig(_Strict):
 #: Train settings that decide how a training is run, not what it computes: a training's content key
 #: (orchestrator.cells) leaves them out, and they cannot be a grid axis (grid.train).
 OPERATIONAL_TRAIN_FIELDS = frozenset(
-    {"checkpoint_every", "log_every", "use_gpu", "torch_trainer", "cpus_per_worker", "max_failures", "compile", "compile_fallback"}
+    {"checkpoint_every", "log_every", "use_gpu", "torch_trainer", "cpus_per_worker", "max_failures", "compile", "compile_fallback",
+     "coupling_prefetch"}
 )
 
 

@@ -14,7 +14,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from fm_core.couplings import make_coupling
 from fm_core.guidance import drop_labels
+from fm_core.paired_batches import DrawnBatch, PairedBatches, batch_generator, draw_noise
 from fm_core.training import NonFiniteLossError, StepStats, train_step
 from orchestrator.model_state import ModelState
 
@@ -52,11 +54,18 @@ def device_name(device: str) -> str:
 
 
 class Trainer:
-    """Trains a `ModelState` step by step (the state keeps the step, the loss curve and the seconds spent)."""
+    """Trains a `ModelState` step by step (the state keeps the step, the loss curve and the seconds spent).
 
-    def __init__(self, state: ModelState) -> None:
-        self.state = state
+    `rank`: this worker's DDP rank (0 in the trial itself). A coupling that computes a plan (minibatch OT,
+    Sinkhorn) draws its batches from `PairedBatches`, per (seed, rank, step) and paired one step ahead on a
+    worker thread (`train.coupling_prefetch`); the independent coupling draws from the state's generator."""
+
+    def __init__(self, state: ModelState, rank: int = 0) -> None:
+        self.state, self.rank = state, rank
         self._compiled: tuple[nn.Module, nn.Module] | None = None  # (net, its compiled wrapper)
+        train = state.config.train
+        self.coupling = make_coupling(state.key.coupling, **train.coupling_options.get(state.key.coupling, {}))
+        self._pairs: tuple[int, PairedBatches] | None = None  # (its batch size, the source)
         faults = state.config.fault_injection  # fault injection: NaN batches from this step
         self.poison_from = faults.nan_at_step if faults is not None and state.key.trial_id in faults.trials else None
 
@@ -80,12 +89,12 @@ class Trainer:
         since, since_step = start, state.step
         try:
             while state.step < stop_step:
-                x1, labels = self.next_batch(batch)
+                x1, labels, noise = self.paired_batch(batch) if self.coupling.computes else (*self.next_batch(batch), None)
                 x1 = x1.to(state.device)  # a no-op for image data, already there
                 logs = (state.step + 1) % cfg.log_every == 0 or state.step + 1 == stop_step
                 stats = train_step(net, state.objective, state.optimizer, x1, state.key.coupling, state.generator,
-                                   cfg.grad_clip, measure_grad_norm=logs and on_log is not None,
-                                   precision=state.precision, accumulation=cfg.grad_accum, labels=labels)  # fmt: skip
+                                   cfg.grad_clip, measure_grad_norm=logs and on_log is not None, precision=state.precision,
+                                   accumulation=cfg.grad_accum, labels=labels, noise=noise)  # fmt: skip
                 if state.ema is not None:
                     state.ema.update_parameters(state.model)
                 lr = state.scheduler.get_last_lr()[0]
@@ -104,17 +113,48 @@ class Trainer:
             state.model.eval()
 
     def next_batch(self, size: int) -> tuple[Tensor, Tensor | None]:
-        """A training batch and, for a class-conditional training, its labels with each dropped to the null
-        class with train.label_dropout (fault injection, where the sweep asks for it, poisons the batch from
-        its step on)."""
+        """A training batch from the state's generator and, for a class-conditional training, its labels (fault
+        injection, where the sweep asks for it, poisons the batch from its step on)."""
+        x1, labels = self._sample(size, self.state.generator)
+        return self._poisoned(x1), labels
+
+    def paired_batch(self, size: int) -> tuple[Tensor, Tensor | None, Tensor]:
+        """This step's batch of a coupling that computes: data, labels and the noise paired with the data."""
+        if self._pairs is None or self._pairs[0] != size:
+            self.close()
+            train = self.state.config.train
+            source = PairedBatches(lambda step: self._draw(step, size), self.coupling, train.grad_accum, train.coupling_prefetch)
+            self._pairs = (size, source)
+        batch = self._pairs[1].take(self.state.step)
+        return self._poisoned(batch.x1), batch.labels, batch.x0
+
+    def close(self) -> None:
+        """Stop the coupling's worker thread, if one runs."""
+        if self._pairs is not None:
+            self._pairs[1].close()
+            self._pairs = None
+
+    def _draw(self, step: int, size: int) -> DrawnBatch:
+        """Batch `step` of this rank, before pairing: a function of (seed, rank, step) alone."""
+        generator = batch_generator(self.state.key.seed, self.rank, step)
+        x1, labels = self._sample(size, generator)
+        x1 = x1.to(self.state.device)
+        return DrawnBatch(x1, labels, *draw_noise(x1, self.coupling, generator))
+
+    def _sample(self, size: int, generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
+        """Data and, for a class-conditional training, its labels with each dropped to the null class with
+        train.label_dropout."""
         state, labels = self.state, None
         if state.num_classes:
-            x1, labels = state.dataset.sample_with_labels(size, state.generator)  # type: ignore[attr-defined]
-            labels = drop_labels(labels, float(state.config.train.label_dropout), state.num_classes, state.generator)
+            x1, labels = state.dataset.sample_with_labels(size, generator)  # type: ignore[attr-defined]
+            labels = drop_labels(labels, float(state.config.train.label_dropout), state.num_classes, generator)
         else:
-            x1 = state.dataset.sample(size, state.generator)
-        poisoned = self.poison_from is not None and state.step + 1 >= self.poison_from
-        return (x1 * math.nan if poisoned else x1), labels
+            x1 = state.dataset.sample(size, generator)
+        return x1, labels
+
+    def _poisoned(self, x1: Tensor) -> Tensor:
+        poisoned = self.poison_from is not None and self.state.step + 1 >= self.poison_from
+        return x1 * math.nan if poisoned else x1
 
     def _live_values(self, stats: StepStats, lr: float, steps: int, seconds: float, batch: int) -> dict[str, float]:
         values = {"train_loss": stats.loss, "lr": lr}

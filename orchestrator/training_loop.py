@@ -12,6 +12,7 @@ worker to report equally often).
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -49,11 +50,14 @@ class TrialParts:
     evaluator: Evaluator
 
     @classmethod
-    def build(cls, config: SweepConfig, key: TrainingKey, device: str = "cpu", fid_cache: Path | None = None) -> TrialParts:
+    def build(
+        cls, config: SweepConfig, key: TrainingKey, device: str = "cpu", fid_cache: Path | None = None, rank: int = 0
+    ) -> TrialParts:
         """`config`: the sweep as this training sees it (`for_training(key)`, as a TrialSetup holds it);
-        `fid_cache`: where its evaluations keep FID reference statistics (`TrialSetup.fid_cache`)."""
+        `fid_cache`: where its evaluations keep FID reference statistics (`TrialSetup.fid_cache`); `rank`: this
+        worker's DDP rank (its batches are its own)."""
         state = ModelState(config, key, device)
-        return cls(state, Trainer(state), Evaluator(state, fid_cache))
+        return cls(state, Trainer(state, rank), Evaluator(state, fid_cache))
 
 
 @dataclass
@@ -89,19 +93,28 @@ def run_loop(parts: TrialParts, plan: LoopPlan, reporter: Reporter, samples_dir:
     on_log = live.log_point if plan.is_chief and live is not None else None
     if state.step == 0 and plan.is_chief:
         forget(plan.setup.snapshots)
-    for boundary in plan.boundaries():
-        if boundary <= state.step:
-            continue
-        parts.trainer.train_until(boundary, train_model=plan.train_model, on_log=on_log)  # each worker: train.worker_batch
-        if boundary in plan.setup.eval_steps:
-            _evaluate(parts, plan, reporter, samples_dir, live)
-        metrics = {"step": state.step, "loss": state.losses[-1][1] if state.losses else float("nan")}
-        if plan.is_chief:
-            with tempfile.TemporaryDirectory() as tmp:
-                state.save(tmp)
-                reporter.checkpoint(metrics, tmp)
-        else:
-            reporter.checkpoint(metrics, None)
+    try:
+        for boundary in plan.boundaries():
+            if boundary > state.step:
+                _train_to(boundary, parts, plan, reporter, samples_dir, live, on_log)
+    finally:
+        parts.trainer.close()
+
+
+def _train_to(boundary: int, parts: TrialParts, plan: LoopPlan, reporter: Reporter, samples_dir: Path | None,
+              live: LiveLogger | None, on_log: Callable[[int, dict[str, float]], None] | None) -> None:  # fmt: skip
+    """Train to `boundary`, evaluate there where asked, and checkpoint."""
+    state = parts.state
+    parts.trainer.train_until(boundary, train_model=plan.train_model, on_log=on_log)  # each worker: train.worker_batch
+    if boundary in plan.setup.eval_steps:
+        _evaluate(parts, plan, reporter, samples_dir, live)
+    metrics = {"step": state.step, "loss": state.losses[-1][1] if state.losses else float("nan")}
+    if plan.is_chief:
+        with tempfile.TemporaryDirectory() as tmp:
+            state.save(tmp)
+            reporter.checkpoint(metrics, tmp)
+    else:
+        reporter.checkpoint(metrics, None)
 
 
 def _evaluate(parts: TrialParts, plan: LoopPlan, reporter: Reporter, samples_dir: Path | None,

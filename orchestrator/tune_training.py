@@ -101,7 +101,7 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
     config, key = trial.config, trial.key
     rank = ray.train.get_context().get_world_rank()
     torch.set_num_threads(max(1, int(config.train.cpus_per_worker)))
-    parts = TrialParts.build(config, key, device=str(ray.train.torch.get_device()), fid_cache=trial.fid_cache)
+    parts = TrialParts.build(config, key, device=str(ray.train.torch.get_device()), fid_cache=trial.fid_cache, rank=rank)
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:

@@ -149,3 +149,14 @@ def test_resume_without_a_pass_to_restore_retries_what_failed_instead_of_refusin
 
     config = _config()
     assert check_resume_state(config, folders_of(config, tmp_path), resume=True) is None
+
+
+def test_a_couplings_options_are_in_its_own_cells_only_and_prefetching_in_none():
+    def cell(coupling: str, **train) -> str:
+        return _cell(_config(train=train, grid={"coupling": [coupling]}))
+
+    reg = {"coupling_options": {"sinkhorn": {"reg": 0.5}}}
+    assert cell("independent", **reg) == cell("independent")  # another coupling's options: the same training
+    assert cell("minibatch_ot", **reg) == cell("minibatch_ot")
+    assert cell("sinkhorn", **reg) != cell("sinkhorn")
+    assert cell("minibatch_ot", coupling_prefetch=False) == cell("minibatch_ot")  # the same pairs either way

@@ -103,6 +103,10 @@ CASES = {
         .replace("batch_size: 32}", "batch_size: 32, label_dropout: 0.1}").replace("nfe: [4]}", "nfe: [4], cfg_scale: [1.0000001, 1.0000002]}"),
         [], ["grid.cfg_scale", "one setting"],
     ),
+    "sinkhorn_reg_out_of_range": (
+        GOOD.replace("batch_size: 32}", "batch_size: 32, coupling_options: {sinkhorn: {reg: -1}}}").replace("nfe: [4]", "nfe: [4], coupling: [sinkhorn]"),
+        [], ["train.coupling_options.sinkhorn.reg", "(0, 1e+06]"],
+    ),
     "grid_beyond_limits": (GOOD.replace("nfe: [4]", f"nfe: [4], seed: {list(range(10_001))}"), [], ["grid", "limits.max_trainings"]),
 }
 
