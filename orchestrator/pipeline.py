@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
@@ -26,7 +27,7 @@ from pathlib import Path
 from rich.console import Console
 
 from orchestrator.cells import training_cell
-from orchestrator.disk import DiskFull, as_disk_full, full_disk_under
+from orchestrator.disk import DiskFull, as_disk_full, full_disk_under, sweep_places
 from orchestrator.errors import SweepInterrupted, SweepRefused, SweepStopped
 from orchestrator.outcome import SweepOutcome
 from orchestrator.ownership import OwnedElsewhere, check_owner, claim
@@ -65,7 +66,7 @@ def run(planned: PlannedSweep, console: Console | None = None) -> SweepOutcome:
     except SweepStopped:
         raise
     except Exception as err:
-        full = as_disk_full(err) or _full_disk(planned)
+        full = as_disk_full(err, places=_places(planned)) or _full_disk(planned)
         if full is None:
             raise
         raise _disk_full(full, file) from None
@@ -79,12 +80,19 @@ def _full_disk(planned: PlannedSweep) -> DiskFull | None:
     return full_disk_under(planned.folders.results, planned.tracking_uri, planned.folders.local_storage)
 
 
+def _places(planned: PlannedSweep) -> list[Path]:
+    """Where this machine writes for the sweep, and Ray its session files: what a full disk that named no
+    path is looked for in."""
+    return [*sweep_places(planned.folders.results, planned.tracking_uri, planned.folders.local_storage),
+            Path(os.environ.get("RAY_TMPDIR") or tempfile.gettempdir())]  # fmt: skip
+
+
 def _start_ray(planned: PlannedSweep) -> None:
     """Ray started here (or joined at --address); a start that fails is one line naming its cause, exit 1."""
     try:
         init_ray(planned.address)
     except Exception as err:  # noqa: BLE001 - Ray's start fails in many ways (sockets, ports, memory): all end here
-        full = as_disk_full(err)
+        full = as_disk_full(err, places=_places(planned))
         if full is not None:
             raise _disk_full(full, planned.file) from None
         what = "the local Ray did not start" if planned.local else f"cannot join the Ray cluster at --address {planned.address}"

@@ -150,7 +150,7 @@ def prepare(config: SweepConfig, file: str, tracking_uri: str, address: str | No
         raise
     except OSError as err:  # the folders could not be made after all (a full disk, a read-only mount, /proc)
         lock.release()
-        full = as_disk_full(err)
+        full = as_disk_full(err, places=[folders.results] + ([folders.local_storage] if folders.local_storage else []))
         if full is not None:
             raise SweepStopped(str(full)) from None
         raise SweepRefused(f"cannot create '{err.filename}': {err.strerror or err}") from None

@@ -18,7 +18,7 @@ from filelock import FileLock, Timeout
 
 from orchestrator.schema import SweepConfig
 from orchestrator.store_check import sqlite_path
-from orchestrator.tracking import client, retrying
+from orchestrator.tracking import client, retrying, store_location
 from orchestrator.safe_files import read_small
 
 LOCK_FILE = "sweep.lock"
@@ -153,7 +153,7 @@ def check_store_matches(folder: Path, tracking_uri: str, config: SweepConfig, fi
                 return None
             raise
 
-    found = retrying(lookup, "look up the sweep's experiment", budget=10)
+    found = retrying(lookup, "look up the sweep's experiment", budget=10, where=store_location(tracking_uri))
     if found is None or found.name != sweep or found.lifecycle_stage == "deleted":
         raise StoreMismatch(
             f"--resume: the MLflow store at {tracking_uri} no longer holds experiment '{sweep}' (id {experiment_id}) "

@@ -4,6 +4,7 @@ with rows and a reason, and `--resume` repairs the rest."""
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import re
@@ -346,6 +347,13 @@ def test_a_full_disk_ends_the_sweep_with_one_line_and_resume_finishes_once_space
 ):
     (small_disk / "faults.yaml").write_text(FAULT_SWEEP)
     uri = f"sqlite:///{small_disk / 'mlflow.db'}"
+    # Full before it starts: the first write (the sweep's lock) fails in write(), whose error names no path.
+    filler = _fill(small_disk)
+    early = run_fmx(["sweep", "faults.yaml"], small_disk)
+    assert early.returncode == 1 and "Traceback" not in early.stderr, early.stderr[-3000:]
+    assert early.stderr.strip().splitlines()[-1] == f"error: no space left on device ({small_disk / 'results' / 'faults'})"
+    filler.unlink()
+
     sweep = Sweep(small_disk, ["faults.yaml"], log_dir=tmp_path)
     sweep.wait_for(lambda text: f"step 200/{STEPS}" in text, "a trial reached step 200")
     filler = _fill(small_disk)
@@ -411,7 +419,7 @@ def test_tune_state_is_checked_without_running_it_and_put_back_from_its_last_goo
 def test_a_full_storage_path_is_named_as_the_full_disk_not_taken_for_an_interruption(tmp_path: Path, small_disk: Path):
     """Tune stops its trials when it cannot write its state on a full storage_path: the driver checked only the
     results folder and the store, so a full storage read as an interruption (exit 130, --resume)."""
-    from orchestrator.disk import full_disk_under
+    from orchestrator.disk import as_disk_full, full_disk_under
 
     results, store = tmp_path / "results", f"sqlite:///{tmp_path / 'mlflow.db'}"
     results.mkdir()
@@ -420,4 +428,9 @@ def test_a_full_storage_path_is_named_as_the_full_disk_not_taken_for_an_interrup
     full = full_disk_under(results, store, small_disk)
     assert full is not None and str(small_disk) in str(full) and str(full).startswith("no space left on device")
     assert full_disk_under(results, store) is None  # the check before: blind to the storage
+    # An error that names no path (sqlite's, a write() on an open file) names the fullest place it may be.
+    for err in (OSError(errno.ENOSPC, "No space left on device"), RuntimeError("database or disk is full")):
+        named = as_disk_full(err, places=[results, small_disk])
+        assert named is not None and named.where == str(small_disk), named
+        assert as_disk_full(err).where == str(Path.cwd())  # never "(unknown path)"
     filler.unlink()
