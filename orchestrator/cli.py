@@ -193,7 +193,8 @@ def _report_outcome(outcome: SweepOutcome) -> None:
     for trial, why in outcome.unrecorded.items():
         console.print(f"[red]error:[/] trial {trial} failed before it recorded anything: {escape(why)}", highlight=False)
     if outcome.not_written:
-        console.print(f"[red]error:[/] tables not written: {escape(outcome.not_written)}", highlight=False)
+        label = "[yellow]note:[/]" if outcome.interrupted else "[red]error:[/]"
+        console.print(f"{label} tables not written: {escape(outcome.not_written)}", highlight=False)
     if outcome.interrupted:
         console.print(
             f"[red]interrupted:[/] {len(outcome.interrupted)} trial(s) did not finish; run `fmx sweep {outcome.file} --resume`",
@@ -207,6 +208,9 @@ def _report_outcome(outcome: SweepOutcome) -> None:
 
 
 def _show_table(runs: pd.DataFrame, markdown: bool) -> None:
+    if runs.empty:  # an interrupted pass of new evaluation settings: none of the file's evaluations is in yet
+        out.print("(no evaluation rows yet)", highlight=False)
+        return
     shown, legend = api.table_view(runs, markdown)
     if markdown:
         out.print(escape(shown) + f"\n\n{legend}", highlight=False, soft_wrap=True)

@@ -181,9 +181,9 @@ def _run_planned(planned: PlannedSweep, console: Console) -> SweepOutcome:
             write_passes(folders.storage, [*passes[:-1], PassEntry(**{**asdict(entry), "ended": not fixed[-1].interrupted})])
     # An edited file may leave cells out of the tables: fewer rows are then what was asked for.
     edited = previous_digest not in (None, config_digest(config)) or (pass_plan is not None and not pass_plan.work)
-    # An interrupted pass never shrinks runs.parquet: what it did not finish is not "fewer rows asked for".
+    # An interrupted pass leaves runs.parquet as it was: what it did not finish is not "fewer rows asked for".
     interrupted = bool(fixed) and bool(fixed[-1].interrupted)
-    published = publish(uri, config.name, folders.results, allow_fewer=edited and not interrupted)
+    published = publish(uri, config.name, folders.results, allow_fewer=edited and not interrupted, keep_existing=interrupted)
     total = Reconciled()
     for one in fixed:
         total.repaired.update(one.repaired)

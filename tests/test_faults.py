@@ -80,6 +80,16 @@ class Sweep:
         return self.proc.returncode, stdout, self.text()
 
 
+#: The same file with other evaluation settings: every trained cell is evaluated again from its stored weights
+#: (an evaluation-only pass), each evaluation long enough (a 3000-point likelihood) to be caught running.
+EVAL_ONLY_SWEEP = FAULT_SWEEP.replace("likelihood_points: 20", "likelihood_points: 3000")
+
+
+def _eval_trial_started(text: str) -> bool:
+    """An evaluation-only pass has started a trial and none has finished yet."""
+    return "to evaluate from stored weights" in text and "▶" in text and "✓" not in text
+
+
 def _ray_processes(env: dict[str, str]) -> list[psutil.Process]:
     marker = env["RAY_TMPDIR"]
     found = []
@@ -196,6 +206,24 @@ def test_a_killed_worker_is_recorded_failed_and_resume_retries_it(tmp_path: Path
     runs = _assert_all_finished(tmp_path, uri).set_index("trial_id")
     assert runs.loc[failed.index[0], "resumed_from_step"] > 0  # from its checkpoint, not from scratch
 
+    # kill -9 of a worker in an evaluation-only pass: its trial ends with failed rows and their reason (it
+    # had none: 4 rows became 3), and the command counts it.
+    (tmp_path / "faults.yaml").write_text(EVAL_ONLY_SWEEP)
+    evaluating = Sweep(tmp_path, ["faults.yaml"], log_dir=tmp_path / "eval")
+    evaluating.wait_for(_eval_trial_started, "an evaluation trial started")
+    deadline = time.monotonic() + 60
+    while not (workers := [p for p in _ray_processes(evaluating.env) if "training_trial" in p.name() or "ImplicitFunc" in p.name()]):
+        assert time.monotonic() < deadline, [p.name() for p in _ray_processes(evaluating.env)]
+        time.sleep(0.1)
+    workers[0].kill()
+    code, stdout, log = evaluating.finish()
+    assert code == 0 and "Traceback" not in log, log[-3000:]
+    runs = _rows(tmp_path)
+    assert set(runs["trial_id"]) == TRIALS and len(runs) == len(TRIALS), runs[["trial_id", "status", "error"]]
+    failed = runs[runs["status"] != "ok"]
+    assert len(failed) == 1 and re.search("died|actor", failed["error"].iloc[0], re.IGNORECASE), failed[["trial_id", "error"]]
+    assert "(1 failed, 0 interrupted)" in stdout and f"{len(TRIALS)} evaluations (1 failed)" in stdout, stdout
+
 
 def test_ctrl_c_exits_130_marks_the_interrupted_runs_and_resume_finishes_them(tmp_path: Path):
     (tmp_path / "faults.yaml").write_text(FAULT_SWEEP)
@@ -218,6 +246,19 @@ def test_ctrl_c_exits_130_marks_the_interrupted_runs_and_resume_finishes_them(tm
     resumed = run_fmx(["sweep", "faults.yaml", "--resume"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     _assert_all_finished(tmp_path, uri)
+
+    # Ctrl-C during an evaluation-only pass: exit 130, and runs.parquet as it was (it was exit 1 with a pandas
+    # traceback: none of the file's evaluations was in yet to show).
+    parquet = tmp_path / "results" / "faults" / "runs.parquet"
+    before = parquet.read_bytes()
+    (tmp_path / "faults.yaml").write_text(EVAL_ONLY_SWEEP)
+    evaluating = Sweep(tmp_path, ["faults.yaml"], log_dir=tmp_path / "eval")
+    evaluating.wait_for(_eval_trial_started, "an evaluation trial started")
+    os.kill(evaluating.proc.pid, signal.SIGINT)
+    code, stdout, log = evaluating.finish(timeout=120)
+    assert code == 130 and "Traceback" not in log, log[-3000:]
+    assert "fmx sweep faults.yaml --resume" in log and "interrupted)" in stdout, stdout
+    assert parquet.read_bytes() == before
 
 
 def test_an_mlflow_outage_mid_sweep_loses_nothing(tmp_path: Path):
