@@ -122,8 +122,8 @@ def read_sweep_state(folder: Path) -> dict[str, Any] | None:
 
 def check_store_matches(folder: Path, tracking_uri: str, config: SweepConfig, file: str | Path, same_file: bool = True) -> None:
     """Before --resume: the store must be the one the sweep logged to, still holding its experiment; and
-    where an interrupted pass is to be restored (`same_file`), the sweep file must be the one it started
-    with (Tune restores the trials it started, with their settings)."""
+    where an interrupted pass is to be continued (`same_file`), the sweep file must be the one it started
+    with (its trainings go on from their checkpoints, with their settings)."""
     state = read_sweep_state(folder)
     if state is None:  # a sweep from before this check existed: nothing to compare with
         return

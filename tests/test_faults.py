@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
+import pickle
 import re
 import shutil
 import signal
@@ -88,6 +89,16 @@ EVAL_ONLY_SWEEP = FAULT_SWEEP.replace("likelihood_points: 20", "likelihood_point
 def _eval_trial_started(text: str) -> bool:
     """An evaluation-only pass has started a trial and none has finished yet."""
     return "to evaluate from stored weights" in text and "▶" in text and "✓" not in text
+
+
+class _Payload:
+    """A pickle that, once unpickled, writes `marker` (what planted code on a sweep's storage could do)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (os.system, (f"touch {self.marker}",))
 
 
 def _ray_processes(env: dict[str, str]) -> list[psutil.Process]:
@@ -243,9 +254,19 @@ def test_ctrl_c_exits_130_marks_the_interrupted_runs_and_resume_finishes_them(tm
     for trial in interrupted["trial_id"]:
         assert by_trial[trial].info.status == "FAILED" and by_trial[trial].data.tags.get("fmx.interrupted") == "1"
 
+    # Code planted in the interrupted pass's Tune state (the storage is untrusted) never runs: fmx does not
+    # hand Tune's pickles back to it, and the trainings still continue from their own checkpoints.
+    marker = tmp_path / "payload-ran"
+    tune = tmp_path / "results" / "faults" / "ray" / "tune"
+    planted = [tune / "tuner.pkl", *tune.glob("basic-variant-state-*.json"), *tune.glob("*/params.pkl")]
+    assert len(planted) >= 3 and len({p.name.split("-")[0] for p in planted}) == 3, planted
+    for path in planted:
+        path.write_bytes(pickle.dumps(_Payload(marker)))
     resumed = run_fmx(["sweep", "faults.yaml", "--resume"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    _assert_all_finished(tmp_path, uri)
+    assert not marker.exists()
+    runs = _assert_all_finished(tmp_path, uri).set_index("trial_id")
+    assert (runs.loc[interrupted["trial_id"], "resumed_from_step"] > 0).any()  # those that had one: from it
 
     # Ctrl-C during an evaluation-only pass: exit 130, and runs.parquet as it was (it was exit 1 with a pandas
     # traceback: none of the file's evaluations was in yet to show).
@@ -426,35 +447,6 @@ def test_two_sweeps_of_one_file_started_at_once_on_a_fresh_folder_one_runs_one_i
     (run,) = _mlflow_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "faults").values()
     history = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}").get_metric_history(run.info.run_id, "train_loss")
     assert len(history) == STEPS // 50  # computed and logged once
-
-
-def test_tune_state_is_checked_without_running_it_and_put_back_from_its_last_good_copy(tmp_path: Path):
-    import pickle
-
-    from orchestrator.tune_callbacks import StateBackup
-    from orchestrator.tune_state import CorruptTuneState, repair_tune_state
-
-    class Payload:
-        def __reduce__(self):
-            return (os.system, (f"touch {tmp_path / 'payload-ran'}",))
-
-    tune = tmp_path / "ray" / "tune"
-    tune.mkdir(parents=True)
-    experiment, search = tune / "experiment_state-1.json", tune / "basic-variant-state-1.json"
-    experiment.write_text('{"trial_data": []}')
-    search.write_bytes(pickle.dumps({"searcher": Payload()}))
-    StateBackup(str(tune)).backup()  # both whole: copied, and the pickle only walked, never loaded
-    assert not (tmp_path / "payload-ran").exists()
-    good = search.read_bytes()
-    search.write_bytes(good[: len(good) // 2])  # truncated, as a full disk leaves it
-    experiment.write_text('{"trial_da')
-    assert sorted(repair_tune_state(str(tune))) == sorted([experiment.name, search.name])
-    assert search.read_bytes() == good and experiment.read_text() == '{"trial_data": []}'
-    assert not (tmp_path / "payload-ran").exists()
-    experiment.write_text("{")
-    (tmp_path / "ray" / "tune-state-backup" / experiment.name).unlink()
-    with pytest.raises(CorruptTuneState, match="no good copy"):
-        repair_tune_state(str(tune))
 
 
 def test_a_full_storage_path_is_named_as_the_full_disk_not_taken_for_an_interruption(tmp_path: Path, small_disk: Path):
