@@ -196,7 +196,8 @@ def _report_outcome(outcome: SweepOutcome) -> None:
     for trial, why in outcome.unrecorded.items():
         console.print(f"[red]error:[/] trial {trial} failed before it recorded anything: {escape(why)}", highlight=False)
     if outcome.not_written:
-        console.print(f"[red]error:[/] tables not written: {escape(outcome.not_written)}", highlight=False)
+        label = "[yellow]note:[/]" if outcome.interrupted else "[red]error:[/]"
+        console.print(f"{label} tables not written: {escape(outcome.not_written)}", highlight=False)
     if outcome.interrupted:
         console.print(
             f"[red]interrupted:[/] {len(outcome.interrupted)} trial(s) did not finish; run `fmx sweep {outcome.file} --resume`",
@@ -212,6 +213,9 @@ def _report_outcome(outcome: SweepOutcome) -> None:
 def _show_table(runs: pd.DataFrame, markdown: bool) -> None:
     """The summary: Markdown (asked for, or the sweep's table in a log), else laid out for the terminal's width
     (80 in a pipe, or $COLUMNS) so that no number is split across lines (orchestrator.terminal_table)."""
+    if runs.empty:  # an interrupted pass of new evaluation settings: none of the file's evaluations is in yet
+        out.print("(no evaluation rows yet)", highlight=False)
+        return
     if markdown:
         shown, legend = api.table_view(runs, markdown)
         out.print(escape(shown) + f"\n\n{legend}", highlight=False, soft_wrap=True)

@@ -25,7 +25,7 @@ class SweepOutcome:
     interrupted: list[str]  # trials that had not finished when the driver was interrupted
     repaired: dict[str, str | None]  # trials whose record the driver wrote (trial -> reason)
     not_written: str | None = None  # why runs.parquet was left as it was
-    pass_plan: PassPlan | None = None  # what the last pass ran and reused (None: an interrupted restore)
+    pass_plan: PassPlan | None = None  # what the pass ran and reused
     file: str = "FILE"  # the sweep file, as `--resume` advice names it
 
     @property

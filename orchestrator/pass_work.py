@@ -48,6 +48,8 @@ class WorkItem:
     mode: str  # TRAIN or EVALUATE
     why: str
     evaluate: tuple[tuple[int, tuple[str, ...]], ...] = ()  # EVALUATE: (step, setting labels) still missing
+    #: TRAIN: the checkpoint folder of an earlier pass it continues from (orchestrator.resume_points); None: step 0
+    resume_from: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "key": self.key.as_dict()}
@@ -55,7 +57,10 @@ class WorkItem:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> WorkItem:
         evaluate = tuple((int(step), tuple(labels)) for step, labels in data.get("evaluate", ()))
-        return cls(TrainingKey(**data["key"]), data["cell"], data["mode"], data["why"], evaluate)
+        resume_from = data.get("resume_from")
+        if resume_from is not None and not isinstance(resume_from, str):
+            raise TypeError("resume_from is not a path")
+        return cls(TrainingKey(**data["key"]), data["cell"], data["mode"], data["why"], evaluate, resume_from)
 
     @property
     def evaluations(self) -> int:
@@ -106,12 +111,9 @@ def read_cells(uri: str, experiment_id: str) -> dict[str, CellRecord]:
     return out
 
 
-def plan_pass(
-    config: SweepConfig, plan: SweepPlan, cells: dict[str, CellRecord], storage: str, retry_failed: bool,
-    exclude: frozenset[str] = frozenset(),
-) -> PassPlan:  # fmt: skip
+def plan_pass(config: SweepConfig, plan: SweepPlan, cells: dict[str, CellRecord], storage: str, retry_failed: bool) -> PassPlan:
     """The work the file's cells still need. Failed trainings and failed evaluations are retried only with
-    `retry_failed` (and not those in `exclude`: a restored pass already retried them)."""
+    `retry_failed`."""
     digest = eval_digest(config)
     labels = [s.label for s in plan.settings]
     out = PassPlan()
@@ -122,7 +124,7 @@ def plan_pass(
             out.work.append(WorkItem(key, cell, TRAIN, "new"))
             continue
         if record.status == "FAILED":
-            if retry_failed and cell not in exclude:
+            if retry_failed:
                 out.work.append(WorkItem(key, cell, TRAIN, f"retry: {record.error or 'it failed'}"))
             else:
                 out.failed.append((key, record.error or "it failed"))
@@ -130,7 +132,7 @@ def plan_pass(
         if not record.trained:
             out.work.append(WorkItem(key, cell, TRAIN, f"its run was left {record.status}"))
             continue
-        done = record.evaluated - record.failed_evaluations if retry_failed and cell not in exclude else record.evaluated
+        done = record.evaluated - record.failed_evaluations if retry_failed else record.evaluated
         missing = [(step, tuple(l for l in labels if (digest, step, l) not in done)) for step in plan.eval_steps]
         missing = [(step, todo) for step, todo in missing if todo]
         if not missing:

@@ -1,8 +1,9 @@
 """The ledger of a sweep's passes (`passes.json` on its storage): each `fmx sweep` of an edited file runs the
-work it still needs as one Ray Tune experiment of its own (a pass); `--resume` restores the last one.
+work it still needs as one Ray Tune experiment of its own (a pass).
 
 A pass is `ended` once its driver got through to the end uninterrupted. A sweep whose last pass did not end
-is continued with `--resume` (Tune restores that experiment: same file, same trials) before anything new runs.
+is continued with `--resume` (of the same file) before anything new runs: a new pass over what it left, each
+training from its own last checkpoint (orchestrator.resume_points), Tune's state of it never restored.
 """
 
 from __future__ import annotations

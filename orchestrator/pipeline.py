@@ -9,24 +9,25 @@ whole pipeline in order, each stage a module with one job and a typed value in a
     reconcile       (orchestrator.reconcile)  PassRun -> every training's MLflow record whole
     publish         (orchestrator.publish)    MLflow -> runs.parquet, table.parquet, the comparison view
 
-A pass that `--resume` restores runs first; then a new pass runs whatever the file's cells still need. How the
-command ends (the table, counts, exit code) is decided here and returned as a `SweepOutcome`; stopping early
-is a `SweepStopped` carrying its line and exit code.
+Each command runs one pass: whatever the file's cells still need (with `--resume`, what an interrupted pass
+left, each training from its last checkpoint, and what failed). How the command ends (the table, counts, exit
+code) is decided here and returned as a `SweepOutcome`; stopping early is a `SweepStopped` carrying its line
+and exit code.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
+from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
 
-from orchestrator.cells import training_cell
-from orchestrator.disk import DiskFull, as_disk_full, full_disk_under
+from orchestrator.disk import DiskFull, as_disk_full, full_disk_under, sweep_places
 from orchestrator.errors import SweepInterrupted, SweepRefused, SweepStopped
 from orchestrator.outcome import SweepOutcome
 from orchestrator.ownership import OwnedElsewhere, check_owner, claim
@@ -35,7 +36,8 @@ from orchestrator.planning import PlannedSweep
 from orchestrator.publish import publish
 from orchestrator.reconcile import Reconciled, reconcile
 from orchestrator.cell_runs import drop_runs, mark_current
-from orchestrator.pass_work import TRAIN, PassPlan, WorkItem, plan_pass, read_cells
+from orchestrator.pass_work import WorkItem, plan_pass, read_cells
+from orchestrator.resume_points import with_resume_points
 from orchestrator.sweep_guard import config_digest, write_sweep_state
 from orchestrator.tags import TAG_CELL
 from orchestrator.tracking import DamagedRun, TrackingUnavailable, ensure_experiment, existing_experiment, read_evaluations
@@ -65,7 +67,7 @@ def run(planned: PlannedSweep, console: Console | None = None) -> SweepOutcome:
     except SweepStopped:
         raise
     except Exception as err:
-        full = as_disk_full(err) or _full_disk(planned)
+        full = as_disk_full(err, places=_places(planned)) or _full_disk(planned)
         if full is None:
             raise
         raise _disk_full(full, file) from None
@@ -79,12 +81,19 @@ def _full_disk(planned: PlannedSweep) -> DiskFull | None:
     return full_disk_under(planned.folders.results, planned.tracking_uri, planned.folders.local_storage)
 
 
+def _places(planned: PlannedSweep) -> list[Path]:
+    """Where this machine writes for the sweep, and Ray its session files: what a full disk that named no
+    path is looked for in."""
+    return [*sweep_places(planned.folders.results, planned.tracking_uri, planned.folders.local_storage),
+            Path(os.environ.get("RAY_TMPDIR") or tempfile.gettempdir())]  # fmt: skip
+
+
 def _start_ray(planned: PlannedSweep) -> None:
     """Ray started here (or joined at --address); a start that fails is one line naming its cause, exit 1."""
     try:
         init_ray(planned.address)
     except Exception as err:  # noqa: BLE001 - Ray's start fails in many ways (sockets, ports, memory): all end here
-        full = as_disk_full(err)
+        full = as_disk_full(err, places=_places(planned))
         if full is not None:
             raise _disk_full(full, planned.file) from None
         what = "the local Ray did not start" if planned.local else f"cannot join the Ray cluster at --address {planned.address}"
@@ -131,7 +140,7 @@ def _run_planned(planned: PlannedSweep, console: Console) -> SweepOutcome:
             check_owner(uri, known, config.name, folders.results)
         except OwnedElsewhere as err:
             raise SweepRefused(str(err)) from None
-    cells = read_cells(uri, known) if known is not None and restore is None else None
+    cells = read_cells(uri, known) if known is not None else None
     # Ray's start-up is the longest pole (~3-5 s here, mostly waiting for its processes); a new sweep's MLflow
     # first start (imports, schema migrations) runs meanwhile. The driver never imports PyTorch.
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -141,64 +150,50 @@ def _run_planned(planned: PlannedSweep, console: Console) -> SweepOutcome:
     claim(uri, experiment_id, folders.results)
     check_schedulable(config, planned.address, console)
     passes = read_passes(folders.storage, legacy_state=restore is not None and restore.work is None)
-    fixed: list[Reconciled] = []
-    states: dict[str, str] = {}
-    restored: frozenset[str] = frozenset()
-    if restore is not None:
-        work = restore.items() or _every_training(planned)
-        fixed.append(_run_and_reconcile(planned, work, restore.name, experiment_id, console, True, states))
-        full = _full_disk(planned) if fixed[-1].interrupted else None
-        if full is not None:
-            raise _disk_full(full, planned.file)
-        restored = frozenset(w.cell for w in work)
-        passes = [*passes[:-1], PassEntry(restore.name, restore.config_digest, [w.as_dict() for w in work], not fixed[-1].interrupted)]
-        write_passes(folders.storage, passes)
-    pass_plan: PassPlan | None = None
     previous_digest = passes[-1].config_digest if passes else None
-    if not fixed or not fixed[-1].interrupted:
-        cells = cells if cells is not None and not fixed else read_cells(uri, experiment_id)
-        pass_plan = plan_pass(config, planned.plan, cells, folders.storage, retry_failed=planned.resume, exclude=restored)
-        mark_current(config, planned.plan, uri, experiment_id)
-        console.print(f"sweep '{config.name}': {pass_plan.summary()}", highlight=False)
-        if pass_plan.work:
-            drop_runs(uri, experiment_id, [w.cell for w in pass_plan.trainings if w.cell in cells])
-            name = next_pass_name(passes)
-            write_sweep_state(folders.results, uri, experiment_id, config)
-            entry = PassEntry(name, config_digest(config), [w.as_dict() for w in pass_plan.work], False)
-            write_passes(folders.storage, passes := [*passes, entry])
-            fixed.append(_run_and_reconcile(planned, pass_plan.work, name, experiment_id, console, False, states))
-            full = _full_disk(planned) if fixed[-1].interrupted else None
-            if full is not None:  # Tune stops its trials when it cannot write its state: not an interruption
-                raise _disk_full(full, planned.file)
-            write_passes(folders.storage, [*passes[:-1], PassEntry(**{**asdict(entry), "ended": not fixed[-1].interrupted})])
+    if restore is not None:
+        # The pass --resume continues ends here: Tune's state of it is pickles, never handed back to Tune (the
+        # storage is untrusted). A new pass runs what it left, each training from its own last checkpoint.
+        passes = [*passes[:-1], replace(passes[-1], ended=True)]
+    cells = cells if cells is not None else read_cells(uri, experiment_id)
+    pass_plan = plan_pass(config, planned.plan, cells, folders.storage, retry_failed=planned.resume)
+    work = with_resume_points(folders.storage, passes, pass_plan.work, {c for c, r in cells.items() if r.trained})
+    pass_plan = replace(pass_plan, work=work)
+    mark_current(config, planned.plan, uri, experiment_id)
+    console.print(f"sweep '{config.name}': {pass_plan.summary()}", highlight=False)
+    done: Reconciled | None = None
+    states: dict[str, str] = {}
+    if work:
+        # A training that starts over gets a new run; one that continues from a checkpoint keeps its own.
+        drop_runs(uri, experiment_id, [w.cell for w in pass_plan.trainings if w.cell in cells and w.resume_from is None])
+        name = next_pass_name(passes)
+        write_sweep_state(folders.results, uri, experiment_id, config)
+        entry = PassEntry(name, config_digest(config), [w.as_dict() for w in work], False)
+        write_passes(folders.storage, passes := [*passes, entry])
+        done = _run_and_reconcile(planned, work, name, experiment_id, console, states)
+        if done.interrupted and (full := _full_disk(planned)) is not None:
+            raise _disk_full(full, planned.file)  # Tune stops its trials when it cannot write its state: not an interruption
+        write_passes(folders.storage, [*passes[:-1], replace(entry, ended=not done.interrupted)])
+    elif restore is not None:
+        write_passes(folders.storage, passes)
     # An edited file may leave cells out of the tables: fewer rows are then what was asked for.
-    edited = previous_digest not in (None, config_digest(config)) or (pass_plan is not None and not pass_plan.work)
-    # An interrupted pass never shrinks runs.parquet: what it did not finish is not "fewer rows asked for".
-    interrupted = bool(fixed) and bool(fixed[-1].interrupted)
-    published = publish(uri, config.name, folders.results, allow_fewer=edited and not interrupted)
-    total = Reconciled()
-    for one in fixed:
-        total.repaired.update(one.repaired)
-        total.unrecorded.update(one.unrecorded)
-    total.interrupted = fixed[-1].interrupted if fixed else []
+    edited = previous_digest not in (None, config_digest(config)) or not work
+    # An interrupted pass leaves runs.parquet as it was: what it did not finish is not "fewer rows asked for".
+    interrupted = done is not None and bool(done.interrupted)
+    published = publish(uri, config.name, folders.results, allow_fewer=edited and not interrupted, keep_existing=interrupted)
+    done = done or Reconciled()
     return SweepOutcome(
         published.runs, published.runs_path, published.table_path, len(planned.plan.trainings),
-        sum(1 for s in states.values() if s == "ERROR"), time.perf_counter() - start, total.unrecorded,
-        total.interrupted, total.repaired, published.not_written, pass_plan, planned.file,
+        sum(1 for s in states.values() if s == "ERROR"), time.perf_counter() - start, done.unrecorded,
+        done.interrupted, done.repaired, published.not_written, pass_plan, planned.file,
     )  # fmt: skip
 
 
-def _every_training(planned: PlannedSweep) -> list[WorkItem]:
-    """A pass started before the ledger: every training of the file."""
-    return [WorkItem(key, training_cell(planned.config, key), TRAIN, "new") for key in planned.plan.trainings]
-
-
 def _run_and_reconcile(
-    planned: PlannedSweep, work: list[WorkItem], name: str, experiment_id: str, console: Console, restore: bool,
-    states: dict[str, str],
+    planned: PlannedSweep, work: list[WorkItem], name: str, experiment_id: str, console: Console, states: dict[str, str],
 ) -> Reconciled:  # fmt: skip
     """One pass on Tune, then the driver's repair of every training record its trials could not finish."""
-    done: PassRun = run_pass(planned, work, name, experiment_id, console, restore)
+    done: PassRun = run_pass(planned, work, name, experiment_id, console)
     states.update({trial: state.status for trial, state in done.states.items()})
     uri = planned.tracking_uri
     evaluations = {run.data.tags[TAG_CELL]: (run, content) for run, content in read_evaluations(uri, experiment_id, current_only=False)

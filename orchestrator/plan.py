@@ -76,7 +76,8 @@ def _slug(value: Any) -> str:
 
 def train_run_name(trial_id: str, cell: str, pass_name: str) -> str:
     """The Ray Train run of a TorchTrainer trial (its checkpoints under <storage>/train/): the same name on a
-    restore of the pass resumes it; another cell, or a later pass training the cell afresh, never does."""
+    retry of the trial within its pass resumes it; another cell never does, and a later pass continues from
+    its checkpoints only through `WorkItem.resume_from` (orchestrator.resume_points)."""
     return f"train-{trial_id}-{cell[:8]}-{pass_name}"
 
 

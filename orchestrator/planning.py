@@ -22,7 +22,6 @@ from orchestrator.pass_work import PassPlan, plan_pass, read_cells
 from orchestrator.store_check import sqlite_path
 from orchestrator.sweep_guard import StoreMismatch, SweepBusy, SweepLock, check_store_matches, config_digest
 from orchestrator.tracking import DamagedRun, TrackingError, check_tracking_uri, find_experiment
-from orchestrator.tune_state import CorruptTuneState, repair_tune_state
 from orchestrator.out_folders import FolderUnusable, check_folder
 from orchestrator.disk import as_disk_full
 
@@ -64,7 +63,7 @@ class PlannedSweep:
 
 
 def check_resume_state(config: SweepConfig, folders: SweepFolders, resume: bool) -> PassEntry | None:
-    """The pass `--resume` restores (None: nothing to restore); refuses to start anything new over a pass that
+    """The pass `--resume` continues (None: nothing to continue); refuses to start anything new over a pass that
     was interrupted (its trials would be trained twice), and `--resume` with nothing to resume. After a pass
     that ended, a run without --resume (or with it, of an edited file) plans a new pass for what is missing."""
     from ray.tune import Tuner  # lazy: Ray Tune's import costs seconds that validation and --dry-run never need
@@ -96,10 +95,6 @@ def check_resume_state(config: SweepConfig, folders: SweepFolders, resume: bool)
         )
     if last.ended and last.config_digest not in (None, config_digest(config)):
         return None  # an edited file after a pass that ended: its new cells run in a new pass
-    try:
-        repair_tune_state(tune_path)
-    except CorruptTuneState as err:
-        raise ResumeError(f"--resume: {err}") from None
     return last
 
 
@@ -150,7 +145,7 @@ def prepare(config: SweepConfig, file: str, tracking_uri: str, address: str | No
         raise
     except OSError as err:  # the folders could not be made after all (a full disk, a read-only mount, /proc)
         lock.release()
-        full = as_disk_full(err)
+        full = as_disk_full(err, places=[folders.results] + ([folders.local_storage] if folders.local_storage else []))
         if full is not None:
             raise SweepStopped(str(full)) from None
         raise SweepRefused(f"cannot create '{err.filename}': {err.strerror or err}") from None

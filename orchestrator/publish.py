@@ -12,7 +12,7 @@ from rich.console import Console
 
 from orchestrator.rows import EvalRow
 from orchestrator.errors import FewerRowsError
-from orchestrator.tables import evaluation_rows, rows_frame, write_tables
+from orchestrator.tables import RUNS_FILE, evaluation_rows, rows_frame, write_tables
 from orchestrator.tracking import find_experiment, read_evaluations, resolve_tracking_uri
 from orchestrator.views import save_comparison_view
 
@@ -51,9 +51,13 @@ class Published:
     not_written: str | None  # why runs.parquet was left as it was
 
 
-def publish(tracking_uri: str, sweep: str, results: Path, allow_fewer: bool) -> Published:
-    """Rows from MLflow, the comparison view, and both Parquet files (unless that would drop rows unsaid)."""
+def publish(tracking_uri: str, sweep: str, results: Path, allow_fewer: bool, keep_existing: bool = False) -> Published:
+    """Rows from MLflow, the comparison view, and both Parquet files (unless that would drop rows unsaid, or
+    `keep_existing` and they exist: an interrupted pass leaves the tables of the last pass that ended, since
+    what MLflow holds meanwhile is half of a pass)."""
     runs = collect_runs(tracking_uri, sweep, publish_view=True)
+    if keep_existing and (results / RUNS_FILE).exists():
+        return Published(runs, None, None, f"{results / RUNS_FILE} keeps the rows it had until the pass is resumed")
     try:
         runs_path, table_path = write_tables(runs, results, allow_fewer=allow_fewer)
     except FewerRowsError as err:

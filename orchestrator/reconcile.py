@@ -19,11 +19,11 @@ from orchestrator.folders import TRAIN_DIR
 from orchestrator.schema import SweepConfig
 from orchestrator.cells import eval_digest
 from orchestrator.plan import SweepPlan, train_run_name
-from orchestrator.records import complete_rows, read_record, trial_params, trial_summary
+from orchestrator.records import complete_rows, read_record, trial_identity, trial_params, trial_summary
 from orchestrator.pass_work import TRAIN, WorkItem
 from orchestrator.rows import EvalRow, rows_from_dicts
-from orchestrator.trial_record import log_trial_record
-from orchestrator.tracking import TrackingUnavailable, TrialRun, client, retrying
+from orchestrator.trial_record import log_added_evaluations, log_trial_record
+from orchestrator.tracking import TrackingUnavailable, TrialRun, client, retrying, store_location
 from orchestrator.tags import TAG_CELL, TAG_NODE, search_all  # fmt: skip
 
 INTERRUPTED = "interrupted before it finished: continue with `fmx sweep {file} --resume`"
@@ -99,7 +99,7 @@ def reconcile(
     `evaluations` is what MLflow already holds (training cell -> (run, evaluations.json)); `storage` the sweep's."""
     digest = eval_digest(config)
     mlflow_client = client(uri)
-    runs = retrying(lambda: search_all(mlflow_client, experiment_id, f"tags.`{TAG_CELL}` != ''"), "list runs")
+    runs = retrying(lambda: search_all(mlflow_client, experiment_id, f"tags.`{TAG_CELL}` != ''"), "list runs", where=store_location(uri))
     run_of = {r.data.tags[TAG_CELL]: r for r in runs}
     out = Reconciled()
     failures: list[TrackingUnavailable] = []
@@ -108,10 +108,17 @@ def reconcile(
         state = states.get(trial, TrialState("PENDING", None, None))
         if not state.finished:
             out.interrupted.append(trial)
-        if item.mode != TRAIN:
-            continue
         run = run_of.get(item.cell)
         held = evaluations.get(item.cell)
+        if item.mode != TRAIN:
+            try:
+                reason = _fail_missing_evaluations(config, plan, item, uri, experiment_id, state, held, run, sweep_file)
+            except TrackingUnavailable as err:
+                failures.append(err)
+                continue
+            if reason is not None:
+                out.repaired[trial] = reason
+            continue
         if run is not None and run.info.status in TERMINAL and state.finished and _rows_complete(held and held[1], plan, digest):
             continue
         reason = state.error if state.status == "ERROR" else None
@@ -134,6 +141,30 @@ def reconcile(
     if failures:
         raise failures[0]
     return out
+
+
+def _fail_missing_evaluations(
+    config: SweepConfig, plan: SweepPlan, item: WorkItem, uri: str, experiment_id: str, state: TrialState,
+    held: tuple[Any, dict[str, Any]] | None, run: Any | None, sweep_file: str,
+) -> str | None:  # fmt: skip
+    """An evaluation-only trial that died or was stopped before it recorded its rows: each evaluation it was
+    to make and its run does not hold becomes a failed row with the reason (retried by `--resume`), so no
+    trial that was started ends without rows. Returns the reason where rows were written."""
+    if state.status == "TERMINATED" or run is None:
+        return None
+    reason = (state.error or "the trial failed") if state.status == "ERROR" else INTERRUPTED.format(file=sweep_file)
+    content = held[1] if held is not None else None
+    identity = trial_identity(config, item.key)
+    have = {(r.train_step, r.setting.label) for r in rows_from_dicts((content or {}).get("rows", []))
+            if r.eval_digest == identity["eval_digest"]}  # fmt: skip
+    settings = {s.label: s for s in plan.settings}
+    rows = [EvalRow.of(settings[label], step, **identity, status="failed", error=reason)
+            for step, labels in item.evaluate for label in labels if (step, label) not in have]  # fmt: skip
+    if not rows:
+        return None
+    trial_run = TrialRun(uri, experiment_id, config.name, item.key, {}, item.cell, mark_running=False)
+    log_added_evaluations(trial_run, content, rows)
+    return reason
 
 
 def _write(

@@ -18,7 +18,7 @@ from filelock import FileLock, Timeout
 
 from orchestrator.schema import SweepConfig
 from orchestrator.store_check import sqlite_path
-from orchestrator.tracking import client, retrying
+from orchestrator.tracking import client, retrying, store_location
 from orchestrator.safe_files import read_small
 
 LOCK_FILE = "sweep.lock"
@@ -122,8 +122,8 @@ def read_sweep_state(folder: Path) -> dict[str, Any] | None:
 
 def check_store_matches(folder: Path, tracking_uri: str, config: SweepConfig, file: str | Path, same_file: bool = True) -> None:
     """Before --resume: the store must be the one the sweep logged to, still holding its experiment; and
-    where an interrupted pass is to be restored (`same_file`), the sweep file must be the one it started
-    with (Tune restores the trials it started, with their settings)."""
+    where an interrupted pass is to be continued (`same_file`), the sweep file must be the one it started
+    with (its trainings go on from their checkpoints, with their settings)."""
     state = read_sweep_state(folder)
     if state is None:  # a sweep from before this check existed: nothing to compare with
         return
@@ -153,7 +153,7 @@ def check_store_matches(folder: Path, tracking_uri: str, config: SweepConfig, fi
                 return None
             raise
 
-    found = retrying(lookup, "look up the sweep's experiment", budget=10)
+    found = retrying(lookup, "look up the sweep's experiment", budget=10, where=store_location(tracking_uri))
     if found is None or found.name != sweep or found.lifecycle_stage == "deleted":
         raise StoreMismatch(
             f"--resume: the MLflow store at {tracking_uri} no longer holds experiment '{sweep}' (id {experiment_id}) "

@@ -98,10 +98,13 @@ def _rows_in(path: Path) -> int:
         return 0
 
 
+RUNS_FILE, TABLE_FILE = "runs.parquet", "table.parquet"
+
+
 def write_tables(runs: pd.DataFrame, out_dir: Path, allow_fewer: bool = False) -> tuple[Path, Path]:
     """runs.parquet and table.parquet; refuses (FewerRowsError) to replace a runs.parquet that has more rows
     than `runs`, unless asked: rows that vanished from the store must not vanish from the tables unsaid."""
-    runs_path, table_path = out_dir / "runs.parquet", out_dir / "table.parquet"
+    runs_path, table_path = out_dir / RUNS_FILE, out_dir / TABLE_FILE
     before = _rows_in(runs_path) if runs_path.exists() else 0
     if len(runs) < before and not allow_fewer:
         raise FewerRowsError(

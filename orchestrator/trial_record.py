@@ -8,7 +8,7 @@ from typing import Any
 
 from orchestrator.evaluation_runs import log_evaluation_runs
 from orchestrator.records import totals_of
-from orchestrator.rows import FIELD_NAMES, EvalRow
+from orchestrator.rows import FIELD_NAMES, EvalRow, rows_from_dicts
 from orchestrator.tracking import TrialRun
 
 
@@ -32,4 +32,20 @@ def log_trial_record(
     )
     log_evaluation_runs(run, rows)
     run.log_evaluations(rows, summary)
+    return rows
+
+
+def log_added_evaluations(run: TrialRun, content: dict[str, Any] | None, rows: list[EvalRow]) -> list[EvalRow]:
+    """Evaluations added to a trained cell's run (an evaluation-only trial's rows, or the failed rows the driver
+    writes for one that died): a child run each, and evaluations.json rewritten with the old rows and the new
+    (a row of the same evaluation replaced). `content` is the run's evaluations.json as it was. Returns the rows
+    as recorded."""
+    content = content or {"summary": {}, "rows": []}
+    summary = content.get("summary", {})
+    shared = {k: v for k, v in summary.items() if k in FIELD_NAMES and k not in ("error", "eval_digest")}
+    rows = [row.replace(**shared) for row in rows]
+    log_evaluation_runs(run, rows)
+    merged = {r.evaluation_key: r for r in rows_from_dicts(content.get("rows", []))}
+    merged.update({r.evaluation_key: r for r in rows})
+    run.log_evaluations(list(merged.values()), summary)
     return rows

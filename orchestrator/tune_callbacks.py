@@ -1,12 +1,9 @@
-"""The Ray Tune callbacks of a sweep's pass: live progress lines, which trials really ended, and a good copy
-of Tune's state. The one driver module that imports Ray Tune when it is imported (its callbacks subclass
-Tune's): `orchestrator.api` loads the driver only when a sweep runs, so validation and --dry-run never pay it.
+"""The Ray Tune callbacks of a sweep's pass: live progress lines and which trials really ended. The one driver
+module that imports Ray Tune when it is imported (its callbacks subclass Tune's): `orchestrator.api` loads the driver only when a sweep runs, so validation and --dry-run never pay it.
 Tune pickles these callbacks with its experiment state, so they stay plain, module-level classes."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +16,6 @@ from rich.markup import escape
 from orchestrator.errors import last_line
 from orchestrator.plan import TrainingKey
 from orchestrator.reconcile import TrialState
-from orchestrator.tune_state import STATE_PATTERNS, backup_dir, parses
 
 
 def _process_start() -> float:
@@ -84,8 +80,7 @@ class SweepProgress(Callback):
         )
 
     def _sync(self, trials: list) -> None:
-        """Count from Tune's own trial states too: after --resume the trials finished before the
-        interruption never report again, yet belong in 'done'."""
+        """Count from Tune's own trial states too, so that no end event missed leaves the counts behind."""
         for other in trials:
             status = getattr(other, "status", None)
             if status == "TERMINATED":
@@ -124,12 +119,10 @@ class SweepProgress(Callback):
 
 @dataclass
 class _RunLedger:
-    """What this driver saw of its Tune run: the live Trial objects, the trials that ended during the run,
-    and those that had already ended before it (restored by --resume)."""
+    """What this driver saw of its Tune run: the live Trial objects and the trials that ended during it."""
 
     trials: list[Any]
     ended: dict[str, str] = field(default_factory=dict)  # trial id -> TERMINATED / ERROR
-    ended_before: set[str] = field(default_factory=set)
 
 
 _LEDGERS: dict[str, _RunLedger] = {}  # by Tune experiment path, filled by TrialLedger
@@ -148,10 +141,7 @@ class TrialLedger(Callback):
         self.tune_path = tune_path
 
     def _ledger(self, trials: list) -> _RunLedger:
-        ledger = _LEDGERS.get(self.tune_path)
-        if ledger is None:
-            done = {_trial_id(t) for t in trials if t.status in ("TERMINATED", "ERROR")}
-            ledger = _LEDGERS[self.tune_path] = _RunLedger(trials, ended_before=done)
+        ledger = _LEDGERS.setdefault(self.tune_path, _RunLedger(trials))
         ledger.trials = trials
         return ledger
 
@@ -166,58 +156,17 @@ class TrialLedger(Callback):
 
 
 def tune_trial_states(tune_path: str) -> dict[str, TrialState]:
-    """Every trial of the Tune run, by fmx trial id (also those that never reported): from what this driver
-    saw where it ran the trials (a trial that neither ended nor had ended before was interrupted), else
-    from Tune's saved state."""
+    """Every trial of the Tune run, by fmx trial id (also those that never reported), from what this driver
+    saw where it ran the trials: a trial that did not end was interrupted. None where
+    Tune stopped before its first step (never from Tune's saved state: pickles on untrusted storage)."""
     ledger = _LEDGERS.get(tune_path)
     if ledger is None:
-        from ray.tune import ExperimentAnalysis
-
-        trials, status_of = ExperimentAnalysis(tune_path).trials, None
-    else:
-        trials = ledger.trials
-        status_of = {t: ledger.ended.get(t) for t in map(_trial_id, trials)}
+        return {}
     states: dict[str, TrialState] = {}
-    for trial in trials:
+    for trial in ledger.trials:
         trial_id = _trial_id(trial)
-        status = trial.status
-        if status_of is not None:
-            status = status_of[trial_id] or (status if trial_id in ledger.ended_before else "INTERRUPTED")
+        status = ledger.ended.get(trial_id) or "INTERRUPTED"
         error = trial.get_error() if status == "ERROR" else None
         reason = (last_line(str(error)) or "the trial failed") if status == "ERROR" else None
         states[trial_id] = TrialState(status, reason, trial.checkpoint)
     return states
-
-
-class StateBackup(Callback):
-    """A Tune callback that copies each state file once it has changed and still parses. Every copy is
-    written to a temporary file first, so a full disk leaves the previous good copy in place."""
-
-    def __init__(self, tune_path: str) -> None:
-        self.tune_path = tune_path
-        self._seen: dict[str, int] = {}
-
-    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
-        self.backup()
-
-    def on_experiment_end(self, trials: list, **info: Any) -> None:
-        self.backup()
-
-    def backup(self) -> None:
-        folder = Path(self.tune_path)
-        target = backup_dir(folder)
-        for pattern in STATE_PATTERNS:
-            for path in folder.glob(pattern):
-                try:
-                    stamp = path.stat().st_mtime_ns
-                    if self._seen.get(path.name) == stamp or not parses(path):
-                        continue
-                    target.mkdir(exist_ok=True)
-                    tmp = target / (path.name + ".tmp")
-                    shutil.copyfile(path, tmp)
-                    os.replace(tmp, target / path.name)
-                    self._seen[path.name] = stamp
-                except OSError:  # a full disk: keep the last good copy and try again next step
-                    continue
-
-

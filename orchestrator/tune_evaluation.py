@@ -14,11 +14,11 @@ import torch
 from orchestrator.artifacts import keep, send_missing
 from orchestrator.cell_store import get_dir, step_dir
 from orchestrator.evaluation import Evaluator
-from orchestrator.evaluation_runs import log_evaluation_runs
 from orchestrator.model_state import ModelState, trial_device
 from orchestrator.records import trial_identity
-from orchestrator.rows import FIELD_NAMES, EvalRow, rows_from_dicts
+from orchestrator.rows import EvalRow
 from orchestrator.tracking import TrialRun
+from orchestrator.trial_record import log_added_evaluations
 from orchestrator.training_loop import eval_progress, write_samples
 from orchestrator.trial_setup import TrialSetup
 from orchestrator.tune_training import failure_reason
@@ -30,7 +30,7 @@ def run(trial: TrialSetup, started_at: float, started: float) -> None:
     config, item = trial.config, trial.item
     torch.set_num_threads(max(1, int(config.train.cpus_per_worker)))
     run = TrialRun(trial.tracking_uri, trial.experiment_id, config.name, item.key, {}, item.cell, mark_running=False)
-    content = run.read_evaluations() or {"summary": {}, "rows": []}
+    content = run.read_evaluations()
     settings = {s.label: s for s in trial.settings}
     state = ModelState(config, item.key, device=trial_device(config))  # a use_gpu trial holds a GPU
     evaluator = Evaluator(state, trial.fid_cache)
@@ -51,13 +51,7 @@ def run(trial: TrialSetup, started_at: float, started: float) -> None:
         done = {(r.train_step, r.setting.label) for r in rows}
         rows += [EvalRow.of(settings[label], step, **trial_identity(config, item.key), status="failed", error=error)
                  for step, labels in item.evaluate for label in labels if (step, label) not in done and error]  # fmt: skip
-        summary = content.get("summary", {})
-        shared = {k: v for k, v in summary.items() if k in FIELD_NAMES and k not in ("error", "eval_digest")}
-        rows = [row.replace(**shared) for row in rows]
-        log_evaluation_runs(run, rows)
-        merged = {r.evaluation_key: r for r in rows_from_dicts(content.get("rows", []))}
-        merged.update({r.evaluation_key: r for r in rows})
-        run.log_evaluations(list(merged.values()), summary)
+        rows = log_added_evaluations(run, content, rows)
         send_missing(run, trial.snapshots)
     if error:
         raise RuntimeError(error)

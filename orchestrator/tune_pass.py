@@ -24,7 +24,7 @@ from orchestrator.reconcile import TrialState
 from orchestrator.pass_work import EVALUATE, WorkItem
 from orchestrator.trial_setup import build_pass_setup
 from orchestrator.tune_entry import training_trial
-from orchestrator.tune_callbacks import StateBackup, SweepProgress, TrialLedger, tune_trial_states
+from orchestrator.tune_callbacks import SweepProgress, TrialLedger, tune_trial_states
 
 
 def init_ray(address: str | None, num_cpus: int | None = None) -> None:
@@ -157,8 +157,9 @@ class PassRun:
     states: dict[str, TrialState]
 
 
-def run_pass(sweep: PlannedSweep, work: list[WorkItem], name: str, experiment_id: str, console: Console, restore: bool) -> PassRun:
-    """One Tune experiment over the pass's work items (restored from its saved state where `restore`)."""
+def run_pass(sweep: PlannedSweep, work: list[WorkItem], name: str, experiment_id: str, console: Console) -> PassRun:
+    """One new Tune experiment over the pass's work items. Never `Tuner.restore`: that unpickles the Tune
+    state on the sweep's storage (orchestrator.resume_points says how a pass continues instead)."""
     from ray import tune  # lazy: see the module's docstring
 
     config = sweep.config
@@ -166,26 +167,22 @@ def run_pass(sweep: PlannedSweep, work: list[WorkItem], name: str, experiment_id
                              storage_root=sweep.folders.storage, train_storage=sweep.folders.train, pass_name=name)  # fmt: skip
     trainable = tune.with_resources(tune.with_parameters(training_trial, setup=setup), _trial_resources(config, work))
     tune_path = sweep.folders.tune(name)
-    if restore:
-        # Errored trials are retried too (from their last checkpoint): a crash or a killed worker is repaired.
-        tuner = tune.Tuner.restore(tune_path, trainable=trainable, resume_unfinished=True, resume_errored=True)
-    else:
-        tuner = tune.Tuner(
-            trainable,
-            param_space=_param_space(work),
-            tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=_concurrency(config, sweep.address)),
-            run_config=tune.RunConfig(
-                name=name,
-                storage_path=sweep.folders.storage,
-                failure_config=tune.FailureConfig(max_failures=config.train.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                callbacks=[SweepProgress(len(work), config.train.steps, console), StateBackup(tune_path), TrialLedger(tune_path)],
-                verbose=0,
-            ),
-        )
+    tuner = tune.Tuner(
+        trainable,
+        param_space=_param_space(work),
+        tune_config=tune.TuneConfig(reuse_actors=True, max_concurrent_trials=_concurrency(config, sweep.address)),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=sweep.folders.storage,
+            failure_config=tune.FailureConfig(max_failures=config.train.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            callbacks=[SweepProgress(len(work), config.train.steps, console), TrialLedger(tune_path)],
+            verbose=0,
+        ),
+    )
     try:
         tuner.fit()
-    except KeyboardInterrupt:  # a second Ctrl-C while Tune was stopping: what is saved is still resumable
+    except KeyboardInterrupt:  # a second Ctrl-C while Tune was stopping: the checkpoints are still there
         pass
     return PassRun(name, work, tune_trial_states(tune_path))
 

@@ -19,6 +19,7 @@ import ray.tune
 import torch
 
 from orchestrator.artifacts import send_missing
+from orchestrator.cell_store import get_dir
 from orchestrator.live_logging import LiveLogger
 from orchestrator.model_state import ModelState
 from orchestrator.plan import train_run_name
@@ -38,6 +39,17 @@ def failure_reason(err: Exception) -> str:
     return f"{type(root).__name__}: {root}".splitlines()[0]
 
 
+def restore(state: ModelState, checkpoint: ray.train.Checkpoint | None, trial: TrialSetup) -> None:
+    """Load the trial's own latest checkpoint (Tune's or Ray Train's, after a retry), else the checkpoint of an
+    earlier pass it continues from (`WorkItem.resume_from`), else start at step 0."""
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            state.restore(directory)
+    elif trial.item.resume_from is not None:
+        with tempfile.TemporaryDirectory() as local:
+            state.restore(get_dir(trial.item.resume_from, Path(local)))
+
+
 def run(trial: TrialSetup, started_at: float, started: float) -> None:
     """One training configuration: train, evaluate, log to MLflow. `started_at` (epoch seconds) and
     `started` (perf_counter) are when the trial began (in an actor's first trial, before this module's import).
@@ -53,10 +65,7 @@ def run(trial: TrialSetup, started_at: float, started: float) -> None:
     summary = trial_summary(config, key, node_id, started_at)
     try:
         parts = TrialParts.build(config, key, fid_cache=trial.fid_cache)
-        checkpoint = ray.tune.get_checkpoint()
-        if checkpoint is not None:
-            with checkpoint.as_directory() as directory:
-                parts.state.restore(directory)
+        restore(parts.state, ray.tune.get_checkpoint(), trial)
     except Exception as err:  # e.g. an unreadable image in a data folder: record it like any failed trial
         error = failure_reason(err)
         summary.update(error=error, trial_seconds=time.perf_counter() - started)
@@ -102,10 +111,7 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
     rank = ray.train.get_context().get_world_rank()
     torch.set_num_threads(max(1, int(config.train.cpus_per_worker)))
     parts = TrialParts.build(config, key, device=str(ray.train.torch.get_device()), fid_cache=trial.fid_cache, rank=rank)
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
-            parts.state.restore(directory)
+    restore(parts.state, ray.train.get_checkpoint(), trial)
     parts.state.generator.manual_seed(key.seed * 100_003 + rank * 7919 + parts.state.step)  # distinct data per rank
     plan = LoopPlan(trial, rank=rank, train_model=ray.train.torch.prepare_model(parts.state.model))
     if rank != 0:

@@ -104,8 +104,6 @@ def test_a_pass_trains_new_cells_evaluates_stored_ones_and_reuses_finished_ones(
 
     retried = plan_pass(config, plan, records, str(tmp_path), retry_failed=True)
     assert [(w.key.seed, w.mode) for w in retried.work] == [(1, EVALUATE), (2, TRAIN), (3, TRAIN), (4, TRAIN)]
-    restored = plan_pass(config, plan, records, str(tmp_path), retry_failed=True, exclude=frozenset({cells[3]}))
-    assert [k.seed for k, _ in restored.failed] == [3]
 
 
 def test_other_evaluation_settings_make_every_evaluation_new(tmp_path: Path):
@@ -139,7 +137,6 @@ def test_a_failed_evaluation_is_evaluated_again_by_resume_in_any_later_pass(tmp_
     assert plan_pass(config, plan, {cell: record}, str(tmp_path), retry_failed=False).reused == [plan.trainings[0]]
     retried = plan_pass(config, plan, {cell: record}, str(tmp_path), retry_failed=True)
     assert [(w.mode, w.evaluate) for w in retried.work] == [(EVALUATE, ((60, ("euler_nfe8",)),))]
-    assert plan_pass(config, plan, {cell: record}, str(tmp_path), retry_failed=True, exclude=frozenset({cell})).work == []
 
 
 def test_resume_without_a_pass_to_restore_retries_what_failed_instead_of_refusing(tmp_path: Path):

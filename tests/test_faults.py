@@ -4,8 +4,10 @@ with rows and a reason, and `--resume` repairs the rest."""
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
+import pickle
 import re
 import shutil
 import signal
@@ -77,6 +79,26 @@ class Sweep:
             self.worker_output = self.trial_output()  # before Ray's session logs are removed
             cleanup_ray_tmp(self.env)
         return self.proc.returncode, stdout, self.text()
+
+
+#: The same file with other evaluation settings: every trained cell is evaluated again from its stored weights
+#: (an evaluation-only pass), each evaluation long enough (a 3000-point likelihood) to be caught running.
+EVAL_ONLY_SWEEP = FAULT_SWEEP.replace("likelihood_points: 20", "likelihood_points: 3000")
+
+
+def _eval_trial_started(text: str) -> bool:
+    """An evaluation-only pass has started a trial and none has finished yet."""
+    return "to evaluate from stored weights" in text and "▶" in text and "✓" not in text
+
+
+class _Payload:
+    """A pickle that, once unpickled, writes `marker` (what planted code on a sweep's storage could do)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (os.system, (f"touch {self.marker}",))
 
 
 def _ray_processes(env: dict[str, str]) -> list[psutil.Process]:
@@ -195,6 +217,24 @@ def test_a_killed_worker_is_recorded_failed_and_resume_retries_it(tmp_path: Path
     runs = _assert_all_finished(tmp_path, uri).set_index("trial_id")
     assert runs.loc[failed.index[0], "resumed_from_step"] > 0  # from its checkpoint, not from scratch
 
+    # kill -9 of a worker in an evaluation-only pass: its trial ends with failed rows and their reason (it
+    # had none: 4 rows became 3), and the command counts it.
+    (tmp_path / "faults.yaml").write_text(EVAL_ONLY_SWEEP)
+    evaluating = Sweep(tmp_path, ["faults.yaml"], log_dir=tmp_path / "eval")
+    evaluating.wait_for(_eval_trial_started, "an evaluation trial started")
+    deadline = time.monotonic() + 60
+    while not (workers := [p for p in _ray_processes(evaluating.env) if "training_trial" in p.name() or "ImplicitFunc" in p.name()]):
+        assert time.monotonic() < deadline, [p.name() for p in _ray_processes(evaluating.env)]
+        time.sleep(0.1)
+    workers[0].kill()
+    code, stdout, log = evaluating.finish()
+    assert code == 0 and "Traceback" not in log, log[-3000:]
+    runs = _rows(tmp_path)
+    assert set(runs["trial_id"]) == TRIALS and len(runs) == len(TRIALS), runs[["trial_id", "status", "error"]]
+    failed = runs[runs["status"] != "ok"]
+    assert len(failed) == 1 and re.search("died|actor", failed["error"].iloc[0], re.IGNORECASE), failed[["trial_id", "error"]]
+    assert "(1 failed, 0 interrupted)" in stdout and f"{len(TRIALS)} evaluations (1 failed)" in stdout, stdout
+
 
 def test_ctrl_c_exits_130_marks_the_interrupted_runs_and_resume_finishes_them(tmp_path: Path):
     (tmp_path / "faults.yaml").write_text(FAULT_SWEEP)
@@ -214,9 +254,32 @@ def test_ctrl_c_exits_130_marks_the_interrupted_runs_and_resume_finishes_them(tm
     for trial in interrupted["trial_id"]:
         assert by_trial[trial].info.status == "FAILED" and by_trial[trial].data.tags.get("fmx.interrupted") == "1"
 
+    # Code planted in the interrupted pass's Tune state (the storage is untrusted) never runs: fmx does not
+    # hand Tune's pickles back to it, and the trainings still continue from their own checkpoints.
+    marker = tmp_path / "payload-ran"
+    tune = tmp_path / "results" / "faults" / "ray" / "tune"
+    planted = [tune / "tuner.pkl", *tune.glob("basic-variant-state-*.json"), *tune.glob("*/params.pkl")]
+    assert len(planted) >= 3 and len({p.name.split("-")[0] for p in planted}) == 3, planted
+    for path in planted:
+        path.write_bytes(pickle.dumps(_Payload(marker)))
     resumed = run_fmx(["sweep", "faults.yaml", "--resume"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    _assert_all_finished(tmp_path, uri)
+    assert not marker.exists()
+    runs = _assert_all_finished(tmp_path, uri).set_index("trial_id")
+    assert (runs.loc[interrupted["trial_id"], "resumed_from_step"] > 0).any()  # those that had one: from it
+
+    # Ctrl-C during an evaluation-only pass: exit 130, and runs.parquet as it was (it was exit 1 with a pandas
+    # traceback: none of the file's evaluations was in yet to show).
+    parquet = tmp_path / "results" / "faults" / "runs.parquet"
+    before = parquet.read_bytes()
+    (tmp_path / "faults.yaml").write_text(EVAL_ONLY_SWEEP)
+    evaluating = Sweep(tmp_path, ["faults.yaml"], log_dir=tmp_path / "eval")
+    evaluating.wait_for(_eval_trial_started, "an evaluation trial started")
+    os.kill(evaluating.proc.pid, signal.SIGINT)
+    code, stdout, log = evaluating.finish(timeout=120)
+    assert code == 130 and "Traceback" not in log, log[-3000:]
+    assert "fmx sweep faults.yaml --resume" in log and "interrupted)" in stdout, stdout
+    assert parquet.read_bytes() == before
 
 
 def test_an_mlflow_outage_mid_sweep_loses_nothing(tmp_path: Path):
@@ -346,6 +409,13 @@ def test_a_full_disk_ends_the_sweep_with_one_line_and_resume_finishes_once_space
 ):
     (small_disk / "faults.yaml").write_text(FAULT_SWEEP)
     uri = f"sqlite:///{small_disk / 'mlflow.db'}"
+    # Full before it starts: the first write (the sweep's lock) fails in write(), whose error names no path.
+    filler = _fill(small_disk)
+    early = run_fmx(["sweep", "faults.yaml"], small_disk)
+    assert early.returncode == 1 and "Traceback" not in early.stderr, early.stderr[-3000:]
+    assert early.stderr.strip().splitlines()[-1] == f"error: no space left on device ({small_disk / 'results' / 'faults'})"
+    filler.unlink()
+
     sweep = Sweep(small_disk, ["faults.yaml"], log_dir=tmp_path)
     sweep.wait_for(lambda text: f"step 200/{STEPS}" in text, "a trial reached step 200")
     filler = _fill(small_disk)
@@ -379,39 +449,10 @@ def test_two_sweeps_of_one_file_started_at_once_on_a_fresh_folder_one_runs_one_i
     assert len(history) == STEPS // 50  # computed and logged once
 
 
-def test_tune_state_is_checked_without_running_it_and_put_back_from_its_last_good_copy(tmp_path: Path):
-    import pickle
-
-    from orchestrator.tune_callbacks import StateBackup
-    from orchestrator.tune_state import CorruptTuneState, repair_tune_state
-
-    class Payload:
-        def __reduce__(self):
-            return (os.system, (f"touch {tmp_path / 'payload-ran'}",))
-
-    tune = tmp_path / "ray" / "tune"
-    tune.mkdir(parents=True)
-    experiment, search = tune / "experiment_state-1.json", tune / "basic-variant-state-1.json"
-    experiment.write_text('{"trial_data": []}')
-    search.write_bytes(pickle.dumps({"searcher": Payload()}))
-    StateBackup(str(tune)).backup()  # both whole: copied, and the pickle only walked, never loaded
-    assert not (tmp_path / "payload-ran").exists()
-    good = search.read_bytes()
-    search.write_bytes(good[: len(good) // 2])  # truncated, as a full disk leaves it
-    experiment.write_text('{"trial_da')
-    assert sorted(repair_tune_state(str(tune))) == sorted([experiment.name, search.name])
-    assert search.read_bytes() == good and experiment.read_text() == '{"trial_data": []}'
-    assert not (tmp_path / "payload-ran").exists()
-    experiment.write_text("{")
-    (tmp_path / "ray" / "tune-state-backup" / experiment.name).unlink()
-    with pytest.raises(CorruptTuneState, match="no good copy"):
-        repair_tune_state(str(tune))
-
-
 def test_a_full_storage_path_is_named_as_the_full_disk_not_taken_for_an_interruption(tmp_path: Path, small_disk: Path):
     """Tune stops its trials when it cannot write its state on a full storage_path: the driver checked only the
     results folder and the store, so a full storage read as an interruption (exit 130, --resume)."""
-    from orchestrator.disk import full_disk_under
+    from orchestrator.disk import as_disk_full, full_disk_under
 
     results, store = tmp_path / "results", f"sqlite:///{tmp_path / 'mlflow.db'}"
     results.mkdir()
@@ -420,4 +461,9 @@ def test_a_full_storage_path_is_named_as_the_full_disk_not_taken_for_an_interrup
     full = full_disk_under(results, store, small_disk)
     assert full is not None and str(small_disk) in str(full) and str(full).startswith("no space left on device")
     assert full_disk_under(results, store) is None  # the check before: blind to the storage
+    # An error that names no path (sqlite's, a write() on an open file) names the fullest place it may be.
+    for err in (OSError(errno.ENOSPC, "No space left on device"), RuntimeError("database or disk is full")):
+        named = as_disk_full(err, places=[results, small_disk])
+        assert named is not None and named.where == str(small_disk), named
+        assert as_disk_full(err).where == str(Path.cwd())  # never "(unknown path)"
     filler.unlink()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 import shutil
 import subprocess
@@ -263,7 +264,10 @@ def test_a_sweep_whose_driver_is_killed_resumes_with_every_row_once(tmp_path: Pa
     assert edited.returncode == 2 and "has changed since sweep 'resume' was interrupted" in edited.stderr, edited.stderr
     (tmp_path / "resume.yaml").write_text(RESUME_SWEEP)
     resumed = _fmx(["sweep", "resume.yaml", "--resume"], tmp_path)
-    assert "6/6 done" in resumed.stderr  # trials finished before the kill count as done
+    # A new pass over what the killed one left: the trials finished before the kill are reused, not rerun.
+    planned = re.search(r"(\d+) to train, (\d+) reused", resumed.stderr)
+    assert planned is not None and int(planned[2]) >= 2 and int(planned[1]) + int(planned[2]) == 6, resumed.stderr[-3000:]
+    assert f"{planned[1]}/{planned[1]} done" in resumed.stderr
     runs = pd.read_parquet(tmp_path / "results" / "resume" / "runs.parquet")
     assert len(runs) == 6 * 2
     assert not runs.duplicated(["trial_id", "solver", "tol", "nfe_budget", "train_step"]).any()
