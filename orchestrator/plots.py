@@ -150,7 +150,7 @@ def image_grid(x: np.ndarray, max_images: int = 64, pad: int = 1) -> np.ndarray:
     """(N, C, H, W) in [-1, 1] -> an (rows*H, cols*W, 3) RGB grid in [0, 1] (C = 1 repeated: gray)."""
     x = np.asarray(x, dtype=np.float32)
     n = min(max_images, x.shape[0])
-    side = math.ceil(math.sqrt(n))
+    side = max(1, math.ceil(math.sqrt(n)))  # no image: an empty (white) grid
     rows = math.ceil(n / side)
     c, h, w = x.shape[1:]
     grid = np.ones((rows * (h + pad) + pad, side * (w + pad) + pad, 3), dtype=np.float32)
@@ -199,8 +199,9 @@ def draw_samples(
     the samples (`shared_extent`) and `reference`, and their densities one colour scale with its colour bar."""
     import textwrap
 
-    names = list(panels)
-    arrays = {k: _numpy(panels[k]) for k in names}
+    arrays = {k: _numpy(v) for k, v in panels.items()}
+    arrays = {k: a for k, a in arrays.items() if len(a)} or arrays  # an empty panel (no data kept) is left out
+    names = list(arrays)
     is_2d = all(a.ndim == 2 for a in arrays.values())
     n = len(names)
     size = 2.6 if is_2d else 2.9

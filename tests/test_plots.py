@@ -344,3 +344,15 @@ def test_density_over_t_rows_share_axes_and_one_colour_bar(tmp_path: Path, captu
     assert len({ax.get_images()[0].get_clim() for ax in panels}) == 1
     (bar,) = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
     assert "density" in bar.get_ylabel()
+
+
+def test_a_data_panel_with_no_image_is_left_out_not_a_division_by_zero():
+    """A one-image folder keeps no data sample for the figure: drawing the samples failed the whole trial
+    (ZeroDivisionError in the image grid) after its training and evaluation had succeeded."""
+    import numpy as np
+
+    from orchestrator.plots import draw_samples, image_grid
+
+    assert image_grid(np.zeros((0, 1, 8, 8))).shape[2] == 3
+    figure = draw_samples({"data": np.zeros((0, 1, 8, 8)), "FM-OT": np.zeros((4, 1, 8, 8))})
+    assert [ax.get_title() for ax in figure.axes] == ["FM-OT"]
