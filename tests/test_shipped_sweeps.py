@@ -18,6 +18,7 @@ import yaml
 from orchestrator.validation import load_sweep, parse_sweep
 from orchestrator.plan import plan_sweep
 from orchestrator.report import build_report, load_samples, load_trajectories
+from orchestrator.scorecard import CLAIMS
 from orchestrator import run_sweep
 from tests.cli_helpers import REPO
 
@@ -102,8 +103,8 @@ def test_reduced_sweep_runs_every_setting(tmp_path: Path, monkeypatch: pytest.Mo
     text = report.markdown.read_text()
     assert all(f"({p.name})" in text for p in report.plots) and "| method |" in text
     assert ("| ODE error |" in text) == (config.eval.reference_tol is not None)  # the summary's column
-    assert "## The paper's claims on this sweep" in text and text.count("| not measured |") + text.count("| holds |") + \
-        text.count("| fails |") + text.count("| tie |") == 7  # every claim judged, whatever the sweep can say
+    assert "## The papers' claims on this sweep" in text and text.count("| not measured |") + text.count("| holds |") + \
+        text.count("| fails |") + text.count("| not settled |") == len(CLAIMS)  # every claim judged, whatever the sweep can say
     if name == "solver_ablation":  # the same rows as a sweep without a reference solve would give them
         blind = build_report(runs.assign(ode_error=float("nan")), tmp_path / "no_reference", name)
         assert {p.stem for p in blind.plots} == {"metrics_per_method", "quality_vs_nfe", "nfe_vs_tolerance"}
