@@ -23,7 +23,8 @@ from orchestrator import run_sweep
 from tests.cli_helpers import REPO
 
 pytestmark = pytest.mark.slow
-ABLATIONS = ["path_ablation", "path_ablation_digits", "solver_ablation", "training_speed", "dequantization", "schedule_ablation"]
+ABLATIONS = ["path_ablation", "path_ablation_digits", "solver_ablation", "training_speed", "dequantization", "schedule_ablation",
+             "coupling_ablation"]  # coupling_ablation_moons is the same grid on another 2D dataset
 # The plots `fmx report` must draw for each sweep: what the ablation is about.
 REPORT_PLOTS = {  # every report also has metrics_per_method
     "path_ablation": {"samples_per_method", "density_over_t"},
@@ -32,6 +33,7 @@ REPORT_PLOTS = {  # every report also has metrics_per_method
     "training_speed": {"samples_per_method", "density_over_t", "quality_vs_step"},
     "dequantization": {"samples_per_method"},
     "schedule_ablation": {"samples_per_method", "density_over_t"},
+    "coupling_ablation": {"samples_per_method", "density_over_t", "error_vs_nfe", "quality_vs_nfe"},
 }
 
 
@@ -91,6 +93,8 @@ def test_reduced_sweep_runs_every_setting(tmp_path: Path, monkeypatch: pytest.Mo
     if config.eval.likelihood_points:
         assert runs["nll"].notna().all()
     assert runs["sample_metric"].notna().all()
+    if name == "coupling_ablation":  # every coupling trained, and its paths measured under every setting
+        assert set(runs["coupling"]) == {"independent", "minibatch_ot", "sinkhorn"} and runs["straightness"].notna().all()
     # ode_error is measured exactly when the file asks for a reference solve.
     assert runs["ode_error"].notna().all() if config.eval.reference_tol is not None else runs["ode_error"].isna().all()
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
