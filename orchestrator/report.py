@@ -407,7 +407,7 @@ def build_report(
     text.write(f"## Summary (final checkpoint)\n\n{cell_legend(summary)}\n\n" + to_markdown(summary) + "\n\n")
     if runs["train_step"].nunique() > 1:
         text.write("## Over training\n\n" + to_markdown(summarize(runs)) + "\n\n")
-    text.write("## The paper's claims on this sweep\n\n"
+    text.write("## The papers' claims on this sweep\n\n"
                "Paired by seed, 95 % t-interval of the mean difference A - B (orchestrator/scorecard.py):\n\n"
                + scorecard_markdown(judge(runs)) + "\n\n")  # fmt: skip
     _images(text, beside_verdicts)

@@ -1,7 +1,8 @@
-"""The paper's claims as data, judged on a sweep's own rows with paired statistics (orchestrator.stats).
+"""The papers' claims as data, judged on a sweep's own rows with paired statistics (orchestrator.stats).
 
 Each claim names two sets of values paired by seed (two methods in one cell, one method at two training steps
-or two dequantization K) and the verdict the paper reports. On a sweep it "holds" (the paired interval
+or two dequantization K), the verdict its paper reports and that paper (Lipman et al. 2023 for the paths and
+objectives; the minibatch-OT papers for the couplings). On a sweep it "holds" (the paired interval
 excludes 0 on the paper's side, or every seed differs on that side by the same amount), "fails" (on the other
 side), is "not settled" (the interval covers 0: no difference detected, which is not equivalence), or is "not
 measured" (the sweep lacks the cells, or has fewer than two matched seeds to judge them by). The differences
@@ -30,6 +31,7 @@ class Claim:
 
     text: str
     pick: Callable[[pd.DataFrame], tuple[Values, Values, str] | None]
+    source: str  # the paper (and where in it) that reports the finding
     expect: str = "A lower"
 
 
@@ -67,8 +69,9 @@ def _solver_rows(runs: pd.DataFrame, name: str, solver: str) -> pd.DataFrame | N
     return None if rows.empty else rows
 
 
-def between_methods(a: str, b: str, metric: str, solver: str, tol: float | None = None) -> Callable:
-    """A vs B on `metric` at the last training step, under `solver` (at `tol` if given; K = 1 or none)."""
+def between_methods(a: str, b: str, metric: str, solver: str, tol: float | None = None, nfe: int | None = None) -> Callable:
+    """A vs B on `metric` at the last training step, under `solver` (at `tol`, or at an NFE budget `nfe` of a
+    fixed-step solver, if given; K = 1 or none)."""
 
     def pick(runs: pd.DataFrame) -> tuple[Values, Values, str] | None:
         found = []
@@ -76,10 +79,12 @@ def between_methods(a: str, b: str, metric: str, solver: str, tol: float | None 
             rows = _solver_rows(runs, name, solver)
             if rows is not None and tol is not None:
                 rows = rows[(rows["tol"] - tol).abs() <= 1e-12 * max(1.0, tol)]
+            if rows is not None and nfe is not None:
+                rows = rows[rows["nfe_budget"] == nfe]
             if rows is None or rows.empty:
                 return None
             found.append(_by_seed(_final(rows).drop_duplicates("seed"), metric))
-        where = solver + (f" at tol {tol:g}" if tol is not None else "")
+        where = solver + (f" at tol {tol:g}" if tol is not None else "") + (f" at {nfe} NFE" if nfe is not None else "")
         return found[0], found[1], f"{a} vs {b}, {metric}, {where}"
 
     return pick
@@ -119,24 +124,53 @@ def over_draws(method: str, metric: str = "nll") -> Callable:
     return pick
 
 
-#: The paper's findings (Lipman et al., 2023, Sec. 6 and Tables 1-2, Figs. 6-7) that a sweep can speak to.
+LIPMAN = "Lipman et al. 2023"
+#: The paper's findings (Lipman et al., 2023, Sec. 6: Tables 1 and 4, Figs. 7 and 10) that a sweep can speak to.
 PAPER_CLAIMS: tuple[Claim, ...] = (
     Claim("FM-OT needs fewer dopri5 NFE than FM w/ Diffusion (VP) at tol 1e-5",
-          between_methods("FM-OT", "FM-VP", "nfe", "dopri5", 1e-5)),
-    Claim("FM-OT's likelihood (NLL / bits per dim) is lower than FM-VP's", between_methods("FM-OT", "FM-VP", "nll", "dopri5")),
+          between_methods("FM-OT", "FM-VP", "nfe", "dopri5", 1e-5), f"{LIPMAN}, Table 1"),
+    Claim("FM-OT's likelihood (NLL / bits per dim) is lower than FM-VP's", between_methods("FM-OT", "FM-VP", "nll", "dopri5"),
+          f"{LIPMAN}, Table 1"),
     Claim("FM-OT's samples are better (lower sample metric) than FM-VP's at dopri5",
-          between_methods("FM-OT", "FM-VP", "sample_metric", "dopri5")),
+          between_methods("FM-OT", "FM-VP", "sample_metric", "dopri5"), f"{LIPMAN}, Table 1"),
     Claim("FM-OT's ODE error is lower than FM-VP's at a fixed midpoint budget",
-          between_methods("FM-OT", "FM-VP", "ode_error", "midpoint")),
+          between_methods("FM-OT", "FM-VP", "ode_error", "midpoint"), f"{LIPMAN}, Fig. 7"),
     Claim("FM-OT needs fewer dopri5 NFE than score matching (SM-VP) at tol 1e-5",
-          between_methods("FM-OT", "SM-VP", "nfe", "dopri5", 1e-5)),
+          between_methods("FM-OT", "SM-VP", "nfe", "dopri5", 1e-5), f"{LIPMAN}, Table 1"),
     Claim("score matching's dopri5 NFE rises over training more than FM-OT's",
-          rise_over_training("FM-OT", "SM-VP", "nfe", "dopri5")),
-    Claim("bits per dim falls as the dequantization K grows (FM-OT)", over_draws("FM-OT")),
+          rise_over_training("FM-OT", "SM-VP", "nfe", "dopri5"), f"{LIPMAN}, Fig. 10"),
+    Claim("bits per dim falls as the dequantization K grows (FM-OT)", over_draws("FM-OT"), f"{LIPMAN}, Table 4"),
 )  # fmt: skip
 
+TONG = "Tong et al. 2023 (OT-CFM)"
+POOLADIAN = "Pooladian et al. 2023 (Multisample FM)"
 
-def judge(runs: pd.DataFrame, claims: tuple[Claim, ...] = PAPER_CLAIMS) -> list[Judgement]:
+
+def _coupling_claims(label: str, name: str, source: str) -> tuple[Claim, ...]:
+    """What the minibatch-OT papers report of a coupling against the paper's independent pairs, FM on the OT path:
+    fewer adaptive steps, straighter paths (Liu et al.'s straightness at dopri5), better few-step samples."""
+    a = f"FM-OT {label}"
+    return (
+        Claim(f"{name} needs fewer dopri5 NFE than independent pairs (FM-OT) at tol 1e-5",
+              between_methods(a, "FM-OT", "nfe", "dopri5", 1e-5), source),
+        Claim(f"{name} paths are straighter (lower straightness at dopri5) than independent pairs'",
+              between_methods(a, "FM-OT", "straightness", "dopri5", 1e-5), source),
+        Claim(f"{name} samples are better (lower sample metric) than independent pairs' with euler at 4 NFE",
+              between_methods(a, "FM-OT", "sample_metric", "euler", nfe=4), source),
+    )  # fmt: skip
+
+
+#: The couplings' papers (beyond Lipman et al.): the exact assignment and an entropic (Sinkhorn) plan per batch.
+COUPLING_CLAIMS: tuple[Claim, ...] = (
+    *_coupling_claims("+mbOT", "minibatch OT", f"{TONG}; {POOLADIAN}, BatchOT"),
+    *_coupling_claims("+Sinkhorn", "Sinkhorn OT", f"{POOLADIAN}, BatchEOT"),
+)
+
+#: Every claim a scorecard judges, in the order it prints them.
+CLAIMS: tuple[Claim, ...] = PAPER_CLAIMS + COUPLING_CLAIMS
+
+
+def judge(runs: pd.DataFrame, claims: tuple[Claim, ...] = CLAIMS) -> list[Judgement]:
     out = []
     for claim in claims:
         picked = claim.pick(runs)
@@ -155,17 +189,17 @@ def judge(runs: pd.DataFrame, claims: tuple[Claim, ...] = PAPER_CLAIMS) -> list[
 
 
 def to_markdown(judgements: list[Judgement]) -> str:
-    """The scorecard as a Markdown table: claim, outcome, seeds, A - B with its 95 % interval, p."""
-    lines = ["| claim | outcome | compared | seeds | A - B [95 % CI] | p |", "| --- | --- | --- | --- | --- | --- |"]
+    """The scorecard as a Markdown table: claim, outcome, seeds, A - B with its 95 % interval, p, the claim's source."""
+    lines = ["| claim | outcome | compared | seeds | A - B [95 % CI] | p | source |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for j in judgements:
         c = j.comparison
         if c is None or not c.seeds:
-            lines.append(f"| {j.claim.text} | {j.outcome} | {j.detail} | 0 | - | - |")
+            lines.append(f"| {j.claim.text} | {j.outcome} | {j.detail} | 0 | - | - | {j.claim.source} |")
             continue
         d = c.difference
         interval = f"{d.mean:.4g}" + ("" if d.low != d.low else f" [{d.low:.4g}, {d.high:.4g}]")
         p = "-" if c.p_value != c.p_value else f"{c.p_value:.3g}"
-        lines.append(f"| {j.claim.text} | {j.outcome} | {j.detail} | {len(c.seeds)} | {interval} | {p} |")
+        lines.append(f"| {j.claim.text} | {j.outcome} | {j.detail} | {len(c.seeds)} | {interval} | {p} | {j.claim.source} |")
     return "\n".join(lines)
 
 

@@ -18,11 +18,13 @@ import yaml
 from orchestrator.validation import load_sweep, parse_sweep
 from orchestrator.plan import plan_sweep
 from orchestrator.report import build_report, load_samples, load_trajectories
+from orchestrator.scorecard import CLAIMS
 from orchestrator import run_sweep
 from tests.cli_helpers import REPO
 
 pytestmark = pytest.mark.slow
-ABLATIONS = ["path_ablation", "path_ablation_digits", "solver_ablation", "training_speed", "dequantization", "schedule_ablation"]
+ABLATIONS = ["path_ablation", "path_ablation_digits", "solver_ablation", "training_speed", "dequantization", "schedule_ablation",
+             "coupling_ablation"]  # coupling_ablation_moons is the same grid on another 2D dataset
 # The plots `fmx report` must draw for each sweep: what the ablation is about.
 REPORT_PLOTS = {  # every report also has metrics_per_method
     "path_ablation": {"samples_per_method", "density_over_t"},
@@ -31,6 +33,7 @@ REPORT_PLOTS = {  # every report also has metrics_per_method
     "training_speed": {"samples_per_method", "density_over_t", "quality_vs_step"},
     "dequantization": {"samples_per_method"},
     "schedule_ablation": {"samples_per_method", "density_over_t"},
+    "coupling_ablation": {"samples_per_method", "density_over_t", "error_vs_nfe", "quality_vs_nfe"},
 }
 
 
@@ -90,6 +93,8 @@ def test_reduced_sweep_runs_every_setting(tmp_path: Path, monkeypatch: pytest.Mo
     if config.eval.likelihood_points:
         assert runs["nll"].notna().all()
     assert runs["sample_metric"].notna().all()
+    if name == "coupling_ablation":  # every coupling trained, and its paths measured under every setting
+        assert set(runs["coupling"]) == {"independent", "minibatch_ot", "sinkhorn"} and runs["straightness"].notna().all()
     # ode_error is measured exactly when the file asks for a reference solve.
     assert runs["ode_error"].notna().all() if config.eval.reference_tol is not None else runs["ode_error"].isna().all()
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -102,8 +107,8 @@ def test_reduced_sweep_runs_every_setting(tmp_path: Path, monkeypatch: pytest.Mo
     text = report.markdown.read_text()
     assert all(f"({p.name})" in text for p in report.plots) and "| method |" in text
     assert ("| ODE error |" in text) == (config.eval.reference_tol is not None)  # the summary's column
-    assert "## The paper's claims on this sweep" in text and text.count("| not measured |") + text.count("| holds |") + \
-        text.count("| fails |") + text.count("| tie |") == 7  # every claim judged, whatever the sweep can say
+    assert "## The papers' claims on this sweep" in text and text.count("| not measured |") + text.count("| holds |") + \
+        text.count("| fails |") + text.count("| not settled |") == len(CLAIMS)  # every claim judged, whatever the sweep can say
     if name == "solver_ablation":  # the same rows as a sweep without a reference solve would give them
         blind = build_report(runs.assign(ode_error=float("nan")), tmp_path / "no_reference", name)
         assert {p.stem for p in blind.plots} == {"metrics_per_method", "quality_vs_nfe", "nfe_vs_tolerance"}
