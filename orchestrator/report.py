@@ -238,7 +238,7 @@ def metrics_per_method(runs: pd.DataFrame, out: Path, colours: Mapping[str, str]
                 continue
             x = methods.index(cell["method"]) + (settings.index(cell["setting"]) - (len(settings) - 1) / 2) * width
             interval = int(cell[f"{f.name}_n"]) >= 2 and pd.notna(low) and pd.notna(high)
-            if interval and is_positive(f.name):  # the interval is the geometric mean's (orchestrator.stats): its centre
+            if interval and is_positive(f.name) and low > 0:  # the geometric mean's interval (orchestrator.stats): its centre
                 mean = float(np.sqrt(low * high))
             bars = ax.errorbar(x, mean, yerr=[[mean - low], [high - mean]] if interval else None,
                                fmt=markers[cell["setting"]], color=colours[cell["method"]], ms=5, capsize=3, lw=1.2)  # fmt: skip
