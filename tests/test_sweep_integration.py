@@ -233,6 +233,14 @@ grid: {pairs: [[ot, fm], [vp, fm], [vp, ddpm]], seed: [0, 1], solver: [euler, do
 """
 
 
+def _two_done_and_one_past_a_checkpoint(text: str) -> bool:
+    """Two trials done (✓) and, after the second, a trial reported at step 200 or later (checkpoints every 100)."""
+    done = [i for i, ch in enumerate(text) if ch == "✓"]
+    if len(done) < 2:
+        return False
+    return any(int(step) >= 200 for step in re.findall(r" step (\d+)/1500 ", text[done[1]:]))
+
+
 def test_a_sweep_whose_driver_is_killed_resumes_with_every_row_once(tmp_path: Path):
     (tmp_path / "resume.yaml").write_text(RESUME_SWEEP)
     env = fmx_env()
@@ -244,12 +252,13 @@ def test_a_sweep_whose_driver_is_killed_resumes_with_every_row_once(tmp_path: Pa
             stdout=subprocess.DEVNULL, stderr=stderr,
         )  # fmt: skip
     try:
-        # Kill the driver (and the local Ray it started) once two trials are done and others mid-way,
-        # as its own progress lines say (reading the sqlite store meanwhile could race its schema set-up).
+        # Kill the driver (and the local Ray it started) once two trials are done and another is mid-way past
+        # a checkpoint, as its own progress lines say (reading the sqlite store meanwhile could race its schema
+        # set-up). Two trials that finish together leave the next ones at step 0: wait for one past step 200.
         deadline = time.monotonic() + 400
-        while log.read_text().count("✓") < 2:
+        while not _two_done_and_one_past_a_checkpoint(log.read_text()):
             assert proc.poll() is None, f"the sweep ended before it could be interrupted:\n{log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, "no trial finished in time"
+            assert time.monotonic() < deadline, f"no trial finished in time:\n{log.read_text()[-3000:]}"
             time.sleep(0.5)
     finally:
         kill_session(proc.pid)
