@@ -289,17 +289,45 @@ def readable_log_axis(ax: plt.Axes, axis: str = "y") -> None:
     target.set_minor_formatter(NullFormatter())
 
 
-def save_loss_curve(losses: list[tuple[int, float]], path: Path, title: str = "", ylabel: str = "training loss") -> Path:
-    """The training loss against the step (log y only when every loss is positive); titled with the trial."""
+def _plot_loss(ax: plt.Axes, losses: list[tuple[int, float]], ylabel: str, labelsize: float) -> None:
+    """The loss against the step on `ax`: log y only when every loss is positive, ticks a reader can read."""
     steps, values = zip(*losses, strict=True)
-    fig, ax = plt.subplots(figsize=(5.2, 3.4), layout="constrained")
     ax.plot(steps, values, lw=1)
     ax.set_xlabel("training step")
-    ax.set_ylabel(f"{ylabel} (objective's units)")
+    ax.set_ylabel(ylabel)
     if min(values) > 0:
         ax.set_yscale("log")
         readable_log_axis(ax, "y")
-    ax.tick_params(labelsize=8, which="both")
+    ax.tick_params(labelsize=labelsize, which="both")
     ax.grid(alpha=0.3, which="both")
+
+
+def save_loss_curve(losses: list[tuple[int, float]], path: Path, title: str = "", ylabel: str = "training loss") -> Path:
+    """The training loss against the step (log y only when every loss is positive); titled with the trial."""
+    fig, ax = plt.subplots(figsize=(5.2, 3.4), layout="constrained")
+    _plot_loss(ax, losses, f"{ylabel} (objective's units)", labelsize=8)
     ax.set_title(title, fontsize=9)
     return _save(fig, path)
+
+
+#: The loss strip's size in pixels: MLflow 3.17's run page shows a run's description 100 px tall, its paragraph
+#: included (13 px below it); anything taller is cut there under a fade and "Show more". The strip fits whole.
+LOSS_STRIP_PX = (900, 84)
+
+
+def save_loss_strip(losses: list[tuple[int, float]], path: Path, title: str = "") -> Path:
+    """The loss curve as a wide strip, LOSS_STRIP_PX: what a training run's MLflow page leads with (its
+    description, orchestrator.run_page); the trial's name inside the axes, since a title would not fit."""
+    dpi = 110
+    fig, ax = plt.subplots(figsize=(LOSS_STRIP_PX[0] / dpi, LOSS_STRIP_PX[1] / dpi), layout="constrained")
+    fig.get_layout_engine().set(h_pad=0.01, w_pad=0.02)
+    _plot_loss(ax, losses, "loss", labelsize=7)
+    ax.xaxis.label.set_size(8)
+    ax.yaxis.label.set_size(8)
+    ax.xaxis.labelpad = 1
+    lo, hi = ax.get_ylim()
+    if ax.get_yscale() == "linear" or hi / lo < 10:  # three labelled ticks in 60 px, not one per tenth
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=3))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+    ax.text(0.995, 0.92, title, transform=ax.transAxes, ha="right", va="top", fontsize=8)
+    return _save(fig, path, dpi=dpi)

@@ -23,9 +23,9 @@ from orchestrator.cell_store import get_dir
 from orchestrator.live_logging import LiveLogger
 from orchestrator.model_state import ModelState
 from orchestrator.plan import train_run_name
-from orchestrator.plots import save_loss_curve
 from orchestrator.ray_reporting import TrainReporter, TuneReporter
 from orchestrator.records import complete_rows, failed_rows, trial_params, trial_summary
+from orchestrator.run_page import log_loss_curve
 from orchestrator.tags import TAG_NODE
 from orchestrator.tracking import TrialRun
 from orchestrator.trial_record import log_trial_record
@@ -90,13 +90,11 @@ def run(trial: TrialSetup, started_at: float, started: float) -> None:
         finally:
             if live is not None:
                 live.close()
-        if state.losses:
-            save_loss_curve(state.losses, artifacts / "loss_curve.png", title=key.trial_id)
         summary.update(trial_seconds=time.perf_counter() - started, error=error)
         rows = complete_rows(state.rows, settings, eval_steps, error)
         log_trial_record(run, summary, rows, state.record(), resumed_from)
-        if (artifacts / "loss_curve.png").exists():
-            run.log_artifact(artifacts / "loss_curve.png", "plots")
+        if state.losses:
+            log_loss_curve(run, state.losses, artifacts)
         send_missing(run, trial.snapshots)  # what the live logger could not send
         run.finish(status, error)
     if error:

@@ -111,3 +111,32 @@ def test_the_sweep_description_links_the_latest_report_run_once(tmp_path: Path):
     assert note.startswith("FM-OT vs FM-VP\n\n") and note.count("/artifacts/report/report.md") == 1
     assert f"(#/experiments/{report_id}/runs/{runs[1]}/artifacts/report/report.md)" in note
     assert [a.path for a in store.list_artifacts(runs[1], "report")] == ["report/report.md"]
+
+
+def test_a_training_run_page_leads_with_its_loss_strip_and_keeps_a_description_written_in_the_ui(tmp_path: Path):
+    """The run's description (the top of its Overview) is the loss strip, at addresses relative to the UI's
+    root, linking to the full curve; small enough that MLflow shows it whole (100 px with a 13 px margin)."""
+    from matplotlib.image import imread
+    from mlflow.tracking import MlflowClient
+
+    from orchestrator.plan import TrainingKey
+    from orchestrator.run_page import log_loss_curve
+    from orchestrator.tags import TAG_NOTE
+    from orchestrator.tracking import TrialRun, ensure_experiment
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    exp = ensure_experiment(uri, "s")
+    key, losses = TrainingKey("ot", "fm", "independent", 0), [(25, 4.0), (50, 3.7), (75, 3.9)]
+    run = TrialRun(uri, exp, "s", key, {}, "cell")
+    log_loss_curve(run, losses, tmp_path)
+    log_loss_curve(TrialRun(uri, exp, "s", key, {}, "cell"), losses, tmp_path)  # a resumed trial: the same note
+    store = MlflowClient(tracking_uri=uri)
+    strip = f"get-artifact?path=plots%2Floss_strip.png&run_uuid={run.run_id}"
+    curve = f"#/experiments/{exp}/runs/{run.run_id}/artifacts/plots/loss_curve.png"
+    assert store.get_run(run.run_id).data.tags[TAG_NOTE] == f"[![training loss by step]({strip})]({curve})"
+    assert {a.path for a in store.list_artifacts(run.run_id, "plots")} == {"plots/loss_curve.png", "plots/loss_strip.png"}
+    height, width = imread(store.download_artifacts(run.run_id, "plots/loss_strip.png", str(tmp_path / "got"))).shape[:2]
+    assert height <= 100 - 13 and width >= 8 * height
+    store.set_tag(run.run_id, TAG_NOTE, "diverged at step 50: lr too high")
+    log_loss_curve(TrialRun(uri, exp, "s", key, {}, "cell"), losses, tmp_path)
+    assert store.get_run(run.run_id).data.tags[TAG_NOTE] == "diverged at step 50: lr too high"
