@@ -5,7 +5,8 @@ MLflow 3.17's run page opens on its Overview, whose only box a run can fill is i
 before "Show more". fmx writes there the loss strip (orchestrator.plots.save_loss_strip, drawn to fit those
 100 px) linking to the full loss curve. Both addresses are relative, so the page works on any host, port or
 path prefix: the image through `get-artifact?path=…&run_uuid=…` (the address the UI's own artifact viewer
-reads a file from), the link as the UI's hash route of the artifact.
+reads a file from), the link as the UI's hash route of the artifact, in model-training mode (the link opens a
+new tab, which would otherwise take the browser's last mode, GenAI on a first visit).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from urllib.parse import quote
 
 from orchestrator.plots import save_loss_curve, save_loss_strip
 from orchestrator.tags import TAG_NOTE
+from orchestrator.views import WORKFLOW_QUERY
 
 LOSS_STRIP = "plots/loss_strip.png"
 LOSS_CURVE = "plots/loss_curve.png"
@@ -41,7 +43,7 @@ def artifact_file(run_id: str, path: str) -> str:
 
 def loss_note(experiment_id: str, run_id: str) -> str:
     """The training run's description: the loss strip, a link to the full loss curve in the Artifacts tab."""
-    curve = f"#/experiments/{experiment_id}/runs/{run_id}/artifacts/{LOSS_CURVE}"
+    curve = f"#/experiments/{experiment_id}/runs/{run_id}/artifacts/{LOSS_CURVE}?{WORKFLOW_QUERY}"
     return f"[![training loss by step]({artifact_file(run_id, LOSS_STRIP)})]({curve})"
 
 

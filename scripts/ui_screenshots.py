@@ -11,8 +11,10 @@ Usage, after `fmx sweep sweeps/smoke.yaml` in the same folder:
 
 It starts the same light server as `fmx ui` on a free loopback port, (re)writes the sweep's comparison view
 (orchestrator.views), and saves runs.png (the runs table on that view), charts.png (its bar charts by method x
-setting), artifacts.png (a training run's sample plot) and, after `fmx report`, report.png (the report run's
-report.md that the experiment's description links to), then stops the server.
+setting), artifacts.png (a training run's sample plot), training_run.png (that run's Overview, led by its loss
+curve: orchestrator.run_page), after `fmx report` report.png (the report run's report.md that the
+experiment's description links to), and last training_run_wide.png (the same Overview once the assistant panel
+is closed), then stops the server.
 """
 
 from __future__ import annotations
@@ -89,6 +91,12 @@ class Browser:
         out.write_bytes(base64.b64decode(png))
         print(f"wrote {out}")
 
+    def close_assistant(self) -> None:
+        """Close MLflow's assistant panel (its only "Close" button) as a reader would once: the browser keeps
+        that, and the next pages are as wide as the window allows."""
+        click = "[...document.querySelectorAll('button[aria-label=\"Close\"]')].forEach(b => b.click())"
+        self.send("Runtime.evaluate", {"expression": click}, self.session)
+
     def close(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=30)
@@ -136,10 +144,14 @@ def main() -> None:
             run_page = f"{address}/#/experiments/{exp_id}/runs/{parent.info.run_id}"
             plot = _first_sample_plot(uri, parent.info.run_id)
             page = f"{run_page}/artifacts/{plot}" if plot else f"{run_page}/artifacts"
+            browser.shot(f"{run_page}?{WORKFLOW_QUERY}", args.out / "training_run.png")
             browser.shot(f"{page}?{WORKFLOW_QUERY}", args.out / "artifacts.png")
         report = _report_link(uri, exp_id)
         if report is not None:
             browser.shot(f"{address}/{report}?{WORKFLOW_QUERY}", args.out / "report.png")
+        if parent is not None:  # last: the panel stays closed in this profile from here on
+            browser.close_assistant()
+            browser.shot(f"{run_page}?{WORKFLOW_QUERY}", args.out / "training_run_wide.png")
     finally:
         if browser is not None:
             browser.close()

@@ -132,7 +132,7 @@ def test_a_training_run_page_leads_with_its_loss_strip_and_keeps_a_description_w
     log_loss_curve(TrialRun(uri, exp, "s", key, {}, "cell"), losses, tmp_path)  # a resumed trial: the same note
     store = MlflowClient(tracking_uri=uri)
     strip = f"get-artifact?path=plots%2Floss_strip.png&run_uuid={run.run_id}"
-    curve = f"#/experiments/{exp}/runs/{run.run_id}/artifacts/plots/loss_curve.png"
+    curve = f"#/experiments/{exp}/runs/{run.run_id}/artifacts/plots/loss_curve.png?workflowType=machine_learning"
     assert store.get_run(run.run_id).data.tags[TAG_NOTE] == f"[![training loss by step]({strip})]({curve})"
     assert {a.path for a in store.list_artifacts(run.run_id, "plots")} == {"plots/loss_curve.png", "plots/loss_strip.png"}
     height, width = imread(store.download_artifacts(run.run_id, "plots/loss_strip.png", str(tmp_path / "got"))).shape[:2]
