@@ -42,6 +42,7 @@ def test_view_groups_by_method_and_setting_and_leads_with_them_and_the_values():
     bars = view["compareRunCharts"]
     assert [(b["type"], b["metricKey"]) for b in bars] == [("BAR", m) for m in ("nfe", "bits_per_dim", "classifier_fd")]
     assert {c["metricSectionId"] for c in view["compareRunCharts"]} == {view["compareRunSections"][0]["uuid"]}
+    assert view["compareRunSections"][0]["columns"] == 1  # a chart as wide as the tab: its legend names groups whole
 
 
 def test_the_method_param_is_the_label_the_cli_prints():
