@@ -6,14 +6,17 @@ from __future__ import annotations
 
 from orchestrator.tags import TAG_NOTE
 from orchestrator.tracking import REPORT_EXPERIMENT, client
+from orchestrator.views import WORKFLOW_QUERY
 
 #: Starts the line fmx appends to the sweep's description; everything from it on is fmx's and replaced.
 LINK_MARK = "\n\n**Intervals and verdicts:** "
 
 
 def report_page(report_experiment_id: str, run_id: str) -> str:
-    """The UI's address of the report run's report.md, relative to the UI's root (a hash route)."""
-    return f"#/experiments/{report_experiment_id}/runs/{run_id}/artifacts/report/report.md"
+    """The UI's address of the report run's report.md, relative to the UI's root (a hash route), in
+    model-training mode: MLflow opens a description's link in a new tab, which would otherwise take the
+    browser's last mode (GenAI on a first visit)."""
+    return f"#/experiments/{report_experiment_id}/runs/{run_id}/artifacts/report/report.md?{WORKFLOW_QUERY}"
 
 
 def link_report(uri: str, sweep: str, run_id: str) -> None:

@@ -148,7 +148,7 @@ def main() -> None:
             browser.shot(f"{page}?{WORKFLOW_QUERY}", args.out / "artifacts.png")
         report = _report_link(uri, exp_id)
         if report is not None:
-            browser.shot(f"{address}/{report}?{WORKFLOW_QUERY}", args.out / "report.png")
+            browser.shot(f"{address}/{report}", args.out / "report.png")
         if parent is not None:  # last: the panel stays closed in this profile from here on
             browser.close_assistant()
             browser.shot(f"{run_page}?{WORKFLOW_QUERY}", args.out / "training_run_wide.png")

@@ -110,7 +110,7 @@ def test_the_sweep_description_links_the_latest_report_run_once(tmp_path: Path):
     note = store.get_experiment_by_name("s").tags["mlflow.note.content"]
     report_id = store.get_experiment_by_name("s/report").experiment_id
     assert note.startswith("FM-OT vs FM-VP\n\n") and note.count("/artifacts/report/report.md") == 1
-    assert f"(#/experiments/{report_id}/runs/{runs[1]}/artifacts/report/report.md)" in note
+    assert f"(#/experiments/{report_id}/runs/{runs[1]}/artifacts/report/report.md?workflowType=machine_learning)" in note
     assert [a.path for a in store.list_artifacts(runs[1], "report")] == ["report/report.md"]
 
 
