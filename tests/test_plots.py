@@ -150,6 +150,26 @@ def test_loss_curve_narrow_log_range_has_readable_ticks(tmp_path: Path, captured
             assert box.x0 >= 0 and box.y0 >= 0 and box.x1 <= fig.bbox.width and box.y1 <= fig.bbox.height
 
 
+@pytest.mark.parametrize("losses", [[(s, 1.2 + 0.3 * np.exp(-s / 300)) for s in range(1, 2001, 10)],
+                                    [(s, 10 * np.exp(-s / 300) + 0.01) for s in range(1, 3001, 10)],
+                                    [(s, 1 - s / 1000) for s in range(1, 3001, 10)]],
+                         ids=["narrow_log", "wide_log", "linear"])  # fmt: skip
+def test_loss_strip_fits_a_run_description_with_labelled_axes_and_few_ticks(tmp_path: Path, captured, losses):
+    """MLflow shows a run's description 100 px tall: the strip is 84 px, every label inside it, three y ticks."""
+    plots.save_loss_strip(losses, tmp_path / "strip.png", title="ot-fm-independent-s0")
+    (fig,) = captured
+    (ax,) = fig.axes
+    assert plt.imread(tmp_path / "strip.png").shape[:2] == (plots.LOSS_STRIP_PX[1], plots.LOSS_STRIP_PX[0])
+    assert ax.get_xlabel() == "training step" and ax.get_ylabel() == "loss"
+    renderer = _renderer(fig)
+    (y0, y1) = sorted(ax.get_ylim())
+    ticks = [t for t in ax.get_yticklabels() if t.get_text() and y0 <= t.get_position()[1] <= y1]
+    assert 2 <= len(ticks) <= 3, [t.get_text() for t in ticks]
+    for text in [*ticks, ax.xaxis.label, ax.yaxis.label, *ax.texts]:
+        box = text.get_window_extent(renderer)
+        assert box.x0 >= 0 and box.y0 >= 0 and box.x1 <= fig.bbox.width and box.y1 <= fig.bbox.height, text
+
+
 def test_loss_curve_with_negative_losses_is_linear(tmp_path: Path, captured):
     plots.save_loss_curve([(1, 0.5), (2, -0.2), (3, -0.4)], tmp_path / "loss.png")
     (fig,) = captured
