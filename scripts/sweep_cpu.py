@@ -31,7 +31,9 @@ import psutil
 
 #: Words of a process's command line that say which kind of process it is, checked in this order (a Ray
 #: worker's command line names the raylet's socket, so workers are told apart first).
-KINDS = ("default_worker", "gcs_server", "dashboard_agent", "runtime_env", "log_monitor", "monitor.py", "raylet")
+KINDS = ("default_worker", "gcs_server", "dashboard_agent", "dashboard.py", "runtime_env", "log_monitor", "monitor.py", "raylet")
+#: What a worker is called before it runs anything and between tasks: not yet what it is counted under.
+UNNAMED_WORKERS = {"ray worker python3", "ray worker ray::IDLE", "unknown"}
 
 
 def _kind(proc: psutil.Process, driver_pid: int) -> str:
@@ -42,9 +44,13 @@ def _kind(proc: psutil.Process, driver_pid: int) -> str:
         name = proc.name()
     except psutil.Error:
         return "unknown"
+    if name.startswith("ray::") and not name.endswith("Agent"):  # a worker, once it has renamed itself
+        return f"ray worker {name}"
     for kind in KINDS:
         if kind in command:
             # A worker renames itself after what it runs (ray::IDLE, ray::ImplicitFunc, ray::_Inner...).
+            if kind == "dashboard.py":
+                return "dashboard (Ray's API server; started even with include_dashboard=False)"
             return f"ray worker {name}" if kind == "default_worker" else kind
     return name
 
@@ -75,8 +81,9 @@ def profile_once(sweep_file: Path, fmx: str) -> dict[str, tuple[float, int]]:
                 kind = kinds.get(member.pid)
                 # A worker is named after what it runs (ray::ImplicitFunc for a trial), and ray::IDLE again
                 # between trials and at the end: it is counted under the first task it ran.
-                if kind is None or kind == "ray worker ray::IDLE":
-                    kinds[member.pid] = _kind(member, proc.pid)
+                if kind is None or kind in UNNAMED_WORKERS:
+                    seen = _kind(member, proc.pid)
+                    kinds[member.pid] = kind if seen == "unknown" and kind is not None else seen
             time.sleep(0.1)
         if proc.returncode != 0:
             raise SystemExit(f"fmx sweep {sweep_file.name} ended with exit code {proc.returncode} in {folder}")
