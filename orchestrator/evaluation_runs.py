@@ -9,6 +9,7 @@ those evaluations. A child is found again by its evaluation key, so resumes and 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
@@ -47,12 +48,18 @@ def log_evaluation_runs(parent: ParentRun, rows: list[EvalRow]) -> dict[str, str
         if child is not None and child.info.status == status:  # already complete: a resume adds nothing
             out[key] = child.info.run_id
             continue
+        end_ms: int | None = None
         if child is None:
             tags = {TAG_PARENT: parent.run_id, TAG_EVALUATION: key, TAG_OF_TRIAL: row.trial_id or "", TAG_CURRENT: "true",
                     TAG_RUN_NAME: row.child_name()}  # fmt: skip
             tags.update({k: v for k, v in parent.tags.items() if k == TAG_SWEEP})
+            # The child is written once its evaluation is done: its start and end say how long that took, so
+            # the UI's Duration column is the evaluation's time, not the milliseconds of the writing.
+            end_ms = int(time.time() * 1000)
+            began = end_ms - _duration_ms(row)
             info = parent.retrying(
-                lambda tags=tags: client.create_run(parent.experiment_id, tags=tags, run_name=tags[TAG_RUN_NAME]).info,
+                lambda tags=tags: client.create_run(parent.experiment_id, start_time=began, tags=tags,
+                                                    run_name=tags[TAG_RUN_NAME]).info,  # fmt: skip
                 "create an evaluation run",
             )
             run_id, start_ms = info.run_id, int(info.start_time)
@@ -66,6 +73,12 @@ def log_evaluation_runs(parent: ParentRun, rows: list[EvalRow]) -> dict[str, str
         metrics = [Metric(k, v, start_ms + step, step) for k, v in row.child_metrics().items()]
         tags_out = [RunTag(TAG_ERROR, row.error[:4000])] if row.error else []
         parent.retrying(lambda: client.log_batch(run_id, metrics=metrics, tags=tags_out), "log an evaluation's metrics")
-        parent.retrying(lambda: client.set_terminated(run_id, status=status), "end an evaluation run")
+        parent.retrying(lambda: client.set_terminated(run_id, status=status, end_time=end_ms), "end an evaluation run")
         out[key] = run_id
     return out
+
+
+def _duration_ms(row: EvalRow) -> int:
+    """The evaluation's own time in milliseconds (0 where it was not measured: a failure before it ran)."""
+    seconds = row.eval_seconds
+    return int(round(1000 * seconds)) if seconds is not None and seconds == seconds and seconds > 0 else 0

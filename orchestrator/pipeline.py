@@ -141,14 +141,17 @@ def _run_planned(planned: PlannedSweep, console: Console) -> SweepOutcome:
         except OwnedElsewhere as err:
             raise SweepRefused(str(err)) from None
     cells = read_cells(uri, known) if known is not None else None
-    # Ray's start-up is the longest pole (~3-5 s here, mostly waiting for its processes); a new sweep's MLflow
-    # first start (imports, schema migrations) runs meanwhile. The driver never imports PyTorch.
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        experiment = pool.submit(ensure_experiment, uri, config.name, config.description.strip() or None)
-        _start_ray(planned)
-        experiment_id = experiment.result()
+    description = config.description.strip() or None
+    if known is None:
+        # A new sweep always has work. Ray's start-up is the longest pole (~3-5 s here, mostly waiting for its
+        # processes); the store's first start (imports, schema migrations) runs meanwhile.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            experiment = pool.submit(ensure_experiment, uri, config.name, description)
+            _start_ray(planned)
+            experiment_id = experiment.result()
+    else:  # Ray starts only if the pass has work: a sweep whose cells are all done only publishes its tables
+        experiment_id = ensure_experiment(uri, config.name, description)
     claim(uri, experiment_id, folders.results)
-    check_schedulable(config, planned.address, console)
     passes = read_passes(folders.storage, legacy_state=restore is not None and restore.work is None)
     previous_digest = passes[-1].config_digest if passes else None
     if restore is not None:
@@ -159,6 +162,9 @@ def _run_planned(planned: PlannedSweep, console: Console) -> SweepOutcome:
     pass_plan = plan_pass(config, planned.plan, cells, folders.storage, retry_failed=planned.resume)
     work = with_resume_points(folders.storage, passes, pass_plan.work, {c for c, r in cells.items() if r.trained})
     pass_plan = replace(pass_plan, work=work)
+    if work:
+        _start_ray(planned)  # where it is up already (a new sweep), this does nothing
+        check_schedulable(config, planned.address, console)
     mark_current(config, planned.plan, uri, experiment_id)
     console.print(f"sweep '{config.name}': {pass_plan.summary()}", highlight=False)
     done: Reconciled | None = None

@@ -176,7 +176,7 @@ def run_pass(sweep: PlannedSweep, work: list[WorkItem], name: str, experiment_id
             storage_path=sweep.folders.storage,
             failure_config=tune.FailureConfig(max_failures=config.train.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            callbacks=[SweepProgress(len(work), config.train.steps, console), TrialLedger(tune_path)],
+            callbacks=[SweepProgress(len(work), config.train.steps, console), TrialLedger(tune_path), *_result_loggers()],
             verbose=0,
         ),
     )
@@ -185,6 +185,16 @@ def run_pass(sweep: PlannedSweep, work: list[WorkItem], name: str, experiment_id
     except KeyboardInterrupt:  # a second Ctrl-C while Tune was stopping: the checkpoints are still there
         pass
     return PassRun(name, work, tune_trial_states(tune_path))
+
+
+def _result_loggers() -> list[Any]:
+    """Tune's JSON and CSV result files, without its TensorBoard logger: fmx's curves are in MLflow, and that
+    logger's import (tensorboardX) pulls PyTorch into the driver, seconds of CPU per sweep for files nobody
+    reads. Tune adds every logger missing from the list unless told not to."""
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    return [JsonLoggerCallback(), CSVLoggerCallback()]
 
 
 def _param_space(work: list[WorkItem]) -> dict[str, object]:

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from tests.cli_helpers import TRAINING_RUNS
+from tests.cli_helpers import TRAINING_RUNS, cleanup_ray_tmp, fmx_env, run_fmx
 from tests.test_sweep_integration import _fmx
 
 pytestmark = pytest.mark.slow
@@ -111,9 +111,16 @@ def test_an_edited_sweep_runs_only_its_missing_cells(tmp_path: Path):
     assert len(_mlflow(tmp_path, TRAINING_RUNS)) == 8
 
     # Back to 60 steps: every cell is in MLflow with all its evaluations, so nothing runs (no stored weights
-    # are needed) and the table is the 60-step one again.
-    back = _sweep(tmp_path, changed.replace("steps: 40", "steps: 60"))
-    assert "0 to train, 4 reused" in back.stderr, back.stderr
+    # are needed, and Ray is not even started) and the table is the 60-step one again.
+    (tmp_path / "growing.yaml").write_text(changed.replace("steps: 40", "steps: 60"))
+    env = fmx_env()
+    try:
+        back = run_fmx(["sweep", "growing.yaml"], tmp_path, env)
+        ray_files = list(Path(env["RAY_TMPDIR"]).iterdir())
+    finally:
+        cleanup_ray_tmp(env)
+    assert back.returncode == 0 and "0 to train, 4 reused" in back.stderr, back.stderr
+    assert ray_files == [], ray_files
     runs = _runs(tmp_path)
     assert len(runs) == 8 and set(runs["mlflow_run_id"]) == set(parents) and (runs["train_step"] == 60).all()
 

@@ -55,3 +55,22 @@ def test_what_run_sweep_builds_before_ray_starts_the_trials_needs_no_torch():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_tunes_loggers_in_the_driver_leave_out_tensorboard_and_pytorch_with_it():
+    """Tune adds its TensorBoard logger to a run's callbacks when tensorboardX is installed (ray[tune] brings
+    it), and importing tensorboardX imports PyTorch: seconds of CPU in every sweep's driver for files fmx never
+    reads. The loggers fmx hands Tune, completed as Tune completes them, keep the JSON and CSV results only."""
+    code = (
+        "import sys\n"
+        "from ray.tune.utils.callback import _create_default_callbacks\n"
+        "from orchestrator.tune_pass import _result_loggers\n"
+        "callbacks = _create_default_callbacks(_result_loggers(), air_verbosity=None)\n"
+        "print(sorted(type(c).__name__ for c in callbacks if 'Logger' in type(c).__name__))\n"
+        "print(sorted(m for m in ('torch', 'tensorboardX') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    loggers, heavy = done.stdout.strip().splitlines()[-2:]
+    assert loggers == "['CSVLoggerCallback', 'JsonLoggerCallback']"
+    assert heavy == "[]"
