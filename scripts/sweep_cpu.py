@@ -9,6 +9,7 @@ and in all. A process's last 0.1 s may be missed, so the figures are slight unde
 wall time, changes little with the machine's load.
 
     python scripts/sweep_cpu.py sweeps/smoke.yaml [--repeat 3]
+    python scripts/sweep_cpu.py sweeps/smoke.yaml --rerun    # a second run in the same folder: all reused
     PYTHONPATH=/path/to/other/checkout python scripts/sweep_cpu.py FILE     # another checkout's code
 
 Used for the suite-time figures of issue 23's note.
@@ -55,13 +56,18 @@ def _kind(proc: psutil.Process, driver_pid: int) -> str:
     return name
 
 
-def profile_once(sweep_file: Path, fmx: str) -> dict[str, tuple[float, int]]:
-    """CPU seconds and process count per kind for one run of the sweep in a fresh folder."""
+def profile_once(sweep_file: Path, fmx: str, rerun: bool = False) -> dict[str, tuple[float, int]]:
+    """CPU seconds and process count per kind for one run of the sweep in a fresh folder (with `rerun`, of
+    its second run there, once the first, not measured, has finished every cell). Wall seconds as "wall"."""
     folder = Path(tempfile.mkdtemp(prefix="fmx-sweep-cpu-"))
     shutil.copy(sweep_file, folder / sweep_file.name)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "RAY_"))}
     env["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="fmxcpu", dir="/tmp")
     try:
+        if rerun:
+            subprocess.run([fmx, "sweep", sweep_file.name], cwd=folder, env=env, check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        began = time.monotonic()
         proc = subprocess.Popen([fmx, "sweep", sweep_file.name], cwd=folder, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         root = psutil.Process(proc.pid)
@@ -85,6 +91,7 @@ def profile_once(sweep_file: Path, fmx: str) -> dict[str, tuple[float, int]]:
                     seen = _kind(member, proc.pid)
                     kinds[member.pid] = kind if seen == "unknown" and kind is not None else seen
             time.sleep(0.1)
+        wall = time.monotonic() - began
         if proc.returncode != 0:
             raise SystemExit(f"fmx sweep {sweep_file.name} ended with exit code {proc.returncode} in {folder}")
     finally:
@@ -94,24 +101,29 @@ def profile_once(sweep_file: Path, fmx: str) -> dict[str, tuple[float, int]]:
     for pid, spent in seconds.items():
         total, count = totals[kinds[pid]]
         totals[kinds[pid]] = (total + spent, count + 1)
-    return dict(totals)
+    return {**totals, "wall": (wall, 1)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweep_file", type=Path)
     parser.add_argument("--repeat", type=int, default=1, help="runs of the sweep; the median of each kind is printed")
+    parser.add_argument("--rerun", action="store_true", help="measure a second run in the same folder (all cells done)")
     args = parser.parse_args()
     fmx = str(Path(sys.executable).with_name("fmx"))
-    runs = [profile_once(args.sweep_file.resolve(), fmx) for _ in range(args.repeat)]
+    measured = [profile_once(args.sweep_file.resolve(), fmx, args.rerun) for _ in range(args.repeat)]
+    walls = [run.pop("wall")[0] for run in measured]
+    runs: list[dict[str, tuple[float, int]]] = measured
     kinds = sorted({k for run in runs for k in run}, key=lambda k: -statistics.median(r.get(k, (0.0, 0))[0] for r in runs))
-    print(f"{args.sweep_file}: CPU seconds per process kind, median of {args.repeat} run(s); load average at end "
+    what = "a rerun (every cell done)" if args.rerun else "a first run"
+    print(f"{args.sweep_file}, {what}: CPU seconds per process kind, median of {args.repeat} run(s); load average at end "
           f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")  # fmt: skip
     for kind in kinds:
         spent = statistics.median(r.get(kind, (0.0, 0))[0] for r in runs)
         count = max(r.get(kind, (0.0, 0))[1] for r in runs)
         print(f"  {spent:7.1f} s  x{count:<2d} {kind}")
-    print(f"  {statistics.median(sum(s for s, _ in r.values()) for r in runs):7.1f} s  in all")
+    print(f"  {statistics.median(sum(s for s, _ in r.values()) for r in runs):7.1f} s  in all "
+          f"(wall: {statistics.median(walls):.1f} s, median of {', '.join(f'{w:.1f}' for w in walls)})")
 
 
 if __name__ == "__main__":
