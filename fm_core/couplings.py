@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from fm_core.lazy import option, option_defaults, register, torch
+from fm_core.lazy import Registered, option, torch
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -38,8 +38,12 @@ def _same_size(x0: Tensor, x1: Tensor) -> None:
         raise ValueError(f"minibatch OT needs equal batch sizes, got {x0.shape[0]} and {x1.shape[0]}")
 
 
-class Coupling(ABC):
+class Coupling(Registered, ABC):
     """A way to pair a batch of noise with a batch of data, row for row."""
+
+    _registry = COUPLINGS
+    _family = "couplings"
+    _called = "coupling"
 
     name: ClassVar[str] = "coupling"
     #: Whether pairing computes something on the batch (a plan). Such a coupling is computed off the training
@@ -50,15 +54,6 @@ class Coupling(ABC):
     draws: ClassVar[bool] = False
     #: What the tables append to a method's name ("FM-OT +mbOT"); "" for the paper's independent pairs.
     label: ClassVar[str] = ""
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        register(COUPLINGS, cls, "name", "couplings")
-
-    @classmethod
-    def option_defaults(cls) -> dict[str, float]:
-        """Its options (the dataclass fields) and their defaults."""
-        return option_defaults(cls)
 
     @abstractmethod
     def noise_index(self, x0: Tensor, x1: Tensor, u: Tensor | None = None) -> Tensor:
@@ -141,9 +136,7 @@ def ot_permutation(x0: Tensor, x1: Tensor) -> Tensor:
 
 def make_coupling(name: str, **options: float) -> Coupling:
     """The coupling `name` with its options (the sweep's `train.coupling_options[name]`)."""
-    if name not in COUPLINGS:
-        raise ValueError(f"unknown coupling '{name}'; choose one of {', '.join(COUPLINGS)}")
-    return COUPLINGS[name](**options)
+    return Coupling.by_name(name, **options)
 
 
 def pair(coupling: Coupling, x0: Tensor, x1: Tensor, u: Tensor | None = None, chunks: int = 1) -> Tensor:

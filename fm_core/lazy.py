@@ -8,8 +8,8 @@ driver and `fmx validate` read the names, options and capabilities from the clas
 from __future__ import annotations
 
 import importlib
-from dataclasses import MISSING, dataclass, field, fields
-from typing import Any
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from typing import Any, ClassVar
 
 
 class LazyModule:
@@ -53,7 +53,9 @@ def option(default: float, low: float, high: float, open_low: bool = False, open
 
 
 def option_defaults(cls: type) -> dict[str, Any]:
-    """A dataclass's options (its fields with defaults) and their defaults."""
+    """A dataclass's options (its fields with defaults) and their defaults; a class that is none has none."""
+    if not is_dataclass(cls):
+        return {}
     return {f.name: f.default for f in fields(cls) if f.default is not MISSING}
 
 
@@ -93,3 +95,37 @@ def register(registry: dict[str, type], cls: type, attribute: str, what: str) ->
         if name in registry:
             raise TypeError(f"two {what} are named '{name}'")
         registry[name] = cls
+
+
+class Registered:
+    """The base of a family of classes found by name (paths, time samplers, objectives, couplings): the family's
+    base class sets `_registry`, `_family` and, where its members are not named by `name`, `_name_attribute`;
+    each subclass that sets that attribute itself then joins the registry as it is defined, so validation,
+    training and tables find it by name (`by_name`) and read its options from its dataclass fields."""
+
+    _registry: ClassVar[dict[str, type]]
+    _family: ClassVar[str]
+    #: What one member is called in messages ("path", "time sampling", "coupling").
+    _called: ClassVar[str]
+    _name_attribute: ClassVar[str] = "name"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "_registry" not in cls.__dict__:  # the family's base class itself is no member
+            register(cls._registry, cls, cls._name_attribute, cls._family)
+
+    @classmethod
+    def option_defaults(cls) -> dict[str, Any]:
+        """Its options (the dataclass fields with defaults) and their defaults."""
+        return option_defaults(cls)
+
+    @classmethod
+    def by_name(cls, name: str, **options: Any) -> Any:
+        """The member `name` built with `options`; a ValueError naming the name, or the option and its range."""
+        if name not in cls._registry:
+            raise ValueError(f"unknown {cls._called} '{name}'; choose one of {', '.join(cls._registry)}")
+        member = cls._registry[name]
+        problem = option_problem(member, options, f"{cls._called} '{name}'")
+        if problem:
+            raise ValueError(problem[1])
+        return member(**options)

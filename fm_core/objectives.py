@@ -22,9 +22,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from fm_core.lazy import register, torch
+from fm_core.lazy import Registered, torch
 from fm_core.paths import PATHS, AffinePath, _expand_like
 from fm_core.time_sampling import TIME_SAMPLERS, TimeSampler, Uniform, make_time_sampler
 
@@ -54,8 +54,12 @@ def _mse(pred: Tensor, target: Tensor) -> Tensor:
 
 
 @dataclass(frozen=True)
-class Objective(ABC):
+class Objective(Registered, ABC):
     """A regression loss for the network and the recipe that turns it into an ODE field."""
+
+    _registry = OBJECTIVES
+    _family = "objectives"
+    _called = "objective"
 
     path: AffinePath
     times: TimeSampler = field(default_factory=Uniform)  # how training draws t (fm_core.time_sampling)
@@ -67,10 +71,6 @@ class Objective(ABC):
     needs: ClassVar[tuple[str, ...]] = ()
     #: The time distribution (fm_core.time_sampling) it trains with unless `train.time_sampling` names another.
     default_times: ClassVar[str] = "uniform"
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        register(OBJECTIVES, cls, "name", "objectives")
 
     @classmethod
     def learns_score(cls) -> bool:

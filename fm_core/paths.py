@@ -28,13 +28,13 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
     from torch import Tensor
 
 
-from fm_core.lazy import option, option_defaults, option_problem, register, torch  # noqa: F401 - torch: imported at first use
+from fm_core.lazy import Registered, option, option_problem, torch  # noqa: F401 - torch: imported at first use
 
 #: Every schedule by name, in the order they are defined (filled as each subclass is created).
 PATHS: dict[str, type[AffinePath]] = {}
@@ -48,8 +48,12 @@ def _expand_like(t: Tensor, x: Tensor) -> Tensor:
     return t.reshape(t.shape[0], *([1] * (x.ndim - 1)))
 
 
-class AffinePath(ABC):
+class AffinePath(Registered, ABC):
     """A Gaussian conditional path x_t = alpha_t x1 + sigma_t x0 on t in [0, t_max]."""
+
+    _registry = PATHS
+    _family = "paths"
+    _called = "path"
 
     name: ClassVar[str] = "affine"
     #: Largest t at which the path is evaluated (diffusion paths are singular at t = 1).
@@ -62,15 +66,6 @@ class AffinePath(ABC):
     #: The option a sweep's `train.sigma_min` sets (the std left at the data end, the paper's sigma_min);
     #: None where the schedule has no such free choice.
     sigma_min_option: ClassVar[str | None] = None
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        register(PATHS, cls, "name", "paths")
-
-    @classmethod
-    def option_defaults(cls) -> dict[str, float]:
-        """Its options (the dataclass fields) and their defaults."""
-        return option_defaults(cls)
 
     @abstractmethod
     def alpha_sigma(self, t: Tensor) -> tuple[Tensor, Tensor]:
@@ -341,9 +336,4 @@ class LinearVPPath(AffinePath):
 
 def make_path(name: str, **options: float) -> AffinePath:
     """Build a path by name (`PATHS`) with its options (sigma_min, beta_min, n, ...)."""
-    if name not in PATHS:
-        raise ValueError(f"unknown path '{name}'; choose one of {', '.join(PATHS)}")
-    problem = option_problem(PATHS[name], options, f"path '{name}'")
-    if problem:
-        raise ValueError(problem[1])
-    return PATHS[name](**options)
+    return AffinePath.by_name(name, **options)

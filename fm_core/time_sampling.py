@@ -22,27 +22,23 @@ from fm_core.paths import AffinePath  # noqa: F401 - the type its samplers draw 
 if TYPE_CHECKING:
     from torch import Generator, Tensor
 
-from fm_core.lazy import option, option_defaults, option_problem, register, torch  # noqa: F401 - torch: imported at first use
+from fm_core.lazy import Registered, option, option_problem, torch  # noqa: F401 - torch: imported at first use
 
 #: Every time distribution by its kind, as each class is defined.
 TIME_SAMPLERS: dict[str, type[TimeSampler]] = {}
 
 
-class TimeSampler(ABC):
+class TimeSampler(Registered, ABC):
     """A distribution of training times on a path's [0, t_max]."""
+
+    _registry = TIME_SAMPLERS
+    _family = "time samplers"
+    _called = "time sampling"
+    _name_attribute = "kind"
 
     kind: ClassVar[str] = "time_sampler"
     #: Whether the sampler needs the path's diffusion coefficient (and so a score objective).
     needs_likelihood_weighting: ClassVar[bool] = False
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        register(TIME_SAMPLERS, cls, "kind", "time samplers")
-
-    @classmethod
-    def option_defaults(cls) -> dict[str, float]:
-        """Its options (the dataclass fields) and their defaults."""
-        return option_defaults(cls)
 
     @abstractmethod
     def sample(self, path: AffinePath, n: int, device: Any = "cpu", generator: Generator | None = None) -> tuple[Tensor, Tensor | None]:
@@ -87,9 +83,4 @@ class LikelihoodWeighted(TimeSampler):
 
 
 def make_time_sampler(kind: str = "uniform", **options: float) -> TimeSampler:
-    if kind not in TIME_SAMPLERS:
-        raise ValueError(f"unknown time sampling '{kind}'; choose one of {', '.join(TIME_SAMPLERS)}")
-    problem = option_problem(TIME_SAMPLERS[kind], options, f"time sampling '{kind}'")
-    if problem:
-        raise ValueError(problem[1])
-    return TIME_SAMPLERS[kind](**options)
+    return TimeSampler.by_name(kind, **options)

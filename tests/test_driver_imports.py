@@ -52,9 +52,7 @@ def test_what_run_sweep_builds_before_ray_starts_the_trials_needs_no_torch():
         "                 storage_root='/tmp/unused', train_storage='/tmp/unused/train', pass_name='tune')\n"
         "print(sorted(m for m in ('torch', 'matplotlib') if m in sys.modules))\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip().splitlines()[-1] == "[]"
+    assert _printed(code)[-1] == "[]"
 
 
 def test_tunes_loggers_in_the_driver_leave_out_tensorboard_and_pytorch_with_it():
@@ -69,8 +67,13 @@ def test_tunes_loggers_in_the_driver_leave_out_tensorboard_and_pytorch_with_it()
         "print(sorted(type(c).__name__ for c in callbacks if 'Logger' in type(c).__name__))\n"
         "print(sorted(m for m in ('torch', 'tensorboardX') if m in sys.modules))\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
-    assert done.returncode == 0, done.stderr
-    loggers, heavy = done.stdout.strip().splitlines()[-2:]
+    loggers, heavy = _printed(code)[-2:]
     assert loggers == "['CSVLoggerCallback', 'JsonLoggerCallback']"
     assert heavy == "[]"
+
+
+def _printed(code: str) -> list[str]:
+    """The lines `code` prints, run in a fresh interpreter in the checkout (so nothing is imported already)."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip().splitlines()
