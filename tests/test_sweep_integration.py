@@ -296,43 +296,6 @@ def test_a_sweep_whose_driver_is_killed_resumes_with_every_row_once(tmp_path: Pa
     assert set(groups.values()) == {2}
 
 
-DDP_SWEEP = """\
-name: ddp
-dataset: {name: moons}
-model: {kind: mlp, hidden: 32, depth: 2}
-train: {steps: 60, batch_size: 128, checkpoint_every: 30, num_workers: 2, cpus_per_worker: 0.9}
-eval: {samples: 200, likelihood_points: 20, reference_tol: 1.0e-5}
-grid: {path: [ot], objective: [fm], solver: [midpoint], nfe: [8]}
-"""
-
-
-def test_a_two_worker_trial_trains_with_ray_train_ddp(tmp_path: Path):
-    (tmp_path / "ddp.yaml").write_text(DDP_SWEEP)
-    _fmx(["sweep", "ddp.yaml"], tmp_path)
-    runs = pd.read_parquet(tmp_path / "results" / "ddp" / "runs.parquet")
-    assert len(runs) == 1 and runs.loc[0, "status"] == "ok" and runs.loc[0, "train_steps"] == 60
-    # Its checkpoints live in its Ray Train run, not in Tune's trial: the driver finds the newest there when
-    # it must finish the record of a trial that was killed.
-    from orchestrator.plan import train_run_name
-    from orchestrator.reconcile import train_run_record
-
-    name = train_run_name("ot-fm-independent-s0", runs.loc[0, "cell"], "tune")
-    record = train_run_record(str(tmp_path / "results" / "ddp" / "ray"), name)
-    assert record["step"] == 60 and len(record["rows"]) == 1 and record["rows"][0]["nfe"] == runs.loc[0, "nfe"]
-    assert runs.loc[0, "nfe"] == 8
-    # Ray Train kept its own run (and checkpoints) under the sweep's storage.
-    train_dirs = list((tmp_path / "results" / "ddp" / "ray" / "train").glob("train-ot-fm-independent-s0*"))
-    assert train_dirs and any(train_dirs[0].rglob("state.pt"))
-    # Rank 0 stored the weights of its evaluation step: a new solver setting is evaluated from them, in a
-    # trial of its own (one worker's resources), without training again.
-    (tmp_path / "ddp.yaml").write_text(DDP_SWEEP.replace("nfe: [8]", "nfe: [8, 4]"))
-    grown = _fmx(["sweep", "ddp.yaml"], tmp_path)
-    assert "0 to train, 1 to evaluate from stored weights (1 evaluation)" in grown.stderr, grown.stderr
-    more = pd.read_parquet(tmp_path / "results" / "ddp" / "runs.parquet").sort_values("nfe_budget")
-    assert list(more["nfe"]) == [4, 8] and (more["status"] == "ok").all() and more["mlflow_run_id"].nunique() == 1
-    assert more["world_size"].tolist() == [2, 2]
-
-
 def test_a_trial_that_cannot_import_its_code_is_reported_and_the_command_fails(tmp_path: Path):
     """The driver never imports PyTorch, so a broken install shows only inside the trials: the command must
     still name the cause and fail, not end quietly with no rows."""

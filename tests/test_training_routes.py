@@ -1,6 +1,6 @@
 """One training loop for both routes, watched live: the same small image sweep trained in the Tune trial and
 by a 2-worker gloo TorchTrainer yields the same kinds of rows, sample artifacts and per-evaluation progress
-lines; and a trial still training already shows its loss curve (and learning rate, gradient norm,
+lines, and the TorchTrainer's stored weights serve a new solver setting without training again; and a trial still training already shows its loss curve (and learning rate, gradient norm,
 throughput) in MLflow. Real Ray, real MLflow sqlite store, real files."""
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from orchestrator.plan import train_run_name
+from orchestrator.reconcile import train_run_record
 from tests.cli_helpers import TRAINING_RUNS, run_fmx
 
 pytestmark = pytest.mark.slow
@@ -27,6 +29,7 @@ eval: {samples: 32, likelihood_points: 8, divergence: hutchinson, dequant_draws:
        at_steps: [20], likelihood: {solver: euler, nfe: 4}}
 grid: {pairs: [[ot, fm]], seed: [0], solver: [euler, rk4], nfe: [4]}
 """
+DDP_ROUTE = ", num_workers: 2, torch_trainer: true"  # a 2-worker gloo TorchTrainer
 LIVE_POINTS = {"train_loss", "lr", "grad_norm", "steps_per_second", "examples_per_second"}
 
 
@@ -57,7 +60,7 @@ def _route(tmp_path: Path, name: str, trainer: str) -> dict:
 
 def test_in_trial_and_torch_trainer_routes_give_the_same_kinds_of_outputs(tmp_path: Path):
     in_trial = _route(tmp_path, "in_trial", "")
-    ddp = _route(tmp_path, "ddp", ", num_workers: 2, torch_trainer: true")
+    ddp = _route(tmp_path, "ddp", DDP_ROUTE)
     for out in (in_trial, ddp):
         runs = out["runs"]
         assert len(runs) == 4 and (runs["status"] == "ok").all(), runs[["train_step", "solver", "error"]]
@@ -76,6 +79,25 @@ def test_in_trial_and_torch_trainer_routes_give_the_same_kinds_of_outputs(tmp_pa
     assert ddp["runs"][scale].drop_duplicates().values.tolist() == [[32, 16, 2, 1, "fp32", "cpu"]]
     assert set(in_trial["runs"].columns) == set(ddp["runs"].columns)
     assert in_trial["artifacts"] == ddp["artifacts"]
+
+    # The TorchTrainer route's checkpoints live in its Ray Train run, not in Tune's trial: the driver finds the
+    # newest there when it must finish the record of a trial that was killed.
+    folder, runs = tmp_path / "ddp", ddp["runs"]
+    trial, cell = runs["trial_id"].iloc[0], runs["cell"].iloc[0]
+    record = train_run_record(str(folder / "results" / "routes" / "ray"), train_run_name(trial, cell, "tune"))
+    assert record["step"] == 40 and record["rows"] and {r["train_step"] for r in record["rows"]} <= {20, 40}
+    train_dirs = list((folder / "results" / "routes" / "ray" / "train").glob(f"train-{trial}*"))
+    assert train_dirs and any(train_dirs[0].rglob("state.pt"))
+    # Rank 0 stored the weights of its evaluation steps: a new solver setting is evaluated from them, in a
+    # trial of its own (one worker's resources), without training again.
+    (folder / "routes.yaml").write_text(IMAGE_SWEEP.replace(" TRAINER", DDP_ROUTE).replace("nfe: [4]", "nfe: [4, 8]"))
+    grown = run_fmx(["sweep", "routes.yaml"], folder, timeout=600)
+    assert grown.returncode == 0, grown.stderr[-4000:]
+    assert "0 to train, 1 to evaluate from stored weights (4 evaluations)" in grown.stderr, grown.stderr[-3000:]
+    more = pd.read_parquet(folder / "results" / "routes" / "runs.parquet")
+    assert len(more) == 8 and (more["status"] == "ok").all() and more["mlflow_run_id"].nunique() == 1
+    assert sorted(more.loc[more["nfe_budget"] == 8, "train_step"]) == [20, 20, 40, 40]
+    assert (more["world_size"] == 2).all()
 
 
 LONG_SWEEP = """\
