@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 __all__ = ["SweepInterrupted", "SweepOutcome", "SweepRefused", "SweepStopped", "load_results", "run_sweep"]
 
 #: The stage modules this API loads on first use (tests/test_architecture.py holds fmx to this list).
-STAGES = ("orchestrator.pipeline", "orchestrator.publish", "orchestrator.results", "orchestrator.local_run")
+STAGES = ("orchestrator.pipeline", "orchestrator.publish", "orchestrator.results", "orchestrator.report_stage", "orchestrator.local_run")
 
 
 def _stage(name: str) -> ModuleType:
@@ -103,7 +103,7 @@ def compare(
 
 def report(tracking_uri: str, sweep: str, runs: pd.DataFrame, out_dir: Path) -> Any:
     """`fmx report`: Markdown tables, plots and the paper's claims judged, written to `out_dir` and MLflow."""
-    return _stage("orchestrator.results").report(tracking_uri, sweep, runs, out_dir)
+    return _stage("orchestrator.report_stage").report(tracking_uri, sweep, runs, out_dir)
 
 
 def local_run() -> Any:

@@ -1,5 +1,6 @@
-"""What the command line shows of a sweep's rows: the summary table, the rebuilt Parquet files, a paired
-comparison of two methods, and the report. Loaded on first use by orchestrator.api (pandas, matplotlib)."""
+"""What the command line shows of a sweep's rows: the summary table, the rebuilt Parquet files and a paired
+comparison of two methods. Loaded on first use by orchestrator.api (pandas); the report, which draws with
+matplotlib, is a stage of its own (orchestrator.report_stage), so `fmx sweep` and `fmx tables` never import it."""
 
 from __future__ import annotations
 
@@ -11,11 +12,8 @@ from rich.console import Console, RenderableType
 from orchestrator.compare import CellComparison, compare_methods, resolve_method
 from orchestrator.errors import FewerRowsError
 from orchestrator.publish import publish
-from orchestrator.report import Report, build_report, load_samples, load_trajectories
-from orchestrator.report_link import link_report
 from orchestrator.tables import cell_legend, display_table, method_label, summarize, to_markdown
 from orchestrator.terminal_table import layout
-from orchestrator.tracking import log_report
 
 
 def table_view(runs: pd.DataFrame, markdown: bool = False) -> tuple[pd.DataFrame | str, str]:
@@ -43,11 +41,4 @@ def compare(
 ) -> tuple[list[CellComparison], str, str]:
     cells = compare_methods(runs, method_a, method_b, metric, margin)
     return cells, method_label(*resolve_method(runs, method_a)), method_label(*resolve_method(runs, method_b))
-
-
-def report(tracking_uri: str, sweep: str, runs: pd.DataFrame, out_dir: Path) -> Report:
-    samples, data = load_samples(tracking_uri, runs)
-    built = build_report(runs, out_dir, sweep, samples, load_trajectories(tracking_uri, runs), data)
-    link_report(tracking_uri, sweep, log_report(tracking_uri, sweep, built.directory))
-    return built
 

@@ -15,6 +15,14 @@ from fm_core.analytic import GaussianData
 # process does it on one thread (as a trial does, cpus_per_worker: 1), not on every core at once.
 torch.set_num_threads(1)
 
+# ONE_TRIAL_AT_A_TIME: the sweeps of tests that check what a sweep records, not trials running side by side,
+# set `max_concurrent_trials: 1`. The two xdist workers already keep both cores busy, so a second trial at once
+# buys such a test no wall time, while its Ray worker costs a process that imports PyTorch, Ray Tune and MLflow
+# (about 5 s of CPU; a trial reuses its worker's process, `reuse_actors`). Measured with scripts/sweep_cpu.py
+# on test_cells' two-training sweep: 31.2 s of CPU and 18.4 s of wall time at two trials at once, 21.6 s and
+# 18.1 s at one. A worker killed beside another, Ctrl-C with two trials running and the smoke sweeps keep
+# Ray's default of as many trials at once as CPUs.
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The README's test command runs two pytest-xdist workers (`-n 2 --dist loadgroup`): tests go to whichever

@@ -28,6 +28,7 @@ grid:
   seed: [0]
   solver: [euler]
   nfe: [4]
+max_concurrent_trials: 1  # see tests/conftest.py: ONE_TRIAL_AT_A_TIME
 """
 
 
@@ -136,6 +137,7 @@ grid:
   solver: [euler]
   nfe: [4]
   train: {ema_decay: [null, 0.9], sigma_min: [0.0, 0.01]}
+max_concurrent_trials: 1  # see tests/conftest.py: ONE_TRIAL_AT_A_TIME
 """
 
 

@@ -72,6 +72,25 @@ def test_tunes_loggers_in_the_driver_leave_out_tensorboard_and_pytorch_with_it()
     assert heavy == "[]"
 
 
+def test_the_summary_table_that_every_sweep_and_fmx_tables_print_leaves_out_matplotlib_and_scipy_stats():
+    """The stages `fmx sweep` and `fmx tables` run, and the summary with its t-intervals: the report (which draws
+    with matplotlib) is a stage of its own, and the t quantile comes from scipy.special. They were a second of
+    CPU in every sweep's driver and every `fmx tables`."""
+    code = (
+        "import sys\n"
+        "import orchestrator.pipeline, orchestrator.publish, orchestrator.results\n"
+        "from fm_core.solvers import SolverSetting\n"
+        "from orchestrator.rows import EvalRow\n"
+        "from orchestrator.tables import rows_frame\n"
+        "rows = [EvalRow.of(SolverSetting('euler', nfe_budget=4), 10, trial_id=f'ot-fm-independent-s{s}', path='ot',\n"
+        "                   objective='fm', coupling='independent', seed=s, dataset='moons', model='mlp', nfe=4, nll=1.0 + s)\n"
+        "        for s in range(3)]\n"
+        "table, _ = orchestrator.results.table_view(rows_frame(rows))\n"
+        "print(len(table), sorted(m for m in ('matplotlib', 'scipy.stats', 'torch') if m in sys.modules))\n"
+    )
+    assert _printed(code)[-1] == "1 []"
+
+
 def _printed(code: str) -> list[str]:
     """The lines `code` prints, run in a fresh interpreter in the checkout (so nothing is imported already)."""
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)

@@ -46,6 +46,7 @@ model: {kind: mlp, hidden: 16, depth: 2}
 train: {steps: 40, batch_size: 64, checkpoint_every: 40, log_every: 20}
 eval: {samples: 128, likelihood_points: 16, reference_tol: 1.0e-4}
 grid: {path: [ot], objective: [fm, fm2x], seed: [0, 1], solver: [euler], nfe: [4]}
+max_concurrent_trials: 1  # see tests/conftest.py: ONE_TRIAL_AT_A_TIME
 """
 
 

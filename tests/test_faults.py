@@ -36,6 +36,9 @@ eval: {{samples: 200, likelihood_points: 20, reference_tol: null}}
 grid: {{pairs: [[ot, fm], [vp, fm]], seed: [0, 1], solver: [euler], nfe: [4]}}
 """
 TRIALS = {f"{p}-fm-independent-s{s}" for p in ("ot", "vp") for s in (0, 1)}
+# For the faults that hit the sweep as a whole (an outage of its store, a full disk), not one trial beside
+# another: one trial at a time (tests/conftest.py: ONE_TRIAL_AT_A_TIME).
+ONE_AT_A_TIME = FAULT_SWEEP + "max_concurrent_trials: 1\n"
 
 
 class Sweep:
@@ -285,7 +288,7 @@ def test_ctrl_c_exits_130_marks_the_interrupted_runs_and_resume_finishes_them(tm
 def test_an_mlflow_outage_mid_sweep_loses_nothing(tmp_path: Path):
     """The real server stops while trials train and log, until they have failed to reach it and retried with
     back-off for a few seconds; once it is back, every row arrives."""
-    (tmp_path / "faults.yaml").write_text(FAULT_SWEEP)
+    (tmp_path / "faults.yaml").write_text(ONE_AT_A_TIME)
     server = MlflowServer(tmp_path)
     server.start()
     try:
@@ -313,7 +316,7 @@ def test_an_outage_longer_than_the_retry_budget_ends_with_exit_1_and_resume_reco
     """With a 3 s retry budget the server stays down past it: the trials that cannot record end failed, the
     command says to resume once the store is back (exit 1, one line, no traceback), and `--resume` against the
     restarted server then records every row exactly once."""
-    (tmp_path / "faults.yaml").write_text(FAULT_SWEEP)
+    (tmp_path / "faults.yaml").write_text(ONE_AT_A_TIME)
     server = MlflowServer(tmp_path)
     server.start()
     try:
@@ -338,6 +341,7 @@ SMALL_SWEEP = (
     .replace("hidden: 64, depth: 3", "hidden: 16, depth: 2")
     .replace("batch_size: 256, checkpoint_every: 100", "batch_size: 64, checkpoint_every: 500")
     .replace("samples: 200, likelihood_points: 20", "samples: 100, likelihood_points: 10")
+    + "max_concurrent_trials: 1  # see tests/conftest.py: ONE_TRIAL_AT_A_TIME\n"
 )
 
 
@@ -407,7 +411,7 @@ def test_tables_are_never_replaced_by_fewer_rows_unsaid(tmp_path: Path):
 def test_a_full_disk_ends_the_sweep_with_one_line_and_resume_finishes_once_space_is_freed(
     tmp_path: Path, small_disk: Path
 ):
-    (small_disk / "faults.yaml").write_text(FAULT_SWEEP)
+    (small_disk / "faults.yaml").write_text(ONE_AT_A_TIME)
     uri = f"sqlite:///{small_disk / 'mlflow.db'}"
     # Full before it starts: the first write (the sweep's lock) fails in write(), whose error names no path.
     filler = _fill(small_disk)

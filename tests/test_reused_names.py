@@ -20,6 +20,7 @@ model: {kind: mlp, hidden: 16, depth: 2}
 train: {steps: 10, batch_size: 32, lr: 0.002}
 eval: {samples: 50, likelihood_points: 10, reference_tol: null}
 grid: {solver: [euler], nfe: [4], seed: [0, 1]}
+max_concurrent_trials: 1  # see tests/conftest.py: ONE_TRIAL_AT_A_TIME
 """
 AS_AN_AXIS = FIXED.replace(", lr: 0.002}", "}").replace("seed: [0, 1]}", "seed: [0, 1], train: {lr: [0.002]}}")
 

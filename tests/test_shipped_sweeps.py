@@ -69,6 +69,7 @@ def shrink(data: dict) -> dict:
     # dopri5 at 1e-3, which on a barely trained U-Net takes a few dozen NFE instead of hundreds.
     small["eval"].setdefault("likelihood", {"solver": "dopri5", "tol": 1e-3})
     small["grid"]["seed"] = small["grid"].get("seed", [0])[:1]
+    small["max_concurrent_trials"] = 1  # see tests/conftest.py: ONE_TRIAL_AT_A_TIME
     if small["model"]["kind"] == "mlp":
         small["model"].update(hidden=32, depth=2)
     else:
