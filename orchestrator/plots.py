@@ -23,7 +23,6 @@ import numpy as np  # noqa: E402
 from matplotlib.colors import to_hex  # noqa: E402
 from matplotlib.image import AxesImage  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
-from scipy.ndimage import gaussian_filter  # noqa: E402
 
 DENSITY_BINS = 160
 DENSITY_SIGMA = 2.0  # in bins
@@ -96,6 +95,8 @@ def note_outside(ax: plt.Axes, x: np.ndarray, extent: tuple[float, float, float,
 
 def smoothed_density(x: np.ndarray, extent: tuple[float, float, float, float], bins: int = DENSITY_BINS) -> np.ndarray:
     """A 2-D histogram of `x` over `extent` (x0, x1, y0, y1), Gaussian-smoothed and normalised to a density."""
+    from scipy.ndimage import gaussian_filter  # lazy: ~0.3 s that a trial whose panels are all scatter plots skips
+
     x0, x1, y0, y1 = extent
     counts, _, _ = np.histogram2d(x[:, 0], x[:, 1], bins=bins, range=[[x0, x1], [y0, y1]])
     smooth = gaussian_filter(counts, DENSITY_SIGMA, mode="constant")
