@@ -20,8 +20,9 @@ torch.set_num_threads(1)
 # buys such a test no wall time, while its Ray worker costs a process that imports PyTorch, Ray Tune and MLflow
 # (about 5 s of CPU; a trial reuses its worker's process, `reuse_actors`). Measured with scripts/sweep_cpu.py
 # on test_cells' two-training sweep: 31.2 s of CPU and 18.4 s of wall time at two trials at once, 21.6 s and
-# 18.1 s at one. A worker killed beside another, Ctrl-C with two trials running and the smoke sweeps keep
-# Ray's default of as many trials at once as CPUs.
+# 18.1 s at one. A worker killed beside another, Ctrl-C with two trials running, the killed driver (run one at
+# a time, its third trial was killed too soon after its first checkpoint for --resume to find it) and the smoke
+# sweeps keep Ray's default of as many trials at once as CPUs.
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -231,7 +231,6 @@ model: {kind: mlp, hidden: 64, depth: 3}
 train: {steps: 1500, batch_size: 256, checkpoint_every: 100}
 eval: {samples: 300, likelihood_points: 50, reference_tol: 1.0e-5}
 grid: {pairs: [[ot, fm], [vp, fm], [vp, ddpm]], seed: [0, 1], solver: [euler, dopri5], nfe: [8], tol: [1.0e-4]}
-max_concurrent_trials: 1  # see tests/conftest.py: ONE_TRIAL_AT_A_TIME
 """
 
 
