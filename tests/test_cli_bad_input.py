@@ -1,4 +1,8 @@
-"""Bad input through the real CLI: exit code 2, one message naming file/key/value, nothing written."""
+"""Bad input through the real CLI: exit code 2, one message naming file/key/value, nothing written.
+
+Most commands here end before Ray starts and run in the test's own process (`fmx_here`: typer's CliRunner
+with the console script's environment); `test_the_console_script_ends_bad_input_as_the_cli_does` shows a
+process ends the same way, and the commands that start Ray or a sweep run as processes (`run_fmx`)."""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import pytest
 
 from tests.bad_inputs import BILLION_LAUGHS, make_store
 from tests.cli_helpers import REPO, fmx_env, run_fmx
+from tests.cli_helpers import fmx_in_this_process as fmx_here
 from tests.shipped_sweeps_env import shipped_sweeps_env, stand_in_detector
 
 GOOD = textwrap.dedent(
@@ -32,6 +37,14 @@ GOOD = textwrap.dedent(
 )
 
 
+class _QuietHandler(http.server.BaseHTTPRequestHandler):
+    """Answers as an HTTP server does, without logging each request to stderr (the test's own process runs
+    the command and reads that stderr)."""
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
 @contextlib.contextmanager
 def _ports() -> Iterator[dict[str, int]]:
     """Ports held for one test (a port picked at collection time may be taken by then, by another worker's
@@ -43,7 +56,7 @@ def _ports() -> Iterator[dict[str, int]]:
         silent = stack.enter_context(socket.socket())
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)  # the kernel accepts; nobody reads or answers
-        server = stack.enter_context(http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler))
+        server = stack.enter_context(http.server.ThreadingHTTPServer(("127.0.0.1", 0), _QuietHandler))
         threading.Thread(target=server.serve_forever, daemon=True).start()
         stack.callback(server.shutdown)
         yield {"closed_port": closed.getsockname()[1], "silent_port": silent.getsockname()[1], "http_port": server.server_address[1]}
@@ -119,7 +132,7 @@ def test_bad_input_exits_2_with_one_clear_message_and_writes_nothing(tmp_path: P
     sweep.write_text(text)
     with _ports() as ports:
         args = [arg.format(**ports) for arg in extra_args]
-        result = run_fmx(["sweep", "sweeps/bad.yaml", *args], cwd=tmp_path, timeout=120)
+        result = fmx_here(["sweep", "sweeps/bad.yaml", *args], cwd=tmp_path, timeout=120)
     assert result.returncode == 2, result.stderr
     message = result.stderr.strip()
     assert message.startswith("error:"), message
@@ -131,18 +144,31 @@ def test_bad_input_exits_2_with_one_clear_message_and_writes_nothing(tmp_path: P
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sweeps"]  # no results/, no mlflow.db
 
 
+@pytest.mark.parametrize("case", ["unknown_nested_key", "markup_in_a_key", "unreachable_tracking_uri"])
+def test_the_console_script_ends_bad_input_as_the_cli_does(tmp_path: Path, case: str):
+    """The installed `fmx` in a process of its own: the exit code, stdout and stderr the in-process runs see."""
+    text, extra_args, _ = CASES[case]
+    (tmp_path / "sweeps").mkdir()
+    (tmp_path / "sweeps" / "bad.yaml").write_text(text)
+    with _ports() as ports:
+        args = ["sweep", "sweeps/bad.yaml", *(arg.format(**ports) for arg in extra_args)]
+        here, there = fmx_here(args, cwd=tmp_path), run_fmx(args, cwd=tmp_path, timeout=120)
+    assert (there.returncode, there.stdout, there.stderr) == (here.returncode, here.stdout, here.stderr) and here.returncode == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweeps"]
+
+
 def test_validate_accepts_the_shipped_sweeps(tmp_path: Path):
     # cifar10.yaml and imagenet*.yaml read their data folders from the environment (validation checks the files an
     # ImageNet folder must hold: small files in the official layout), cifar10.yaml its FID detector (a stand-in).
     env = fmx_env(shipped_sweeps_env(tmp_path))
     for sweep in sorted((REPO / "sweeps").glob("*.yaml")):
-        result = run_fmx(["validate", str(sweep)], cwd=tmp_path, env=env, timeout=120)
+        result = fmx_here(["validate", str(sweep)], cwd=tmp_path, env=env, timeout=120)
         assert result.returncode == 0, f"{sweep.name}: {result.stderr}"
         assert "ok" in result.stdout
 
 
 def test_dry_run_lists_trainings_and_evaluations_without_running(tmp_path: Path):
-    result = run_fmx(["sweep", str(REPO / "sweeps" / "smoke.yaml"), "--dry-run"], cwd=tmp_path, timeout=120)
+    result = fmx_here(["sweep", str(REPO / "sweeps" / "smoke.yaml"), "--dry-run"], cwd=tmp_path, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "ot-fm-independent-s0" in result.stdout and "vp-sm-independent-s0" in result.stdout
     assert "6 evaluations" in result.stdout
@@ -151,7 +177,7 @@ def test_dry_run_lists_trainings_and_evaluations_without_running(tmp_path: Path)
 
 def test_cifar10_sweep_without_its_data_folder_is_refused(tmp_path: Path):
     env = fmx_env({"CIFAR10_ROOT": str(tmp_path / "absent"), "FID_DETECTOR": str(stand_in_detector(tmp_path))})
-    result = run_fmx(["validate", str(REPO / "sweeps" / "cifar10.yaml")], cwd=tmp_path, env=env, timeout=120)
+    result = fmx_here(["validate", str(REPO / "sweeps" / "cifar10.yaml")], cwd=tmp_path, env=env, timeout=120)
     assert result.returncode == 2 and "dataset.root" in result.stderr and "absent" in result.stderr
 
 
@@ -178,7 +204,7 @@ def assert_one_error_line(result: subprocess.CompletedProcess, *fragments: str) 
 def test_a_sweep_file_that_is_not_a_yaml_text_file_is_one_clear_error(tmp_path: Path, case: str):
     make, fragment = SWEEP_FILES[case]
     make(tmp_path / "bad.yaml")
-    result = run_fmx(["sweep", "bad.yaml"], cwd=tmp_path, timeout=60)
+    result = fmx_here(["sweep", "bad.yaml"], cwd=tmp_path, timeout=60)
     assert_one_error_line(result, "bad.yaml: ", fragment)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
 
@@ -189,7 +215,7 @@ def test_a_gpu_sweep_on_a_machine_without_one_is_refused_before_ray_starts(tmp_p
     if local_gpu_count() != 0:
         pytest.skip("this machine has GPUs (or cannot tell)")
     (tmp_path / "bad.yaml").write_text(GOOD.replace("batch_size: 32}", "batch_size: 32, use_gpu: true}"))
-    result = run_fmx(["sweep", "bad.yaml"], cwd=tmp_path, timeout=60)
+    result = fmx_here(["sweep", "bad.yaml"], cwd=tmp_path, timeout=60)
     assert_one_error_line(result, "bad.yaml: train.use_gpu", "this machine has 0")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
 
@@ -201,7 +227,7 @@ def test_fmx_train_of_a_gpu_sweep_where_pytorch_sees_no_gpu_is_refused(tmp_path:
     if torch.cuda.is_available():
         pytest.skip("this machine has a CUDA GPU")
     (tmp_path / "bad.yaml").write_text(GOOD.replace("batch_size: 32}", "batch_size: 32, use_gpu: true}"))
-    result = run_fmx(["train", "bad.yaml"], cwd=tmp_path, timeout=120)
+    result = fmx_here(["train", "bad.yaml"], cwd=tmp_path, timeout=120)
     assert_one_error_line(result, "bad.yaml: train.use_gpu is true, but PyTorch sees no CUDA GPU here")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
 
@@ -209,7 +235,7 @@ def test_fmx_train_of_a_gpu_sweep_where_pytorch_sees_no_gpu_is_refused(tmp_path:
 def test_a_sweep_on_a_corrupt_store_is_refused_before_ray_starts(tmp_path: Path):
     (tmp_path / "bad.yaml").write_text(GOOD)
     (tmp_path / "mlflow.db").write_bytes(b"\x00garbage" * 500)
-    result = run_fmx(["sweep", "bad.yaml"], cwd=tmp_path, timeout=60)
+    result = fmx_here(["sweep", "bad.yaml"], cwd=tmp_path, timeout=60)
     assert_one_error_line(result, "--tracking-uri", "mlflow.db", "not a sqlite database")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml", "mlflow.db"]
 
@@ -234,7 +260,7 @@ def test_a_damaged_ledger_of_passes_is_one_line_naming_it_and_exit_2(tmp_path: P
     ledger.parent.mkdir(parents=True)
     ledger.write_bytes(DAMAGED_LEDGERS[case])
     for args in (["sweep", "bad.yaml"], ["sweep", "bad.yaml", "--resume"]):
-        result = run_fmx(args, cwd=tmp_path, timeout=60)
+        result = fmx_here(args, cwd=tmp_path, timeout=60)
         assert_one_error_line(result, "passes.json", "delete", "results")
     assert ledger.read_bytes() == DAMAGED_LEDGERS[case]  # left as it was
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml", "results"]
@@ -266,21 +292,21 @@ def test_damaged_records_of_a_sweep_are_one_line_naming_them_and_exit_2(tmp_path
     for case, damage in DAMAGED_EVALUATIONS.items():
         record.write_text(damage(good))
         for args in (["sweep", "bad.yaml"], ["sweep", "bad.yaml", "--dry-run"], ["tables", "bad-input"]):
-            result = run_fmx(args, cwd=tmp_path, timeout=120)
+            result = fmx_here(args, cwd=tmp_path, timeout=120)
             assert_one_error_line(result, run_id, "evaluations.json", "delete that run")
         assert not list((tmp_path / "results" / "bad-input" / "ray").glob("tune-2")), case  # no pass started
     # A row written twice is one row.
     record.write_text(json.dumps({**json.loads(good), "rows": json.loads(good)["rows"] * 2}))
-    assert run_fmx(["tables", "bad-input"], cwd=tmp_path, timeout=120).returncode == 0
+    assert fmx_here(["tables", "bad-input"], cwd=tmp_path, timeout=120).returncode == 0
     assert len(pd.read_parquet(tmp_path / "results" / "bad-input" / "runs.parquet")) == len(json.loads(good)["rows"])
     record.write_text(good)
-    assert run_fmx(["tables", "bad-input"], cwd=tmp_path, timeout=120).returncode == 0
+    assert fmx_here(["tables", "bad-input"], cwd=tmp_path, timeout=120).returncode == 0
     # The sweep's note of which store and experiment it logs to, read by --resume: never guessed past.
     state = tmp_path / "results" / "bad-input" / "sweep-state.json"
     kept = state.read_text()
     for damaged in ('{"tracking_uri": 5', "[]", '{"tracking_uri": 5, "experiment_id": [], "experiment_name": null}'):
         state.write_text(damaged)
-        result = run_fmx(["sweep", "bad.yaml", "--resume"], cwd=tmp_path, timeout=120)
+        result = fmx_here(["sweep", "bad.yaml", "--resume"], cwd=tmp_path, timeout=120)
         assert_one_error_line(result, "sweep-state.json", "cannot be read", "delete")
     state.write_text(kept)
     assert run_fmx(["sweep", "bad.yaml", "--resume"], cwd=tmp_path, timeout=120).returncode == 0
@@ -318,7 +344,7 @@ def test_read_only_commands_refuse_a_missing_or_broken_store_and_create_nothing(
     command = prepare(tmp_path, held)
     before = sorted(p.name for p in tmp_path.iterdir())
     try:
-        result = run_fmx(command, cwd=tmp_path, timeout=60)
+        result = fmx_here(command, cwd=tmp_path, timeout=60)
     finally:
         for listener in held:
             listener.close()
@@ -328,7 +354,7 @@ def test_read_only_commands_refuse_a_missing_or_broken_store_and_create_nothing(
 
 def test_dry_run_of_a_big_plan_prints_a_capped_list(tmp_path: Path):
     (tmp_path / "big.yaml").write_text(GOOD.replace("nfe: [4]", f"nfe: [4], seed: {list(range(200))}"))
-    result = run_fmx(["sweep", "big.yaml", "--dry-run"], cwd=tmp_path, timeout=60)
+    result = fmx_here(["sweep", "big.yaml", "--dry-run"], cwd=tmp_path, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "ot-fm-independent-s49" in result.stdout and "ot-fm-independent-s50" not in result.stdout
     assert "... 150 more" in result.stdout and "200 evaluations" in result.stdout
@@ -365,7 +391,7 @@ def test_output_folders_that_cannot_be_made_and_options_out_of_range_are_one_lin
         (tmp_path / "results").mkdir()
         (tmp_path / "results" / "bad-input").write_text("a file")
     before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
-    result = run_fmx(command, cwd=tmp_path, timeout=120)
+    result = fmx_here(command, cwd=tmp_path, timeout=120)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr and result.stderr.strip().startswith("error:"), result.stderr
     for fragment in expected:

@@ -1,4 +1,6 @@
-"""`fmx train` and `fmx eval`: one configuration in-process, without Ray."""
+"""`fmx train` and `fmx eval`: one configuration in-process, without Ray. The training and the evaluation that
+succeeds run as the console script does, in processes of their own; the refusals run in the test's process
+(`fmx_here`, tests/cli_helpers.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from orchestrator.errors import CheckpointError
 from orchestrator.plan import plan_sweep
 from orchestrator.training_loop import TrialParts
 from tests.cli_helpers import REPO, run_fmx
+from tests.cli_helpers import fmx_in_this_process as fmx_here
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +43,7 @@ def test_train_then_eval_a_checkpoint_under_another_solver(trained: Path, tmp_pa
     values = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in evaluated.stdout.splitlines() if ":" in line)}
     assert values["nfe"].strip() == "12" and values["status"].strip() == "ok"
     assert float(values["sample_metric"]) > 0
-    wrong = run_fmx(["train", str(REPO / "sweeps" / "smoke.yaml"), "--trial", "ot-sm-independent-s0"], tmp_path)
+    wrong = fmx_here(["train", str(REPO / "sweeps" / "smoke.yaml"), "--trial", "ot-sm-independent-s0"], tmp_path)
     assert wrong.returncode == 2 and "ot-fm-independent-s0" in wrong.stderr
 
 
@@ -62,10 +65,10 @@ def test_eval_refuses_checkpoints_that_are_not_fmx_data(trained: Path, tmp_path:
     args = ["eval", str(checkpoint), "--solver", "euler", "--nfe", "4"]
 
     (checkpoint / "trial.txt").write_text("ot-fm-independent-s0\n")  # a real trial, but not this checkpoint's
-    other = run_fmx(args, tmp_path)
+    other = fmx_here(args, tmp_path)
     assert other.returncode == 2 and "is of trial 'vp-fm-independent-s0'" in other.stderr, other.stderr
     (checkpoint / "trial.txt").write_text("nosuch-trial\n")
-    unknown = run_fmx(args, tmp_path)
+    unknown = fmx_here(args, tmp_path)
     assert unknown.returncode == 2 and "'nosuch-trial' is not a training" in unknown.stderr, unknown.stderr
     assert "Traceback" not in other.stderr + unknown.stderr
 
@@ -74,7 +77,7 @@ def test_eval_refuses_checkpoints_that_are_not_fmx_data(trained: Path, tmp_path:
     state = torch.load(checkpoint / "state.pt", weights_only=True)
     state["optimizer"] = _Payload(marker)
     torch.save(state, checkpoint / "state.pt")
-    evil = run_fmx(args, tmp_path)
+    evil = fmx_here(args, tmp_path)
     assert evil.returncode == 2, evil.stderr
     assert "refused to load" in evil.stderr and "posix.system" in evil.stderr and "Traceback" not in evil.stderr
     assert not marker.exists()
@@ -102,7 +105,7 @@ def test_eval_of_a_checkpoint_that_does_not_fit_its_sweep_file_is_one_line_and_e
         edit(state)
         torch.save(state, checkpoint / "state.pt")
 
-    results = {"wider model": run_fmx(args, tmp_path)}
+    results = {"wider model": fmx_here(args, tmp_path)}
     (checkpoint / "sweep.yaml").write_text(original_yaml)
     for name, edit in {
         "no scheduler": lambda s: s.pop("scheduler"),
@@ -111,7 +114,7 @@ def test_eval_of_a_checkpoint_that_does_not_fit_its_sweep_file_is_one_line_and_e
     }.items():
         (checkpoint / "state.pt").write_bytes(original_state)
         broken(edit)
-        results[name] = run_fmx(args, tmp_path)
+        results[name] = fmx_here(args, tmp_path)
     for name, r in results.items():
         assert r.returncode == 2, (name, r.stderr)
         assert "does not fit" in r.stderr and str(checkpoint) in r.stderr, (name, r.stderr)
