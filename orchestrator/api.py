@@ -50,7 +50,8 @@ def run_sweep(
 ) -> SweepOutcome:  # fmt: skip
     """Run a sweep file (or a validated SweepConfig) on a local Ray (or the cluster at `address`, HOST:PORT),
     logging to `tracking_uri` (default: $MLFLOW_TRACKING_URI, else ./mlflow.db); only the cells the store
-    does not hold yet train or evaluate. Progress goes to `console` (stderr by default).
+    does not hold yet train or evaluate. Progress goes to `console` (stderr by default). Where this process is
+    connected to a Ray already (a notebook's own `ray.init()`), the sweep runs on that Ray and leaves it running.
 
     The pipeline's stages in order: read and validate the file, plan against the store (every check before
     Ray starts, the lock taken), then run, reconcile and publish (orchestrator.pipeline)."""

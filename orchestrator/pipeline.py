@@ -41,7 +41,9 @@ from orchestrator.resume_points import with_resume_points
 from orchestrator.sweep_guard import config_digest, write_sweep_state
 from orchestrator.tags import TAG_CELL
 from orchestrator.tracking import DamagedRun, TrackingUnavailable, ensure_experiment, existing_experiment, read_evaluations
-from orchestrator.tune_pass import PassRun, Unschedulable, check_schedulable, init_ray, quiet_tune_advice, run_pass, stop_local_ray
+from orchestrator.tune_pass import (
+    PassRun, Unschedulable, callers_ray, check_schedulable, init_ray, quiet_tune_advice, run_pass, stop_local_ray,
+)
 
 
 def run(planned: PlannedSweep, console: Console | None = None) -> SweepOutcome:
@@ -49,6 +51,7 @@ def run(planned: PlannedSweep, console: Console | None = None) -> SweepOutcome:
     ended is the outcome, or a SweepStopped with its line and exit code. Releases the sweep's lock."""
     console = console or Console(stderr=True, soft_wrap=True)
     file = planned.file
+    keep_ray = callers_ray()  # a Ray this sweep did not start is not this sweep's to stop
     try:
         _say_where(planned, console)
         return _run_planned(planned, console)
@@ -72,7 +75,8 @@ def run(planned: PlannedSweep, console: Console | None = None) -> SweepOutcome:
             raise
         raise _disk_full(full, file) from None
     finally:
-        stop_local_ray()
+        if not keep_ray:
+            stop_local_ray()
         planned.lock.release()
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +44,14 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> None:
         # On an existing cluster the driver's environment does not reach Ray Train's controller: ship it.
         env = {k: os.environ[k] for k in ("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S",)}
         ray.init(address=address, log_to_driver=False, configure_logging=False, runtime_env={"env_vars": env})
+
+
+def callers_ray() -> bool:
+    """Whether this process is connected to a Ray already (the caller's own: a notebook's `ray.init()`, a test's
+    module-wide Ray): a sweep then runs on it and leaves it running. Read without importing Ray, whose import
+    alone costs seconds, where nothing has imported it yet (then nothing started it either)."""
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized()
 
 
 def stop_local_ray() -> None:

@@ -1,7 +1,8 @@
 """Every shipped sweep file, shrunk (fewer steps, one seed, tiny nets) but with the same grid, runs end to end.
 
 A change that breaks a sweep file or the ablation it encodes fails here. The sweeps share one real local
-Ray (started once for the module) and write to a real sqlite MLflow store in the test's own folder.
+Ray (started once for the module: `run_sweep` runs on a Ray its caller started and leaves it running) and
+write to a real sqlite MLflow store in the test's own folder.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from orchestrator.plan import plan_sweep
 from orchestrator.report import build_report, load_samples, load_trajectories
 from orchestrator.scorecard import CLAIMS
 from orchestrator import run_sweep
+from orchestrator.tune_pass import init_ray
 from tests.cli_helpers import REPO
 
 pytestmark = pytest.mark.slow
@@ -39,12 +41,15 @@ REPORT_PLOTS = {  # every report also has metrics_per_method
 
 @pytest.fixture(scope="module")
 def local_ray():
+    """One local Ray for the module's sweeps, started as a sweep starts its own (`init_ray`): a Ray the caller
+    started is the caller's, so every `run_sweep` runs on it and leaves it running (seven Ray starts saved)."""
     import ray
 
     tmp = tempfile.mkdtemp(prefix="fmxray", dir="/tmp")
     old = os.environ.get("RAY_TMPDIR")
     os.environ["RAY_TMPDIR"] = tmp
-    yield
+    init_ray(None)
+    yield ray
     ray.shutdown()
     if old is None:
         os.environ.pop("RAY_TMPDIR", None)
@@ -84,7 +89,9 @@ def test_reduced_sweep_runs_every_setting(tmp_path: Path, monkeypatch: pytest.Mo
     config = parse_sweep(shrink(yaml.safe_load((REPO / "sweeps" / f"{name}.yaml").read_text())), f"{name}.yaml")
     plan, full_plan = plan_sweep(config), plan_sweep(original)
     assert len(plan.settings) == len(full_plan.settings) and len(plan.eval_steps) == len(full_plan.eval_steps)
+    node = local_ray.get_runtime_context().get_node_id()
     outcome = run_sweep(config, f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert local_ray.is_initialized() and local_ray.get_runtime_context().get_node_id() == node  # left as it was
     runs = outcome.runs
     draws = len(config.eval.dequant_draws) if config.dataset.name == "digits" else 1
     assert len(runs) == len(plan.trainings) * len(plan.settings) * len(plan.eval_steps) * draws
