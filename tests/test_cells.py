@@ -1,5 +1,6 @@
 """A sweep grows without retraining: `fmx sweep` of an edited file runs only its missing cells (real Ray, real
-MLflow sqlite store, real checkpoints)."""
+MLflow sqlite store, real checkpoints). The edits run in the test's process on one local Ray
+(tests/sweep_here.py); the sweep that must not start Ray at all, and the table a sweep prints, run `fmx`."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 from mlflow import MlflowClient
 
 from tests.cli_helpers import TRAINING_RUNS, cleanup_ray_tmp, fmx_env, run_fmx
+from tests.sweep_here import module_ray, sweep_here
 from tests.test_sweep_integration import _fmx
 
 pytestmark = pytest.mark.slow
@@ -32,9 +34,18 @@ max_concurrent_trials: 1  # see tests/conftest.py: ONE_TRIAL_AT_A_TIME
 """
 
 
-def _sweep(tmp_path: Path, text: str):
+@pytest.fixture(scope="module")
+def local_ray():
+    with module_ray() as ray:
+        yield ray
+
+
+def _sweep(tmp_path: Path, text: str) -> str:
+    """The progress lines of `fmx sweep growing.yaml` (as the text, in the test's process)."""
     (tmp_path / "growing.yaml").write_text(text)
-    return _fmx(["sweep", "growing.yaml"], tmp_path)
+    outcome, log = sweep_here(tmp_path / "growing.yaml")
+    assert outcome.exit_code == 0, log
+    return log
 
 
 def _runs(tmp_path: Path) -> pd.DataFrame:
@@ -56,14 +67,14 @@ def _loss_steps(tmp_path: Path, run_id: str) -> list[int]:
     return sorted(m.step for m in client.get_metric_history(run_id, "train_loss"))
 
 
-def test_an_edited_sweep_runs_only_its_missing_cells(tmp_path: Path):
+def test_an_edited_sweep_runs_only_its_missing_cells(tmp_path: Path, local_ray):
     _sweep(tmp_path, GROWING)
     first = _runs(tmp_path)
     assert len(first) == 2 and (first["status"] == "ok").all()
 
     # One more seed: only the two new trainings run, in a Tune experiment of their own.
     grown = _sweep(tmp_path, GROWING.replace("seed: [0]", "seed: [0, 1]"))
-    assert "2 to train" in grown.stderr and "2 reused" in grown.stderr
+    assert "2 to train" in grown and "2 reused" in grown
     assert _tune_trials(tmp_path, "tune") == 2 and _tune_trials(tmp_path, "tune-2") == 2
     runs = _runs(tmp_path)
     assert len(runs) == 4 and sorted(runs["seed"]) == [0, 0, 1, 1]
@@ -76,7 +87,7 @@ def test_an_edited_sweep_runs_only_its_missing_cells(tmp_path: Path):
 
     # One more solver setting: no training at all; one evaluation per training, from its stored weights.
     more = _sweep(tmp_path, GROWING.replace("seed: [0]", "seed: [0, 1]").replace("nfe: [4]", "nfe: [4, 2]"))
-    assert "0 to train, 4 to evaluate from stored weights (4 evaluations)" in more.stderr, more.stderr
+    assert "0 to train, 4 to evaluate from stored weights (4 evaluations)" in more, more
     work = json.loads((tmp_path / "results" / "growing" / "ray" / "passes.json").read_text())[-1]["work"]
     assert [w["mode"] for w in work] == ["evaluate"] * 4
     runs = _runs(tmp_path)
@@ -95,7 +106,7 @@ def test_an_edited_sweep_runs_only_its_missing_cells(tmp_path: Path):
     shutil.rmtree(tmp_path / "results")
     changed = GROWING.replace("seed: [0]", "seed: [0, 1]").replace("nfe: [4]", "nfe: [4, 2]").replace("steps: 60", "steps: 40")
     retrained = _sweep(tmp_path, changed)
-    assert "4 to train, 0 reused" in retrained.stderr, retrained.stderr
+    assert "4 to train, 0 reused" in retrained, retrained
     runs = _runs(tmp_path)
     assert len(runs) == 8 and (runs["train_steps"] == 40).all() and (runs["train_step"] == 40).all()
     new_ids = set(runs["mlflow_run_id"])

@@ -8,9 +8,6 @@ write to a real sqlite MLflow store in the test's own folder.
 from __future__ import annotations
 
 import copy
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -21,8 +18,8 @@ from orchestrator.plan import plan_sweep
 from orchestrator.report import build_report, load_samples, load_trajectories
 from orchestrator.scorecard import CLAIMS
 from orchestrator import run_sweep
-from orchestrator.tune_pass import init_ray
 from tests.cli_helpers import REPO
+from tests.sweep_here import module_ray
 
 pytestmark = pytest.mark.slow
 ABLATIONS = ["path_ablation", "path_ablation_digits", "solver_ablation", "training_speed", "dequantization", "schedule_ablation",
@@ -41,21 +38,10 @@ REPORT_PLOTS = {  # every report also has metrics_per_method
 
 @pytest.fixture(scope="module")
 def local_ray():
-    """One local Ray for the module's sweeps, started as a sweep starts its own (`init_ray`): a Ray the caller
-    started is the caller's, so every `run_sweep` runs on it and leaves it running (seven Ray starts saved)."""
-    import ray
-
-    tmp = tempfile.mkdtemp(prefix="fmxray", dir="/tmp")
-    old = os.environ.get("RAY_TMPDIR")
-    os.environ["RAY_TMPDIR"] = tmp
-    init_ray(None)
-    yield ray
-    ray.shutdown()
-    if old is None:
-        os.environ.pop("RAY_TMPDIR", None)
-    else:
-        os.environ["RAY_TMPDIR"] = old
-    shutil.rmtree(tmp, ignore_errors=True)
+    """One local Ray for the module's sweeps (tests/sweep_here.py): `run_sweep` runs on a Ray its caller
+    started and leaves it running."""
+    with module_ray() as ray:
+        yield ray
 
 
 def shrink(data: dict) -> dict:
