@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tests.cli_helpers import fmx_in_this_process as fmx_here
 from tests.cli_helpers import run_fmx
 
 pytestmark = pytest.mark.slow
@@ -39,5 +40,5 @@ def test_a_reused_cell_takes_the_names_of_the_file_that_reuses_it(tmp_path: Path
     assert (after["train_axes"] == "lr=0.002").all()
     assert list(after["mlflow_run_id"].sort_values()) == list(before["mlflow_run_id"].sort_values())  # the same runs
     # `fmx compare` finds the method by that name: the one it cannot find is the other, which is not there.
-    compared = run_fmx(["compare", "renamed", "FM-OT [lr=0.002]", "FM-VP", "--metric", "nfe"], cwd=tmp_path, timeout=120)
+    compared = fmx_here(["compare", "renamed", "FM-OT [lr=0.002]", "FM-VP", "--metric", "nfe"], cwd=tmp_path)
     assert "no method 'FM-VP' in this sweep; it has FM-OT [lr=0.002]" in compared.stderr, compared.stderr

@@ -1,4 +1,6 @@
-"""`fmx sweep` end to end through the CLI: real Ray, real MLflow (local store and server), real Parquet."""
+"""`fmx sweep` end to end through the CLI: real Ray, real MLflow (local store and server), real Parquet. The
+sweeps whose subject is how a failed trial is recorded run in the test's process on one local Ray
+(tests/sweep_here.py); commands that only read the store run in it too (`fmx_here`)."""
 
 from __future__ import annotations
 
@@ -17,7 +19,9 @@ from mlflow import MlflowClient
 from orchestrator.tables import display_table, summarize
 from tests.layout_helpers import assert_numbers_whole
 from tests.cli_helpers import FMX, REPO, TRAINING_RUNS, cleanup_ray_tmp, fmx_env, kill_session, leftover_ray_processes, run_fmx
+from tests.cli_helpers import fmx_in_this_process as fmx_here
 from tests.mlflow_server import mlflow_server
+from tests.sweep_here import module_ray, sweep_here
 
 pytestmark = pytest.mark.slow
 
@@ -145,7 +149,8 @@ def test_smoke_sweep_with_the_embedded_defaults_and_tables_rebuilt_from_mlflow(t
     # `fmx tables` rebuilds both files, identical, from MLflow alone.
     shutil.copytree(tmp_path / "results", tmp_path / "before")
     shutil.rmtree(tmp_path / "results")
-    rebuilt = _fmx(["tables", "smoke", "--markdown"], tmp_path)
+    rebuilt = fmx_here(["tables", "smoke", "--markdown"], tmp_path)
+    assert rebuilt.returncode == 0, rebuilt.stderr
     assert "| method |" in rebuilt.stdout
     for name in ("runs.parquet", "table.parquet"):
         pd.testing.assert_frame_equal(
@@ -161,9 +166,10 @@ def test_smoke_sweep_with_the_embedded_defaults_and_tables_rebuilt_from_mlflow(t
     assert narrow.returncode == 0 and "FM-OT" in narrow.stdout, narrow.stderr[-3000:]
     assert_numbers_whole([str(v) for column in shown.columns for v in shown[column]], narrow.stdout, 80)
     # A paired comparison from MLflow alone: with one seed it refuses a verdict, cell by cell.
-    compared = _fmx(["compare", "smoke", "FM-OT", "SM-VP", "--metric", "nfe", "--margin", "5"], tmp_path)
+    compared = fmx_here(["compare", "smoke", "FM-OT", "SM-VP", "--metric", "nfe", "--margin", "5"], tmp_path)
+    assert compared.returncode == 0, compared.stderr
     assert compared.stdout.count("no verdict (1 seed)") == 2 and "dopri5_tol1e-05" in compared.stdout
-    unknown = run_fmx(["compare", "smoke", "FM-OT", "FM-VE"], tmp_path)
+    unknown = fmx_here(["compare", "smoke", "FM-OT", "FM-VE"], tmp_path)
     assert unknown.returncode == 2 and "no method 'FM-VE'" in unknown.stderr and "Traceback" not in unknown.stderr
 
 
@@ -210,9 +216,16 @@ max_concurrent_trials: 1  # see tests/conftest.py: ONE_TRIAL_AT_A_TIME
 """
 
 
-def test_a_trial_whose_loss_goes_nan_is_recorded_as_failed_and_the_sweep_completes(tmp_path: Path):
+@pytest.fixture(scope="module")
+def local_ray():
+    with module_ray() as ray:
+        yield ray
+
+
+def test_a_trial_whose_loss_goes_nan_is_recorded_as_failed_and_the_sweep_completes(tmp_path: Path, local_ray):
     (tmp_path / "nan.yaml").write_text(NAN_SWEEP)
-    _fmx(["sweep", "nan.yaml"], tmp_path)
+    outcome, log = sweep_here(tmp_path / "nan.yaml")
+    assert outcome.exit_code == 0 and outcome.failed_trials == 1, log
     runs = pd.read_parquet(tmp_path / "results" / "nan" / "runs.parquet").set_index("trial_id")
     assert runs.loc["ot-fm-independent-s0", "status"] == "ok"
     failed = runs.loc["vp-fm-independent-s0"]
@@ -324,13 +337,14 @@ grid: {path: [ot], objective: [fm], seed: [0], solver: [euler], nfe: [4]}
 """
 
 
-def test_a_trial_that_fails_before_training_is_recorded_as_failed(tmp_path: Path):
+def test_a_trial_that_fails_before_training_is_recorded_as_failed(tmp_path: Path, local_ray):
     """An unreadable file in a data folder passes validation (the folder exists) and fails in the trial while
     it loads the data: the failure must still reach MLflow and the Parquet rows with its reason."""
     (tmp_path / "images").mkdir()
     (tmp_path / "images" / "broken.png").write_bytes(b"not a png at all")
     (tmp_path / "corrupt.yaml").write_text(CORRUPT_SWEEP)
-    _fmx(["sweep", "corrupt.yaml"], tmp_path)
+    outcome, log = sweep_here(tmp_path / "corrupt.yaml")
+    assert outcome.exit_code == 0 and outcome.failed_trials == 1, log
     runs = pd.read_parquet(tmp_path / "results" / "corrupt" / "runs.parquet")
     assert len(runs) == 1 and runs.loc[0, "status"] == "failed" and runs.loc[0, "train_steps"] == 0
     assert runs.loc[0, "error"].startswith("UnidentifiedImageError") and "broken.png" in runs.loc[0, "error"]
@@ -341,7 +355,8 @@ def test_a_trial_that_fails_before_training_is_recorded_as_failed(tmp_path: Path
     from PIL import Image
 
     Image.new("L", (8, 8), color=128).save(tmp_path / "images" / "broken.png")
-    _fmx(["sweep", "corrupt.yaml", "--resume"], tmp_path)
+    outcome, log = sweep_here(tmp_path / "corrupt.yaml", resume=True)
+    assert outcome.exit_code == 0 and outcome.failed_trials == 0, log
     runs = pd.read_parquet(tmp_path / "results" / "corrupt" / "runs.parquet")
     assert len(runs) == 1 and runs.loc[0, "status"] == "ok" and runs.loc[0, "train_steps"] == 10, runs.loc[0, "error"]
     (mlflow_run,) = _runs_of(f"sqlite:///{tmp_path / 'mlflow.db'}", "corrupt", TRAINING_RUNS)
