@@ -14,6 +14,8 @@ from pathlib import Path
 
 FMX = str(Path(sys.executable).with_name("fmx"))
 REPO = Path(__file__).resolve().parent.parent
+#: Where the tests' runs keep fmx's cache (the digits classifier is trained once, in the checkout, git-ignored).
+FMX_CACHE = str(REPO / ".fmx_cache")
 #: An MLflow filter for the training (parent) runs of a sweep, leaving out its evaluation (child) runs.
 TRAINING_RUNS = "tags.`fmx.trial_id` != ''"
 
@@ -24,7 +26,7 @@ def fmx_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "RAY_"))}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
     env["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="fmxray", dir="/tmp")  # Ray's socket paths must stay short
-    env["FMX_CACHE_DIR"] = str(REPO / ".fmx_cache")
+    env["FMX_CACHE_DIR"] = FMX_CACHE
     env.update(extra or {})
     return env
 

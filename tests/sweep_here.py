@@ -23,25 +23,29 @@ from rich.console import Console
 from orchestrator import run_sweep
 from orchestrator.outcome import SweepOutcome
 from orchestrator.tune_pass import init_ray
+from tests.cli_helpers import FMX_CACHE
 
 
 @contextlib.contextmanager
 def module_ray() -> Iterator[ModuleType]:
-    """A local Ray in this process, its files in a short private temp dir, stopped and removed at the end."""
+    """A local Ray in this process, its files in a short private temp dir, stopped and removed at the end. Its
+    trials see the environment `fmx_env` gives the console script's (the digits classifier's cache among it)."""
     import ray
 
     tmp = tempfile.mkdtemp(prefix="fmxray", dir="/tmp")  # Ray's socket paths must stay short
-    old = os.environ.get("RAY_TMPDIR")
-    os.environ["RAY_TMPDIR"] = tmp
+    wanted = {"RAY_TMPDIR": tmp, "FMX_CACHE_DIR": FMX_CACHE}
+    old = {name: os.environ.get(name) for name in wanted}
+    os.environ.update(wanted)  # before Ray starts: its workers inherit this process's environment then
     try:
         init_ray(None)
         yield ray
     finally:
         ray.shutdown()
-        if old is None:
-            os.environ.pop("RAY_TMPDIR", None)
-        else:
-            os.environ["RAY_TMPDIR"] = old
+        for name, value in old.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
         shutil.rmtree(tmp, ignore_errors=True)
 
 

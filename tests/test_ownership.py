@@ -1,5 +1,6 @@
 """One sweep folder per sweep name and store (orchestrator.ownership), through the CLI with a real local Ray
-and a real MLflow store."""
+and a real MLflow store. The two commands that start no Ray (a refusal; a sweep whose cells are all in the
+store) run in the test's process (`fmx_here`, tests/cli_helpers.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tests.cli_helpers import fmx_in_this_process as fmx_here
 from tests.cli_helpers import run_fmx
 
 pytestmark = pytest.mark.slow
@@ -32,12 +34,12 @@ def test_a_sweep_name_in_a_store_belongs_to_one_folder_until_that_folder_is_gone
         (folder / "owned.yaml").write_text(SWEEP)
     assert run_fmx(["sweep", "owned.yaml", "--tracking-uri", store], cwd=first, timeout=300).returncode == 0
 
-    refused = run_fmx(["sweep", "owned.yaml", "--tracking-uri", store], cwd=second, timeout=300)
+    refused = fmx_here(["sweep", "owned.yaml", "--tracking-uri", store], cwd=second)
     assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
     assert str(first) in refused.stderr and "belongs to" in refused.stderr, refused.stderr
     assert not (second / "results" / "owned" / "runs.parquet").exists()
 
     shutil.rmtree(first)  # the owner is gone: the next folder takes the sweep over, reusing its cells
-    taken = run_fmx(["sweep", "owned.yaml", "--tracking-uri", store], cwd=second, timeout=300)
+    taken = fmx_here(["sweep", "owned.yaml", "--tracking-uri", store], cwd=second)
     assert taken.returncode == 0 and "0 to train, 1 reused" in taken.stderr, taken.stderr
     assert len(pd.read_parquet(second / "results" / "owned" / "runs.parquet")) == 1

@@ -1,7 +1,8 @@
 """One training loop for both routes, watched live: the same small image sweep trained in the Tune trial and
 by a 2-worker gloo TorchTrainer yields the same kinds of rows, sample artifacts and per-evaluation progress
 lines, and the TorchTrainer's stored weights serve a new solver setting without training again; and a trial still training already shows its loss curve (and learning rate, gradient norm,
-throughput) in MLflow. Real Ray, real MLflow sqlite store, real files."""
+throughput) in MLflow. Real Ray, real MLflow sqlite store, real files. The two routes' sweeps run in the test's
+process on one local Ray (tests/sweep_here.py); the live test runs `fmx sweep`, whose trials read its environment."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from mlflow import MlflowClient
 
 from orchestrator.plan import train_run_name
 from orchestrator.reconcile import train_run_record
-from tests.cli_helpers import TRAINING_RUNS, run_fmx
+from tests.cli_helpers import TRAINING_RUNS
+from tests.sweep_here import module_ray, sweep_here
 
 pytestmark = pytest.mark.slow
 
@@ -42,23 +44,29 @@ def _training_run(uri: str, sweep: str):
     return client, (runs[0] if runs else None)
 
 
+@pytest.fixture(scope="module")
+def local_ray():
+    with module_ray() as ray:
+        yield ray
+
+
 def _route(tmp_path: Path, name: str, trainer: str) -> dict:
     folder = tmp_path / name
     folder.mkdir()
     (folder / "routes.yaml").write_text(IMAGE_SWEEP.replace(" TRAINER", trainer))
-    done = run_fmx(["sweep", "routes.yaml"], folder, timeout=600)
-    assert done.returncode == 0, done.stderr[-4000:]
+    outcome, log = sweep_here(folder / "routes.yaml")
+    assert outcome.exit_code == 0 and outcome.failed_trials == 0, log[-4000:]
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     client, run = _training_run(uri, "routes")
     artifacts = {a.path for folder_name in ("plots", "samples") for a in client.list_artifacts(run.info.run_id, folder_name)}
     children = client.search_runs([run.info.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{run.info.run_id}'")
     runs = pd.read_parquet(folder / "results" / "routes" / "runs.parquet")
-    progress = re.findall(r"step (\d+) eval (\d)/2 (\S+):", done.stderr)
+    progress = re.findall(r"step (\d+) eval (\d)/2 (\S+):", log)
     return {"runs": runs, "artifacts": artifacts, "children": children, "progress": progress, "run": run,
             "history": [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")]}  # fmt: skip
 
 
-def test_in_trial_and_torch_trainer_routes_give_the_same_kinds_of_outputs(tmp_path: Path):
+def test_in_trial_and_torch_trainer_routes_give_the_same_kinds_of_outputs(tmp_path: Path, local_ray):
     in_trial = _route(tmp_path, "in_trial", "")
     ddp = _route(tmp_path, "ddp", DDP_ROUTE)
     for out in (in_trial, ddp):
@@ -91,9 +99,9 @@ def test_in_trial_and_torch_trainer_routes_give_the_same_kinds_of_outputs(tmp_pa
     # Rank 0 stored the weights of its evaluation steps: a new solver setting is evaluated from them, in a
     # trial of its own (one worker's resources), without training again.
     (folder / "routes.yaml").write_text(IMAGE_SWEEP.replace(" TRAINER", DDP_ROUTE).replace("nfe: [4]", "nfe: [4, 8]"))
-    grown = run_fmx(["sweep", "routes.yaml"], folder, timeout=600)
-    assert grown.returncode == 0, grown.stderr[-4000:]
-    assert "0 to train, 1 to evaluate from stored weights (4 evaluations)" in grown.stderr, grown.stderr[-3000:]
+    grown, log = sweep_here(folder / "routes.yaml")
+    assert grown.exit_code == 0, log[-4000:]
+    assert "0 to train, 1 to evaluate from stored weights (4 evaluations)" in log, log[-3000:]
     more = pd.read_parquet(folder / "results" / "routes" / "runs.parquet")
     assert len(more) == 8 and (more["status"] == "ok").all() and more["mlflow_run_id"].nunique() == 1
     assert sorted(more.loc[more["nfe_budget"] == 8, "train_step"]) == [20, 20, 40, 40]
