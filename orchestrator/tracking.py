@@ -276,7 +276,7 @@ class TrialRun:
         self, uri: str, experiment_id: str, sweep: str, key: TrainingKey, params: dict[str, Any], cell: str,
         mark_running: bool = True,
     ) -> None:  # fmt: skip
-        self.client, self.uri = client(uri), uri
+        self.client, self.uri, self._gave_up = client(uri), uri, False
         self.key, self.where, self.experiment_id, self.cell = key, store_location(uri), experiment_id, cell
         existing = self.retrying(lambda: find_trial_run(self.client, experiment_id, cell), "find the trial's run")
         if existing is not None:
@@ -291,7 +291,17 @@ class TrialRun:
             self._log_params(params)
 
     def retrying(self, call: Callable[[], T], what: str) -> T:
-        return retrying(call, what, where=self.where)
+        """`retrying`, with one budget for the trial's run rather than one per call: once a call has waited out
+        the budget, the next calls try once each until one gets through. Each used to wait the budget out
+        again, so a trial that lost its store took a multiple of it to end (a 3 s budget, 15 s; at the
+        default 600 s, most of an hour); the artifacts it could not send are kept for the driver meanwhile."""
+        try:
+            result = retrying(call, what, budget=0.0 if self._gave_up else None, where=self.where)
+        except TrackingUnavailable:
+            self._gave_up = True
+            raise
+        self._gave_up = False
+        return result
 
     def _log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param

@@ -474,3 +474,35 @@ def test_a_full_storage_path_is_named_as_the_full_disk_not_taken_for_an_interrup
         assert named is not None and named.where == str(small_disk), named
         assert as_disk_full(err).where == str(Path.cwd())  # never "(unknown path)"
     filler.unlink()
+
+
+def test_a_trial_run_that_lost_its_store_waits_out_one_retry_budget_not_one_per_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
+    """Each MLflow call of a trial waited out the whole retry budget on its own: with the server gone, the
+    calls after the first that gave up waited it out again (a 3 s budget took a trial 15 s to end; the default
+    is 600 s). After one gives up, the next try once; one that gets through restores the wait."""
+    from orchestrator.plan import TrainingKey
+    from orchestrator.tracking import RETRY_SECONDS_ENV, TrackingUnavailable, TrialRun
+
+    monkeypatch.setenv(RETRY_SECONDS_ENV, "2")
+    server = MlflowServer(tmp_path)
+    server.start()
+    try:
+        experiment = MlflowClient(tracking_uri=server.uri).create_experiment("lost")
+        run = TrialRun(server.uri, experiment, "lost", TrainingKey("ot", "fm", "independent", 0), {"a": 1}, "cell")
+        server.stop()
+        capsys.readouterr()
+        for step in range(3):
+            with pytest.raises(TrackingUnavailable):
+                run.log_metrics({"x": 1.0}, step)
+            waits = capsys.readouterr().err.count("retrying in")
+            assert waits >= 1 if step == 0 else waits == 0, (step, waits)
+        server.start()
+        run.log_metrics({"x": 2.0}, 5)  # the store is back: the one try gets through
+        server.stop()
+        with pytest.raises(TrackingUnavailable):
+            run.log_metrics({"x": 3.0}, 6)
+        assert capsys.readouterr().err.count("retrying in") >= 1  # and the next outage is waited out again
+    finally:
+        server.stop()
