@@ -17,6 +17,7 @@ import pytest
 
 from orchestrator.ui import port_in_use
 from tests.cli_helpers import FMX, fmx_env
+from tests.cli_helpers import fmx_in_this_process as fmx_here
 from tests.mlflow_server import free_port
 
 
@@ -42,15 +43,13 @@ def test_busy_port_exits_2(store: str, tmp_path: Path) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        r = subprocess.run([FMX, "ui", "smoke", "--tracking-uri", store, "--port", str(port)], cwd=tmp_path,
-                           env=fmx_env(), capture_output=True, text=True, timeout=60)  # fmt: skip
+        r = fmx_here(["ui", "smoke", "--tracking-uri", store, "--port", str(port)], tmp_path)  # refused before serving
     assert r.returncode == 2, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "in use" in r.stderr
 
 
 def test_unknown_sweep_exits_2(store: str, tmp_path: Path) -> None:
-    r = subprocess.run([FMX, "ui", "nope", "--tracking-uri", store, "--port", str(free_port())], cwd=tmp_path,
-                       env=fmx_env(), capture_output=True, text=True, timeout=60)  # fmt: skip
+    r = fmx_here(["ui", "nope", "--tracking-uri", store, "--port", str(free_port())], tmp_path)  # refused before serving
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "nope" in r.stderr
 
 
