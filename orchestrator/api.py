@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from orchestrator.schema import ConfigError, SweepConfig
+from orchestrator.config_errors import ConfigError
+from orchestrator.schema import SweepConfig
 from orchestrator.validation import load_sweep
 from orchestrator.errors import SweepInterrupted, SweepRefused, SweepStopped
 from orchestrator.outcome import SweepOutcome

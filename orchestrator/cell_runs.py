@@ -13,7 +13,8 @@ from orchestrator.cells import eval_digest, training_cell
 from orchestrator.schema import SweepConfig
 from orchestrator.tags import TAG_EVALUATION, TAG_PARENT, TAG_RUN_NAME, TAG_TRAIN_AXES, TAG_TRIAL
 from orchestrator.plan import SweepPlan, TrainingKey
-from orchestrator.tracking import client, retrying, store_location
+from orchestrator.mlflow_retry import retrying
+from orchestrator.tracking import client, store_location
 from orchestrator.tags import TAG_CELL, TAG_CURRENT, search_all
 
 

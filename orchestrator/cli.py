@@ -9,7 +9,6 @@ started and before anything is written.
 from __future__ import annotations
 
 import gc
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
@@ -23,7 +22,8 @@ from fm_core.names import ADAPTIVE_SOLVERS
 from fm_core.solvers import DEFAULT_TOL, SolverSetting
 from orchestrator import api
 from orchestrator import ui as fmx_ui
-from orchestrator.schema import ConfigError, SolverName, SweepConfig
+from orchestrator.config_errors import ConfigError
+from orchestrator.schema import SolverName, SweepConfig
 from orchestrator.value_types import Nfe, Tolerance
 from orchestrator.errors import CheckpointError, CompareError, FewerRowsError, NoGpuError, SweepStopped
 from orchestrator.outcome import SweepOutcome
@@ -389,7 +389,7 @@ def ui(
     if uri.startswith(("http://", "https://")):
         out.print(f"the tracking server already serves the UI: {uri}")
         return
-    problem = _port_problem(port, host)
+    problem = fmx_ui.port_problem(port, host)
     if problem:
         _fail(f"--port: {problem}")
     exp_id = fmx_ui.experiment_id(uri, name) if name else None
@@ -399,52 +399,14 @@ def ui(
         api.collect_runs(uri, name, publish_view=True)
     if host not in fmx_ui.LOOPBACK:
         console.print(f"[yellow]warning:[/] --host {host}: the UI is reachable from other machines, without login")
-    code, served = _serve(uri, host, port, exp_id)
+    try:
+        code, served = fmx_ui.serve(uri, host, port, exp_id, announce=lambda line: out.print(line, highlight=False))
+    except fmx_ui.Stopped as stopped:
+        console.print(f"{stopped}: stopped the MLflow UI; port {port} on {host} is free", highlight=False)
+        raise typer.Exit(130) from None
     if code:
         what = "failed" if served else "exited without serving it"
         _fail(f"the MLflow UI on {host}:{port} {what} (exit code {code}); see its output above", code=1)
-
-
-def _port_problem(port: int, host: str = "127.0.0.1") -> str | None:
-    """Why the UI cannot listen on `host`:`port`, found by binding it (as the server would) and letting go."""
-    if not 1 <= port <= 65535:
-        return f"{port} is not a TCP port (1 to 65535)"
-    if fmx_ui.port_in_use(host, port):
-        return f"port {port} on {host} is in use; pass another --port"
-    return None
-
-
-def _serve(uri: str, host: str, port: int, exp_id: str | None) -> tuple[int, bool]:
-    """Run the server until it exits or a stop signal (Ctrl-C, SIGTERM, SIGHUP) ends `fmx ui`; print the URL only
-    once it answers. (exit code, whether it ever served); an exit without serving is a failure even with code 0.
-    A signal stops the server and its worker, frees the port, prints one line and exits 130."""
-    address = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
-    process = relay = stopped = None
-    with fmx_ui.stop_signals_raise():
-        try:
-            process = fmx_ui.start_server(uri, host, port)
-            relay = fmx_ui.OutputRelay(process, sys.stderr)
-            served = fmx_ui.wait_until_served(address, process)
-            if served:
-                if exp_id:
-                    out.print(f"MLflow UI: {fmx_ui.runs_page_url(address, exp_id)}  (store: {uri}; Ctrl-C to stop)", highlight=False)
-                    out.print(f"charts: {fmx_ui.runs_page_url(address, exp_id, charts=True)}", highlight=False)
-                else:
-                    out.print(f"MLflow UI: {address}  (store: {uri}; Ctrl-C to stop)", highlight=False)
-            code = process.wait()
-        except fmx_ui.Stopped as stop:
-            stopped = stop
-        finally:
-            if relay is not None and stopped:  # after a signal, fmx's one line says it all
-                relay.mute()
-            elif relay is not None:  # the server ended on its own: its last words say why
-                relay.drain()
-            if process is not None:  # also a server that ended on its own: a worker it left would hold the port
-                fmx_ui.stop_server(process)
-    if stopped:
-        console.print(f"{stopped}: stopped the MLflow UI; port {port} on {host} is free", highlight=False)
-        raise typer.Exit(130)
-    return (code or (0 if served else 1)), served
 
 
 if __name__ == "__main__":

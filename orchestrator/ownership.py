@@ -13,7 +13,8 @@ from pathlib import Path
 
 from orchestrator.sweep_guard import STATE_FILE
 from orchestrator.tags import TAG_FOLDER
-from orchestrator.tracking import client, retrying, store_location
+from orchestrator.mlflow_retry import retrying
+from orchestrator.tracking import client, store_location
 
 
 class OwnedElsewhere(RuntimeError):

@@ -17,7 +17,8 @@ from orchestrator.cells import eval_digest, training_cell
 from orchestrator.schema import SweepConfig
 from orchestrator.plan import SweepPlan, TrainingKey
 from orchestrator.rows import EvalRow
-from orchestrator.tracking import client, load_evaluations, retrying, store_location
+from orchestrator.mlflow_retry import retrying
+from orchestrator.tracking import client, load_evaluations, store_location
 from orchestrator.tags import TAG_CELL, TAG_ERROR, search_all  # fmt: skip
 
 TRAIN, EVALUATE = "train", "evaluate"

@@ -40,7 +40,8 @@ from orchestrator.pass_work import WorkItem, plan_pass, read_cells
 from orchestrator.resume_points import with_resume_points
 from orchestrator.sweep_guard import config_digest, write_sweep_state
 from orchestrator.tags import TAG_CELL
-from orchestrator.tracking import DamagedRun, TrackingUnavailable, ensure_experiment, existing_experiment, read_evaluations
+from orchestrator.mlflow_retry import TrackingUnavailable
+from orchestrator.tracking import DamagedRun, ensure_experiment, existing_experiment, read_evaluations
 from orchestrator.tune_pass import (
     PassRun, Unschedulable, callers_ray, check_schedulable, init_ray, quiet_tune_advice, run_pass, stop_local_ray,
 )

@@ -8,7 +8,8 @@ import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
-from orchestrator.schema import ConfigError, SweepConfig
+from orchestrator.config_errors import ConfigError
+from orchestrator.schema import SweepConfig
 
 
 class PreflightError(RuntimeError):

@@ -23,7 +23,8 @@ from orchestrator.records import complete_rows, read_record, trial_identity, tri
 from orchestrator.pass_work import TRAIN, WorkItem
 from orchestrator.rows import EvalRow, rows_from_dicts
 from orchestrator.trial_record import log_added_evaluations, log_trial_record
-from orchestrator.tracking import TrackingUnavailable, TrialRun, client, retrying, store_location
+from orchestrator.mlflow_retry import TrackingUnavailable, retrying
+from orchestrator.tracking import TrialRun, client, store_location
 from orchestrator.tags import TAG_CELL, TAG_NODE, search_all  # fmt: skip
 
 INTERRUPTED = "interrupted before it finished: continue with `fmx sweep {file} --resume`"

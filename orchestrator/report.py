@@ -9,7 +9,6 @@ one colour, and the methods one order (sorted), in every figure (orchestrator.pl
 from __future__ import annotations
 
 import io
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,8 +38,7 @@ from orchestrator.plots import (  # noqa: E402
 from orchestrator.rows import is_positive, is_result, shown_value_fields, value_label  # noqa: E402
 from orchestrator.scorecard import judge  # noqa: E402
 from orchestrator.scorecard import to_markdown as scorecard_markdown  # noqa: E402
-from orchestrator.tables import cell_legend, method_label, method_labels, summarize, to_markdown  # noqa: E402
-from orchestrator.tracking import client  # noqa: E402
+from orchestrator.tables import cell_legend, method_labels, summarize, to_markdown  # noqa: E402
 from orchestrator.out_folders import make_folder
 
 ODE_ERROR_LABEL = "ODE error (MSE vs reference solve)"
@@ -307,42 +305,6 @@ def samples_per_method(
     fig = draw_samples(panels, titles=titles, suptitle=figure_title("final samples", step), max_images=36,
                        colours=colours if colours is not None else method_colours(names))  # fmt: skip
     return [_save(fig, out / "samples_per_method.png")]
-
-
-def _final_artifacts(tracking_uri: str, runs: pd.DataFrame, prefix: str) -> dict[str, dict[str, np.ndarray]]:
-    """`samples/<prefix>_step<final>.npz` of each seed-0 trial, by method label (trials without one skipped)."""
-    mlflow_client = client(tracking_uri)
-    out: dict[str, dict[str, np.ndarray]] = {}
-    final = runs["train_step"].max()
-    for _, row in runs[runs["seed"] == runs["seed"].min()].drop_duplicates("trial_id").iterrows():
-        try:
-            with tempfile.TemporaryDirectory() as tmp:
-                local = mlflow_client.download_artifacts(row["mlflow_run_id"], f"samples/{prefix}_step{final}.npz", tmp)
-                # allow_pickle=False (numpy's default, said here on purpose): an artifact from a shared store
-                # yields plain arrays only; one holding pickled objects raises instead of running anything.
-                with np.load(local, allow_pickle=False) as arrays:
-                    out[method_label(row["path"], row["objective"], row["coupling"], row.get("train_axes"))] = dict(arrays)
-        except Exception:  # an older run, or a failed trial, has no such artifact
-            continue
-    return out
-
-
-def load_samples(tracking_uri: str, runs: pd.DataFrame) -> tuple[dict[str, dict[str, np.ndarray]], np.ndarray | None]:
-    """Final-step samples of seed-0 trials (the best-tolerance adaptive setting), from MLflow artifacts, and the
-    data's own samples stored beside them (None where the trials stored none: runs of an older fmx)."""
-    out: dict[str, dict[str, np.ndarray]] = {}
-    data = None
-    for method, arrays in _final_artifacts(tracking_uri, runs, "samples").items():
-        data = arrays.pop(DATA_PANEL, data)
-        label = next((k for k in sorted(arrays) if "tol" in k), next(iter(sorted(arrays)), None))
-        if label is not None:
-            out[method] = {label: arrays[label]}  # the setting label travels with the array (the panel names it)
-    return out, data
-
-
-def load_trajectories(tracking_uri: str, runs: pd.DataFrame) -> dict[str, dict[str, np.ndarray]]:
-    """Final-step reference-solve states at several t (2-D sweeps), from MLflow artifacts."""
-    return _final_artifacts(tracking_uri, runs, "trajectory")
 
 
 def density_over_t(

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from orchestrator.report import Report, build_report, load_samples, load_trajectories
+from orchestrator.report import Report, build_report
+from orchestrator.report_artifacts import load_samples, load_trajectories
 from orchestrator.report_link import link_report
 from orchestrator.tracking import log_report
 

@@ -1,26 +1,24 @@
-"""The sweep file's schema: pydantic models of every key, each value bounded, and ConfigError.
+"""The sweep file's schema: pydantic models of every key, each value bounded.
 
 Each field states what it accepts (a number's range beside it, names from fm_core) and the models check what
 one model alone can tell (solver axes against their tolerances and budgets, the model kind for the dataset,
-evaluation steps within training). Reading the file is orchestrator.sweep_file; the checks across the file,
+evaluation steps within training: orchestrator.schema_checks, on plain values). Reading the file is orchestrator.sweep_file; the checks across the file,
 fm_core's capabilities and the filesystem are orchestrator.validation; expanding the grid is orchestrator.plan.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 from fm_core.checks import Range, integers
 from fm_core.likelihood import DIVERGENCES, PER_SAMPLE_SOLVER, PROBES
-from fm_core.dataset_specs import DATASET_SPECS
 from fm_core.models.spec import MLP_OPTIONS, UNET_OPTIONS
 from fm_core.solvers import DEFAULT_TOL, SolverSetting
 from fm_core.names import (
     PRECISION_NAMES,
-    ADAPTIVE_SOLVERS, COUPLING_NAMES, DATASET_NAMES, FIXED_STAGES, OBJECTIVE_NAMES, PATH_NAMES,
+    ADAPTIVE_SOLVERS, COUPLING_NAMES, DATASET_NAMES, OBJECTIVE_NAMES, PATH_NAMES,
     SOLVER_NAMES, TIME_SAMPLING_NAMES,
 )  # fmt: skip
 
@@ -28,12 +26,12 @@ from fm_core.couplings import COUPLINGS  # noqa: E402 - torch-free: the coupling
 from fm_core.paths import PATHS  # noqa: E402 - torch-free: the schedules' names, options and capabilities
 from fm_core.time_sampling import TIME_SAMPLERS  # noqa: E402 - torch-free too
 from fm_core.lazy import option_problem  # noqa: E402
+from orchestrator.config_errors import KeyedError  # noqa: E402
 from orchestrator.fid_config import FidConfig  # noqa: E402
+from orchestrator.schema_checks import check_eval_steps, check_model_kind, check_pairs, check_solver_axes  # noqa: E402
 from orchestrator.value_types import (
     DISTINCT, MAX_BATCH, MAX_STEPS, NON_EMPTY, Batch, Count, Nfe, OpenFraction, Seed, Tolerance, head_channels, in_range,
 )  # fmt: skip
-
-IMAGE_DATASETS = tuple(name for name, spec in DATASET_SPECS.items() if spec.is_image)
 
 # The names fm_core defines, as Literal types: pydantic reads them (and its errors list them); a type checker
 # cannot read a Literal of names computed at import, so to it they are strings.
@@ -51,24 +49,6 @@ else:
     LikelihoodSolver = Literal[(*SOLVER_NAMES, PER_SAMPLE_SOLVER)]
     Divergence = Literal[("auto", *DIVERGENCES)]
     Probe = Literal[PROBES]
-
-
-class KeyedError(ValueError):
-    """Raised inside validators to point at a key other than the one pydantic is checking (validation's
-    error for it names that key)."""
-
-    def __init__(self, key: str, message: str) -> None:
-        self.key = key
-        super().__init__(message)
-
-
-class ConfigError(ValueError):
-    """A sweep file problem, worded for the user: file, key, value, what is allowed."""
-
-    def __init__(self, file: str | Path, key: str, message: str) -> None:
-        self.file, self.key, self.message = str(file), key, message
-        where = f"{file}: {key}: " if key else f"{file}: "
-        super().__init__(where + message)
 
 
 class _Strict(BaseModel):
@@ -405,11 +385,13 @@ class SweepConfig(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> SweepConfig:
-        _check_solver_axes(self.grid)
-        _check_model_kind(self.dataset.name, self.model.kind)
-        _check_steps(self.train, self.eval)
+        check_solver_axes(self.grid.solver, self.grid.tol, self.grid.nfe)
+        check_model_kind(self.dataset.name, self.model.kind)
+        if self.train.checkpoint_every > self.train.steps:  # a checkpoint at the end at the latest
+            object.__setattr__(self.train, "checkpoint_every", self.train.steps)
+        check_eval_steps(self.train.steps, self.eval.at_steps)
         if self.grid.pairs is not None:
-            _check_pairs(self.grid)
+            check_pairs(self.grid.pairs, self.grid.coupling)
         return self
 
     def for_training(self, key: Any) -> SweepConfig:
@@ -424,60 +406,3 @@ class SweepConfig(_Strict):
             return self  # already this training's config (a trial's setup): nothing to validate again
         train = TrainConfig.model_validate({**self.train.model_dump(), **overrides})
         return self.model_copy(update={"train": train})
-
-
-
-def _check_solver_axes(grid: GridConfig) -> None:
-    """Tolerances go with adaptive solvers and NFE budgets with fixed-step ones, each needing the other."""
-    fixed = [s for s in grid.solver if s in FIXED_STAGES]
-    adaptive = [s for s in grid.solver if s in ADAPTIVE_SOLVERS]
-    if grid.tol and not adaptive:
-        raise KeyedError("grid.tol", f"a tolerance only applies to adaptive solvers, not to {', '.join(fixed)}")
-    if grid.nfe and not fixed:
-        raise KeyedError("grid.nfe", f"an NFE budget only applies to fixed-step solvers, not to {', '.join(adaptive)}")
-    if adaptive and not grid.tol:
-        raise KeyedError("grid.tol", f"adaptive solver(s) {', '.join(adaptive)} need at least one tolerance")
-    if fixed and not grid.nfe:
-        raise KeyedError("grid.nfe", f"fixed-step solver(s) {', '.join(fixed)} need at least one NFE budget")
-    for n in grid.nfe:
-        too_small = [s for s in fixed if n < FIXED_STAGES[s]]
-        if too_small:
-            raise KeyedError("grid.nfe", f"budget {n} is below one step of {', '.join(too_small)}")
-
-
-def _check_model_kind(dataset: str, kind: str) -> None:
-    if dataset in IMAGE_DATASETS and kind != "unet":
-        raise KeyedError("model.kind", f"image dataset '{dataset}' needs model.kind: unet")
-    if dataset not in IMAGE_DATASETS and kind != "mlp":
-        raise KeyedError("model.kind", f"low-dimensional dataset '{dataset}' needs model.kind: mlp")
-
-
-def _check_steps(train: TrainConfig, evaluation: EvalConfig) -> None:
-    """Extra checkpoints to evaluate lie strictly before the final step, which is always evaluated."""
-    if train.checkpoint_every > train.steps:
-        object.__setattr__(train, "checkpoint_every", train.steps)
-    late = [s for s in evaluation.at_steps if s > train.steps]
-    if late:
-        raise KeyedError("eval.at_steps", f"steps {late} are beyond train.steps = {train.steps}")
-    if train.steps in evaluation.at_steps:
-        raise KeyedError(
-            "eval.at_steps", f"repeats {train.steps}, train.steps, which is always evaluated; remove it from the list"
-        )
-
-
-def _check_pairs(grid: GridConfig) -> None:
-    """Each row names a known path, objective (and coupling), and no two rows train the same configuration."""
-    assert grid.pairs is not None
-    trained: dict[tuple[str, str, str], int] = {}
-    for i, row in enumerate(grid.pairs):
-        if len(row) not in (2, 3):
-            raise KeyedError(f"grid.pairs[{i}]", f"expected [path, objective] or [path, objective, coupling], got {list(row)}")
-        for value, names, what in zip(row, (PATH_NAMES, OBJECTIVE_NAMES, COUPLING_NAMES), ("path", "objective", "coupling")):
-            if value not in names:
-                raise KeyedError(f"grid.pairs[{i}]", f"unknown {what} '{value}'; choose one of {', '.join(names)}")
-        for coupling in row[2:] or grid.coupling:
-            first = trained.setdefault((row[0], row[1], coupling), i)
-            if first != i:
-                raise KeyedError(
-                    f"grid.pairs[{i}]", f"trains {row[0]}+{row[1]} with coupling {coupling} again, as grid.pairs[{first}] does"
-                )

@@ -19,7 +19,7 @@ import yaml
 
 from fm_core.dataset_specs import DATASET_SPECS
 from orchestrator.fid_config import FID_PATH_KEYS
-from orchestrator.schema import ConfigError
+from orchestrator.config_errors import ConfigError
 
 #: A sweep file is a few KiB; a bigger one is a mistake (or an attack), refused before YAML parses it.
 MAX_FILE_BYTES = 256 * 1024

@@ -18,7 +18,8 @@ from filelock import FileLock, Timeout
 
 from orchestrator.schema import SweepConfig
 from orchestrator.store_check import sqlite_path
-from orchestrator.tracking import client, retrying, store_location
+from orchestrator.mlflow_retry import retrying
+from orchestrator.tracking import client, store_location
 from orchestrator.safe_files import read_small
 
 LOCK_FILE = "sweep.lock"

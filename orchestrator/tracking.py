@@ -10,11 +10,8 @@ import hashlib
 import json
 import math
 import os
-import re
 import socket
-import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -23,10 +20,10 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlparse
 
-from orchestrator.disk import as_disk_full
 from orchestrator.plan import TrainingKey
 from orchestrator.records import json_default
 from orchestrator.rows import EvalRow
+from orchestrator.mlflow_retry import TrackingUnavailable, retrying
 from orchestrator.store_check import check_sqlite_store, sqlite_path
 from orchestrator.tags import (
     TAG_CELL, TAG_CURRENT, TAG_ERROR, TAG_EVALUATION, TAG_INTERRUPTED, TAG_NOTE, TAG_PARENT, TAG_REPORT, TAG_RUN_NAME,
@@ -40,12 +37,6 @@ EVALUATIONS_ARTIFACT = "evaluations.json"
 T = TypeVar("T")
 #: Where `fmx report` logs, apart from the trial comparisons (a sweep name cannot contain "/").
 REPORT_EXPERIMENT = "{sweep}/report"
-#: How long a trial (or the driver) keeps retrying MLflow before it gives up; an outage of minutes loses nothing.
-RETRY_SECONDS_ENV = "FMX_MLFLOW_RETRY_SECONDS"
-DEFAULT_RETRY_SECONDS = 600.0
-#: MLflow errors that no retry can mend (a wrong request, not an unreachable store).
-_PERMANENT_ERRORS = {"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS", "PERMISSION_DENIED",
-                     "UNAUTHENTICATED", "BAD_REQUEST", "INVALID_STATE"}  # fmt: skip
 
 
 class TrackingError(RuntimeError):
@@ -116,77 +107,6 @@ def client(uri: str) -> MlflowClient:
     from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=uri)
-
-
-class TrackingUnavailable(RuntimeError):
-    """MLflow could not be reached within the retry budget; what was to be written is kept elsewhere."""
-
-
-#: What an unreachable or busy store says, whichever layer (requests, urllib3, sqlite, MLflow) words it.
-_TRANSIENT_TEXT = re.compile(
-    r"connection (refused|reset|aborted)|max retries exceeded|timed out|temporarily unavailable|database is locked"
-    r"|remote end closed|bad gateway|service unavailable|gateway timeout|failed to establish|broken pipe"
-    r"|name or service not known|response code 50[0234]|status code 50[0234]",
-    re.IGNORECASE,
-)
-_TRANSIENT_TYPES = ("ConnectionError", "Timeout", "ConnectTimeout", "ReadTimeout", "ProtocolError", "NewConnectionError",
-                    "MaxRetryError", "RemoteDisconnected", "ChunkedEncodingError")  # fmt: skip
-
-
-def _is_transient(err: BaseException) -> bool:
-    """An outage that waiting can mend (a server restarting, a locked sqlite file), not a wrong request or a
-    damaged store, which are raised at once instead of being retried for minutes."""
-    seen: set[int] = set()
-    current: BaseException | None = err
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if getattr(current, "error_code", None) in _PERMANENT_ERRORS:
-            return False
-        if isinstance(current, (ConnectionError, TimeoutError)) or type(current).__name__ in _TRANSIENT_TYPES:
-            return True
-        if _TRANSIENT_TEXT.search(str(current)):
-            return True
-        current = current.__cause__ or current.__context__
-    return False
-
-
-def _to_stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def retry_budget() -> float:
-    try:
-        return max(0.0, float(os.environ.get(RETRY_SECONDS_ENV, DEFAULT_RETRY_SECONDS)))
-    except ValueError:
-        return DEFAULT_RETRY_SECONDS
-
-
-def retrying(
-    call: Callable[[], T], what: str, budget: float | None = None, log: Callable[[str], None] = _to_stderr, where: str | None = None
-) -> T:
-    """Run an MLflow call, retrying with back-off (1, 2, 4 ... 30 s) while the store is unreachable (a server
-    restarting, a locked sqlite file); gives up with TrackingUnavailable once `budget` seconds have passed.
-    A full disk is not waited out: it raises DiskFull naming `where` (the store) at once."""
-    budget = retry_budget() if budget is None else budget
-    deadline = time.monotonic() + budget
-    delay = 1.0
-    while True:
-        try:
-            return call()
-        except Exception as err:  # noqa: BLE001 - MLflow raises many kinds for one outage
-            full = as_disk_full(err, where)
-            if full is not None:  # no wait mends a full disk; say where, at once
-                raise full from err
-            if not _is_transient(err):
-                raise
-            left = deadline - time.monotonic()
-            reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]
-            if left <= 0:
-                raise TrackingUnavailable(f"MLflow unreachable while trying to {what} (gave up after {budget:.0f} s): {reason}") from err
-            wait = min(delay, left, 30.0)
-            log(f"fmx: MLflow call failed ({what}): {reason}; retrying in {wait:.0f} s")
-            time.sleep(wait)
-            delay *= 2
 
 
 #: How long a sweep waits for another process that is creating (migrating) the same sqlite store.

@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
@@ -163,3 +163,44 @@ def stop_server(process: subprocess.Popen, grace: float = 5.0) -> None:
     except ProcessLookupError:  # the group is empty: the usual end
         pass
     process.wait()
+
+
+def port_problem(port: int, host: str = "127.0.0.1") -> str | None:
+    """Why the UI cannot listen on `host`:`port`, found by binding it (as the server would) and letting go."""
+    if not 1 <= port <= 65535:
+        return f"{port} is not a TCP port (1 to 65535)"
+    if port_in_use(host, port):
+        return f"port {port} on {host} is in use; pass another --port"
+    return None
+
+
+def serve(uri: str, host: str, port: int, exp_id: str | None, announce: Callable[[str], None]) -> tuple[int, bool]:
+    """Run the server until it exits or a stop signal (Ctrl-C, SIGTERM, SIGHUP); `announce` the URL only once it
+    answers. (exit code, whether it ever served); an exit without serving is a failure even with code 0.
+    A signal stops the server and its worker, frees the port and raises Stopped."""
+    address = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    process = relay = stopped = None
+    with stop_signals_raise():
+        try:
+            process = start_server(uri, host, port)
+            relay = OutputRelay(process, sys.stderr)
+            served = wait_until_served(address, process)
+            if served:
+                if exp_id:
+                    announce(f"MLflow UI: {runs_page_url(address, exp_id)}  (store: {uri}; Ctrl-C to stop)")
+                    announce(f"charts: {runs_page_url(address, exp_id, charts=True)}")
+                else:
+                    announce(f"MLflow UI: {address}  (store: {uri}; Ctrl-C to stop)")
+            code = process.wait()
+        except Stopped as stop:
+            stopped = stop
+        finally:
+            if relay is not None and stopped:  # after a signal, fmx's one line says it all
+                relay.mute()
+            elif relay is not None:  # the server ended on its own: its last words say why
+                relay.drain()
+            if process is not None:  # also a server that ended on its own: a worker it left would hold the port
+                stop_server(process)
+    if stopped:
+        raise stopped
+    return (code or (0 if served else 1)), served

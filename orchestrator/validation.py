@@ -28,9 +28,8 @@ from orchestrator.plan import (
     count_evaluations, count_trainings, eval_settings, is_valid_pair, pair_problem, path_objective_pairs, plan_sweep, time_kind,
     train_variants,
 )  # fmt: skip
-from orchestrator.schema import (
-    OPERATIONAL_TRAIN_FIELDS, ConfigError, DatasetConfig, GridConfig, KeyedError, SweepConfig, TrainConfig,
-)  # fmt: skip
+from orchestrator.config_errors import ConfigError, KeyedError
+from orchestrator.schema import OPERATIONAL_TRAIN_FIELDS, DatasetConfig, GridConfig, SweepConfig, TrainConfig
 from orchestrator.sweep_file import read_sweep_file, sweep_data
 
 

@@ -162,3 +162,30 @@ def test_fm_core_never_imports_the_orchestrator_ray_or_mlflow(forbidden: str):
             elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == forbidden:
                 offenders.append(f"{name}:{node.lineno}")
     assert offenders == []
+
+
+#: Issue 23's bounds ("no class over about 200 lines, no module over about 400"), with the slack "about" allows:
+#: a module past them is doing a second job, which wants a module of its own.
+MODULE_LINES, CLASS_LINES = 420, 200
+
+
+def _oversized(sources: dict[str, str]) -> list[str]:
+    """Modules longer than MODULE_LINES and classes longer than CLASS_LINES, as 'name: N lines'."""
+    found = []
+    for name, text in sources.items():
+        if len(text.splitlines()) > MODULE_LINES:
+            found.append(f"{name}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ClassDef) and node.end_lineno - node.lineno + 1 > CLASS_LINES:
+                found.append(f"{name}.{node.name}: {node.end_lineno - node.lineno + 1} lines")
+    return found
+
+
+def test_no_module_or_class_has_grown_past_one_job():
+    assert _oversized({name: path.read_text() for name, path in MODULES.items()}) == []
+
+
+def test_the_size_check_finds_a_long_module_and_a_long_class():
+    long_class = "class Big:\n" + "    x = 1\n" * CLASS_LINES
+    long_module = "y = 1\n" * (MODULE_LINES + 1)
+    assert _oversized({"c": long_class, "m": long_module}) == ["c.Big: 201 lines", "m: 421 lines"]

@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 import yaml
 
-from orchestrator.schema import ConfigError, SweepConfig
+from orchestrator.config_errors import ConfigError
+from orchestrator.schema import SweepConfig
 from orchestrator.validation import load_sweep, parse_sweep
 from fm_core.solvers import SolverSetting
 from orchestrator.plan import plan_sweep
@@ -625,14 +626,13 @@ def test_ui_counts_a_server_that_never_served_as_failed():
     import subprocess
     import sys
 
-    from orchestrator.cli import _port_problem
-    from orchestrator.ui import wait_until_served
+    from orchestrator.ui import port_problem, wait_until_served
 
     for code in ("pass", "raise SystemExit(3)"):  # a server that exits without ever answering did not serve
         process = subprocess.Popen([sys.executable, "-c", code])
         assert wait_until_served("http://127.0.0.1:9", process, timeout=30) is False
         process.wait()
-    assert "not a TCP port" in _port_problem(70000)
+    assert "not a TCP port" in port_problem(70000)
 
 
 # --------------------------------------------------------------------------------------------

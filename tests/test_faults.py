@@ -483,7 +483,8 @@ def test_a_trial_run_that_lost_its_store_waits_out_one_retry_budget_not_one_per_
     calls after the first that gave up waited it out again (a 3 s budget took a trial 15 s to end; the default
     is 600 s). After one gives up, the next try once; one that gets through restores the wait."""
     from orchestrator.plan import TrainingKey
-    from orchestrator.tracking import RETRY_SECONDS_ENV, TrackingUnavailable, TrialRun
+    from orchestrator.mlflow_retry import RETRY_SECONDS_ENV, TrackingUnavailable
+    from orchestrator.tracking import TrialRun
 
     monkeypatch.setenv(RETRY_SECONDS_ENV, "2")
     server = MlflowServer(tmp_path)

@@ -24,7 +24,7 @@ from fm_core.fid_files import FidFileError, FidStats, read_stats, write_stats
 from orchestrator.cells import eval_digest
 from orchestrator.records import trial_params
 from orchestrator.plan import plan_sweep
-from orchestrator.schema import ConfigError
+from orchestrator.config_errors import ConfigError
 from orchestrator.validation import parse_sweep
 from tests.fid_helpers import save_stand_in_detector
 

@@ -11,7 +11,7 @@ from fm_core.models.spec import UNetSpec, mlp_parameter_count
 from fm_core.models.unet import UNet
 from fm_core.objectives import make_objective
 from fm_core.paths import make_path
-from orchestrator.schema import ConfigError
+from orchestrator.config_errors import ConfigError
 from orchestrator.validation import parse_sweep
 from orchestrator.plan import plan_sweep
 from orchestrator.training_loop import TrialParts

@@ -14,7 +14,7 @@ from fm_core.data import from_uint8
 from fm_core.dataset_specs import DATASET_SPECS
 from fm_core.datasets import make_dataset
 from fm_core.downsampled_imagenet import HELDOUT_FILE, TRAIN_FILES
-from orchestrator.schema import ConfigError
+from orchestrator.config_errors import ConfigError
 from orchestrator.validation import load_sweep, parse_sweep
 from tests.bad_inputs import CodeRunningPickle
 from tests.cli_helpers import REPO

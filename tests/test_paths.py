@@ -211,7 +211,7 @@ class SigmoidPath(AffinePath):
         return d, -d
 
 
-from orchestrator.schema import ConfigError
+from orchestrator.config_errors import ConfigError
 from orchestrator.validation import parse_sweep
 from orchestrator.plan import plan_sweep
 from orchestrator.training_loop import TrialParts

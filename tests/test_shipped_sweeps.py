@@ -15,7 +15,8 @@ import yaml
 
 from orchestrator.validation import load_sweep, parse_sweep
 from orchestrator.plan import plan_sweep
-from orchestrator.report import build_report, load_samples, load_trajectories
+from orchestrator.report import build_report
+from orchestrator.report_artifacts import load_samples, load_trajectories
 from orchestrator.scorecard import CLAIMS
 from orchestrator import run_sweep
 from tests.cli_helpers import REPO

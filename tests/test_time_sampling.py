@@ -11,7 +11,7 @@ from scipy import stats
 from fm_core.objectives import make_objective
 from fm_core.paths import OTPath, VPPath, make_path
 from fm_core.time_sampling import TIME_SAMPLERS, LikelihoodWeighted, LogitNormal, Uniform, make_time_sampler
-from orchestrator.schema import ConfigError
+from orchestrator.config_errors import ConfigError
 from orchestrator.validation import parse_sweep
 
 BASE = {"name": "times", "dataset": {"name": "moons"}, "train": {"steps": 10, "batch_size": 32},
