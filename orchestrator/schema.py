@@ -1,9 +1,10 @@
 """The sweep file's schema: pydantic models of every key, each value bounded.
 
 Each field states what it accepts (a number's range beside it, names from fm_core) and the models check what
-one model alone can tell (solver axes against their tolerances and budgets, the model kind for the dataset,
-evaluation steps within training: orchestrator.schema_checks, on plain values). Reading the file is orchestrator.sweep_file; the checks across the file,
-fm_core's capabilities and the filesystem are orchestrator.validation; expanding the grid is orchestrator.plan.
+one file alone can tell (solver axes against their tolerances and budgets, the model kind for the dataset,
+evaluation steps within training: orchestrator.schema_checks, on plain values). Reading the file is
+orchestrator.sweep_file; the checks against fm_core's capabilities and the filesystem are
+orchestrator.validation; expanding the grid is orchestrator.plan.
 """
 
 from __future__ import annotations

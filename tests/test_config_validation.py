@@ -565,6 +565,26 @@ def test_a_bad_file_is_one_line_naming_it(tmp_path: Path, case: str):
     assert message.startswith(f"{path}: ") and fragment in message and "\n" not in message, message
 
 
+PYTHON_TAGS = {  # what an unsafe YAML loader would build or call, each meant to create `ran` if it ran
+    "apply": "name: !!python/object/apply:os.system ['touch {ran}']\n",
+    "new": "name: !!python/object/new:subprocess.Popen [['touch', '{ran}']]\n",
+    "name": "name: !!python/name:os.system\n",
+    "module": "name: !!python/module:os\n",
+}
+
+
+@pytest.mark.parametrize("case", list(PYTHON_TAGS))
+def test_a_sweep_file_from_shared_storage_cannot_run_code(tmp_path: Path, case: str):
+    """A sweep file may come from shared storage: its `!!python/...` tags are refused by name, never built."""
+    ran = tmp_path / "ran"
+    path = write(tmp_path, PYTHON_TAGS[case].format(ran=ran))
+    with pytest.raises(ConfigError) as caught:
+        load_sweep(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: malformed YAML: ") and "python/" in message and "\n" not in message, message
+    assert not ran.exists()
+
+
 @pytest.mark.timeout(10)
 def test_a_directory_or_a_fifo_is_named_for_what_it_is_and_never_read(tmp_path: Path):
     (tmp_path / "dir.yaml").mkdir()

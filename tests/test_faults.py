@@ -40,7 +40,8 @@ TRIALS = {f"{p}-fm-independent-s{s}" for p in ("ot", "vp") for s in (0, 1)}
 # another: one trial at a time (tests/conftest.py: ONE_TRIAL_AT_A_TIME), and one seed: a training of each path,
 # the first hit by the fault and the second started after it (four trainings one after another cost each of
 # these tests about 15 s of training more, for no other case).
-ONE_AT_A_TIME = FAULT_SWEEP.replace("seed: [0, 1]", "seed: [0]") + "max_concurrent_trials: 1\n"
+ONE_SEED_SWEEP = FAULT_SWEEP.replace("seed: [0, 1]", "seed: [0]")
+ONE_AT_A_TIME = ONE_SEED_SWEEP + "max_concurrent_trials: 1\n"
 ONE_SEED = {trial for trial in TRIALS if trial.endswith("-s0")}
 
 
@@ -340,7 +341,7 @@ def test_an_outage_longer_than_the_retry_budget_ends_with_exit_1_and_resume_reco
 
 # A training of each path, smaller and quicker: for what needs a finished sweep rather than one to interrupt.
 SMALL_SWEEP = (
-    ONE_AT_A_TIME.removesuffix("max_concurrent_trials: 1\n").replace("checkerboard", "moons")
+    ONE_SEED_SWEEP.replace("checkerboard", "moons")
     .replace("hidden: 64, depth: 3", "hidden: 16, depth: 2")
     .replace("batch_size: 256, checkpoint_every: 100", "batch_size: 64, checkpoint_every: 500")
     .replace("samples: 200, likelihood_points: 20", "samples: 100, likelihood_points: 10")
